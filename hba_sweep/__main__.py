@@ -1,0 +1,3 @@
+from hba_sweep.cli import main
+
+raise SystemExit(main())
