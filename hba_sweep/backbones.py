@@ -18,6 +18,7 @@ import torch
 from hba_sweep.errors import ConfigError
 
 TINY_BACKBONE = "hba-tiny"
+RANDOM_INIT_SEED = 0  # `pretrained: none` gives the same weights in every trial
 
 # The published study's names -> open_clip architecture names.
 STUDY_NAMES = {
@@ -66,6 +67,16 @@ def backbone_depths(backbone: str) -> tuple[int, int]:
     return vision_layers, cfg["text_cfg"]["layers"]
 
 
+def weights_id(pretrained: str | None) -> str:
+    """A string naming the backbone weights, for cache keys (a file: path, size and mtime)."""
+    if pretrained in (None, "", "none"):
+        return f"random-init-seed{RANDOM_INIT_SEED}"
+    if os.path.isfile(str(pretrained)):
+        st = os.stat(str(pretrained))
+        return f"{os.path.abspath(str(pretrained))}:{st.st_size}:{st.st_mtime_ns}"
+    return str(pretrained)
+
+
 def create_clip(backbone: str, pretrained: str | None) -> torch.nn.Module:
     """Build an open_clip CLIP with custom attention blocks; weights from a tag, a file or none."""
     name = resolve_backbone(backbone, pretrained)
@@ -74,13 +85,15 @@ def create_clip(backbone: str, pretrained: str | None) -> torch.nn.Module:
     text_cfg = dict(cfg["text_cfg"], block_type="custom")
     use_file = pretrained not in (None, "", "none") and os.path.isfile(str(pretrained))
     tag = None if pretrained in (None, "", "none") or use_file else pretrained
-    model = open_clip.create_model(
-        name,
-        pretrained=tag,
-        vision_cfg=vision_cfg,
-        text_cfg=text_cfg,
-        force_quick_gelu=(pretrained == "openai"),
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # a random backbone stands in for fixed weights
+        model = open_clip.create_model(
+            name,
+            pretrained=tag,
+            vision_cfg=vision_cfg,
+            text_cfg=text_cfg,
+            force_quick_gelu=(pretrained == "openai"),
+        )
     if use_file:
         open_clip.load_checkpoint(model, str(pretrained), weights_only=True)
     return model.eval()

@@ -100,6 +100,7 @@ class TrainConfig:
     cache_frozen_prefix: bool = True
     precision: str = "auto"  # autocast: bf16 on CUDA, fp32 on CPU
     cache_dtype: str = "auto"  # frozen-prefix cache: bfloat16 on CUDA, float32 on CPU
+    cache_dir: str | None = None  # None: <save_path>/prefix_cache
     keep_images_in_memory: bool = True
     progress: bool = True
 

@@ -1,0 +1,84 @@
+"""``python -m hba_sweep <command>``: each subsystem registers its own subcommands here.
+
+User mistakes (HBAError) print their message and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from hba_sweep.errors import HBAError
+
+# (module, function registering its subcommands); a subsystem that fails to import is reported.
+REGISTRARS = [
+    ("hba_sweep.data.demo", "add_demo_data_parser"),
+    ("hba_sweep.cli", "add_train_parser"),
+    ("hba_sweep.sweep.cli", "add_run_parser"),
+    ("hba_sweep.sweep.cli", "add_status_parser"),
+    ("analysis.cli", "add_analyze_parser"),
+    ("hba_sweep.inference", "add_infer_parser"),
+]
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one run (no Ray)",
+                              description="Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.")
+    p.add_argument("--config", required=True, help="YAML config (the study's keys are accepted)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hba_sweep import checkpoint
+    from hba_sweep.config import load_config, run_dir
+    from hba_sweep.training import run_training_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    if args.resume and cfg.resume_from is None:
+        if checkpoint.list_epochs(run_dir(cfg)):
+            cfg = cfg.replace(resume_from=str(run_dir(cfg)))
+        else:
+            print(f"--resume: {run_dir(cfg)} has no checkpoint yet; starting the run.", file=sys.stderr)
+    summary = run_training_experiment(cfg)
+    print(f"done: {summary['run_dir']} (last epoch {summary['epoch']}, val_loss {summary['val_loss']:.4g}, "
+          f"behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in {summary['run_dir']}/metrics.csv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hba_sweep",
+                                     description="Ray Tune sweeps and analysis for CLIP-HBA perturbation studies.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name, function in REGISTRARS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # subsystem not installed in this checkout
+            raise
+        getattr(module, function)(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HBAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
