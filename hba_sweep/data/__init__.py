@@ -1,0 +1,26 @@
+"""Data: the study's image transform and store, THINGS CSVs, reference RDMs, evaluation sets, demo data."""
+
+from hba_sweep.data.evalsets import (
+    FmriSet, NightsSet, NodSet, load_nights, load_nod, load_things_fmri, read_evalsets_yaml,
+)
+from hba_sweep.data.images import (
+    IMAGE_MEAN, IMAGE_STD, ImageStore, build_transform, load_image_uint8, normalize_uint8,
+)
+from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat, vector_to_square
+from hba_sweep.data.things import ThingsDataset, read_things_csv
+
+__all__ = [
+    "IMAGE_MEAN", "IMAGE_STD", "ImageStore", "build_transform", "load_image_uint8", "normalize_uint8",
+    "ThingsDataset", "read_things_csv", "load_rdm", "save_rdm_mat", "vector_to_square",
+    "FmriSet", "NodSet", "NightsSet", "load_things_fmri", "load_nod", "load_nights", "read_evalsets_yaml",
+    "make_demo_data", "add_demo_data_parser",
+]
+
+
+def __getattr__(name: str):
+    """Demo generation is imported lazily (``make_demo_data``, ``add_demo_data_parser``)."""
+    if name in ("make_demo_data", "add_demo_data_parser"):
+        from hba_sweep.data import demo
+
+        return getattr(demo, name)
+    raise AttributeError(name)
