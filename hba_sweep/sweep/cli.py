@@ -1,0 +1,102 @@
+"""``run`` and ``status`` subcommands; hba_sweep/cli.py registers them with these two functions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hba_sweep.errors import ConfigError
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+    return number
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
+    return number
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
+    from hba_sweep.sweep.dryrun import describe
+    from hba_sweep.sweep.expand import expand
+    from hba_sweep.sweep.plan import make_plan
+    from hba_sweep.sweep.runner import RunOptions, run_study
+    from hba_sweep.sweep.spec import load_search_space
+
+    space = load_search_space(args.search_space)
+    if args.dry_run:
+        expansion = expand(space, check_files=True)
+        plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
+        print(describe(space, expansion, plan))
+        return 0
+    opts = RunOptions(storage=args.storage, name=args.name, address=args.address, resume=args.resume,
+                      max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+                      gpus_per_trial=args.gpus_per_trial, dashboard=not args.no_dashboard,
+                      dashboard_host=args.dashboard_host, wandb_project=args.wandb, mlflow_uri=args.mlflow,
+                      verbose=args.verbose)
+    outcome = run_study(space, opts)
+    print(f"experiment: {outcome.root}")
+    print(f"{len(outcome.ok)} trials finished, {len(outcome.failed)} failed, {len(outcome.skipped)} not started")
+    for name in outcome.failed:
+        print(f"  failed: {name}")
+    for name in outcome.skipped:
+        print(f"  not started (its baseline failed): {name}")
+    if outcome.exit_code:
+        print(f"next: python -m hba_sweep run {args.search_space} --resume   (retries failed trials)")
+    print(f"status: python -m hba_sweep status {outcome.root}")
+    return outcome.exit_code
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """``status DIR``: a table of trials and their states."""
+    from hba_sweep.sweep.status import format_status, study_status
+
+    if "://" in args.experiment:
+        raise ConfigError(f"{args.experiment}: status reads a local or mounted directory. "
+                          "Fix: mount or download the experiment first.")
+    print(format_status(study_status(args.experiment)))
+    return 0
+
+
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
+    p = subparsers.add_parser("run", help="run a study from a search-space file on Ray Tune",
+                              description="Run every trial of a search-space file (search_spaces/*.py; Python, "
+                                          "executed) on Ray Tune: baselines first, then perturbed forks.")
+    p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
+    p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted experiment (no finished trial re-runs)")
+    p.add_argument("--storage", default="ray_results", help="experiment storage: a path or a pyarrow URI (s3://...)")
+    p.add_argument("--name", help="experiment name (default: the file's NAME, or its stem)")
+    p.add_argument("--address", help="attach to a running Ray cluster (default: $RAY_ADDRESS, else start one)")
+    p.add_argument("--max-concurrent", type=_count, help="at most this many trials at once")
+    p.add_argument("--cpus-per-trial", type=_positive, help="override RESOURCES['cpu']")
+    p.add_argument("--gpus-per-trial", type=_positive, help="override RESOURCES['gpu'] (fractions share a GPU)")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
+    p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
+    p.add_argument("--wandb", metavar="PROJECT", help="log to Weights & Biases (needs wandb installed)")
+    p.add_argument("--mlflow", metavar="TRACKING_URI", help="log to MLflow (needs mlflow installed)")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3), help="Tune output verbosity")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``status EXPERIMENT_DIR``."""
+    p = subparsers.add_parser("status", help="done / running / failed / pending per trial of an experiment")
+    p.add_argument("experiment", help="an experiment directory, e.g. ray_results/demo")
+    p.set_defaults(func=status_command)
+    return p

@@ -1,0 +1,92 @@
+"""Group trials into baselines and forks (the two phases of a study).
+
+Trials that differ only in perturbation settings share one baseline (``perturb_type: none``).
+Phase ``baselines`` trains each baseline once; phase ``perturbed`` starts every perturbed trial
+with ``perturb_epoch = e > 0`` from its baseline's checkpoint after epoch ``e - 1``
+(``init_from``/``init_epoch``); ``perturb_epoch = 0`` trains from scratch, which is the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hba_sweep.config import DEFAULTS
+from hba_sweep.sweep.expand import Trial, name_trials
+
+PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
+BASELINES, PERTURBED, TRIALS = "baselines", "perturbed", "trials"
+
+
+@dataclass
+class Fork:
+    """A perturbed trial and where it starts: its baseline's state after ``init_epoch`` (None: scratch)."""
+
+    trial: Trial
+    baseline: str
+    init_epoch: int | None
+
+
+@dataclass
+class Plan:
+    """Phases in order: each a list of trials; forks say which baseline epoch each perturbed trial needs."""
+
+    baselines: list[Trial] = field(default_factory=list)
+    forks: list[Fork] = field(default_factory=list)
+    independent: list[Trial] = field(default_factory=list)  # FORK_FROM_BASELINE = False, or a searcher
+
+    @property
+    def phases(self) -> list[str]:
+        if self.independent:
+            return [TRIALS]
+        return [p for p, items in ((BASELINES, self.baselines), (PERTURBED, self.forks)) if items]
+
+    @property
+    def total(self) -> int:
+        return len(self.baselines) + len(self.forks) + len(self.independent)
+
+
+def group_key(config: dict[str, Any]) -> tuple:
+    """Everything but the perturbation settings (and the fork source)."""
+    skip = set(PERTURB_FIELDS) | {"init_from", "init_epoch", "run_name"}
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in skip))
+
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's settings with the perturbation switched off (canonical perturbation fields)."""
+    return {**config, **{k: getattr(DEFAULTS, k) for k in PERTURB_FIELDS}, "perturb_type": "none"}
+
+
+def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
+    """Split trials into baselines (one per group, reusing a grid's own 'none' trials) and forks."""
+    if not fork_from_baseline:
+        return Plan(independent=list(trials))
+    baselines: dict[tuple, Trial] = {}
+    for trial in trials:
+        key = group_key(trial.config)
+        if trial.config["perturb_type"] == "none":
+            baselines.setdefault(key, Trial(name="", config=baseline_config(trial.config), varied=trial.varied))
+    for trial in trials:
+        key = group_key(trial.config)
+        if key not in baselines:
+            varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
+            baselines[key] = Trial(name="", config=baseline_config(trial.config), varied=varied)
+    base_list = list(baselines.values())
+    name_trials(base_list)
+    _keep_unique(base_list, [t for t in trials if t.config["perturb_type"] != "none"])
+    forks = []
+    for trial in trials:
+        if trial.config["perturb_type"] == "none":
+            continue
+        epoch = trial.config["perturb_epoch"]
+        forks.append(Fork(trial=trial, baseline=baselines[group_key(trial.config)].name,
+                          init_epoch=epoch - 1 if epoch > 0 else None))
+    return Plan(baselines=base_list, forks=forks)
+
+
+def _keep_unique(baselines: list[Trial], perturbed: list[Trial]) -> None:
+    """Baseline names must not clash with perturbed names (both phases live in one experiment)."""
+    taken = {t.name for t in perturbed}
+    for base in baselines:
+        if base.name in taken:
+            base.name = f"{base.name}_base"

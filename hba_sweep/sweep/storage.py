@@ -1,0 +1,57 @@
+"""Experiment storage: a local path or a pyarrow URI (s3://, gs://, ...), and the study manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+MANIFEST = "study.json"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def experiment_root(storage: str, name: str) -> str:
+    """``<storage>/<name>``; a local storage path is made absolute (Tune requires it)."""
+    base = storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage))
+    return f"{base.rstrip('/')}/{name}"
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    if is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def exists(path: str) -> bool:
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """A JSON file's content, or None if it does not exist."""
+    if not exists(path):
+        return None
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write JSON (atomically on a local path)."""
+    text = json.dumps(data, indent=1, default=str)
+    if not is_uri(path):
+        from hba_sweep.io_utils import atomic_write_text
+
+        atomic_write_text(path, text)
+        return
+    fs, inner = _fs(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as fh:
+        fh.write(text.encode("utf-8"))

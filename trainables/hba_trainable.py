@@ -1,0 +1,104 @@
+"""The Ray Tune function trainable: a thin wrapper around ``run_training_experiment``.
+
+Per epoch it reports the metrics with the epoch's checkpoint (``tune.report``); on a retry or
+``--resume`` it continues from ``tune.get_checkpoint()``; a fork (``init_from``) may point at a
+Tune checkpoint on any storage. The device is the GPU Ray assigned, or the CPU (said once).
+The run directory lives in a local scratch folder; its small files (metrics.csv, config.yaml,
+split.json) are copied into the trial's working dir under ``run/`` and synced with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+FAULT_ENV = "HBA_SWEEP_FAULT"  # test only: "<epoch>:<marker file>[:<trial name part>]"
+RUN_FILES = ("metrics.csv", "config.yaml", "split.json")
+_said: set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """Print a note once per worker process."""
+    if message not in _said:
+        _said.add(message)
+        print(f"[hba_sweep] {message}", flush=True)
+
+
+def choose_device(requested: str, gpu_ids: list[Any], cuda_available: bool) -> str:
+    """The device for this trial: the GPU Ray assigned, else the CPU (with a note once)."""
+    if requested == "cpu":
+        return "cpu"
+    if gpu_ids and cuda_available:
+        return "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+    if gpu_ids:
+        say_once(f"Ray assigned GPU id(s) {','.join(map(str, gpu_ids))} but CUDA is not available here: "
+                 "training on CPU.")
+    elif requested != "auto":
+        say_once(f"device={requested!r} but Ray assigned no GPU to this trial (RESOURCES has no 'gpu'): "
+                 "training on CPU.")
+    return "cpu"
+
+
+def maybe_fault(trial_name: str, epoch: int) -> None:
+    """Test-only fault hook: raise once at the epoch named in HBA_SWEEP_FAULT (marker file = once)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, marker, *part = spec.split(":", 2)
+    if int(at) != epoch or (part and part[0] not in trial_name):
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise RuntimeError(f"{FAULT_ENV}: injected failure in {trial_name} at epoch {epoch}")
+
+
+def _prune_checkpoints(checkpoint_dir: Path) -> None:
+    """Delete the run's earlier epoch checkpoints: Tune has persisted them already."""
+    for other in checkpoint_dir.parent.glob("epoch_*"):
+        if other != checkpoint_dir and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def train_hba(config: dict[str, Any], train_fn: Callable | None = None) -> None:
+    """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from hba_sweep.config import from_dict
+
+    if train_fn is None:
+        from hba_sweep.training import run_training_experiment as train_fn
+    context = tune.get_context()
+    trial = context.get_trial_name()
+    gpu_ids = ray.get_gpu_ids()
+    device = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available())
+    extra = {"device": device, "gpu_ids": ",".join(map(str, gpu_ids))}
+    artifacts = Path(os.getcwd()) / "run"
+
+    def report(metrics: dict, checkpoint_dir: str) -> None:
+        maybe_fault(trial, int(metrics["epoch"]))
+        run = Path(checkpoint_dir).parent.parent
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, artifacts / name)
+        tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        _prune_checkpoints(Path(checkpoint_dir))
+
+    values = {**config, "device": device, "run_name": "run", "progress": False}
+    with ExitStack() as stack:
+        values["save_path"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="hba_trial_"))
+        resume = tune.get_checkpoint()
+        if resume is not None:
+            values["resume_from"] = stack.enter_context(resume.as_directory())
+            values["init_from"] = values["init_epoch"] = None
+        elif values.get("init_from"):
+            values["init_from"] = stack.enter_context(tune.Checkpoint(values["init_from"]).as_directory())
+        train_fn(from_dict(values, source=f"trial {trial}"), report=report)
