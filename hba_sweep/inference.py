@@ -1,0 +1,528 @@
+"""Inference for checkpoints: 66-d predictions and their scores on an evaluation set.
+
+Two layers:
+
+- The batched path (:class:`Predictor`): for one model layout (backbone, layer split, rank) the
+  frozen vision prefix of an image set is computed once through :mod:`hba_sweep.prefix_cache`
+  (the same cache training uses), then each checkpoint only loads its adapters and runs
+  ``forward_from_prefix``. ``model.forward`` on images stays the oracle the tests compare with.
+- Evaluation sets (:class:`EvalSet`): the images to run plus a scorer turning predictions into
+  tidy rows ``reference, metric, value, p_value, ci_low, ci_high`` -- behavioural RSA (THINGS 48),
+  neural RSA (THINGS-fMRI averaged per concept, NOD), NIGHTS 2AFC and CKA against targets.
+
+``run_inference(config)`` evaluates one checkpoint from the study's inference keys, and
+``python -m hba_sweep infer --config X.yaml`` writes one JSON result per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from hba_sweep import checkpoint as ckpt
+from hba_sweep import prefix_cache, rsa
+from hba_sweep.errors import CheckpointError, ConfigError, DataError
+from hba_sweep.io_utils import atomic_write, atomic_write_text
+
+Row = dict[str, Any]
+Scorer = Callable[[np.ndarray], list[Row]]
+MODEL_KEYS = ("backbone", "pretrained", "vision_layers", "transformer_layers", "rank", "dora_alpha", "dora_dropout")
+DATASETS = ("things", "things_fmri", "nod", "nights", "cka")
+COUNTERS = {"prefix_images": 0, "checkpoint_predictions": 0}  # work done in this process (tests read it)
+
+
+# ---- model layout -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    """What decides the network a checkpoint's adapters belong to."""
+
+    backbone: str = "ViT-L/14"
+    pretrained: str | None = "openai"
+    vision_layers: int = 2
+    transformer_layers: int = 1
+    rank: int = 32
+    dora_alpha: float | None = None
+    dora_dropout: float = 0.1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> "ModelSpec":
+        merged = {k: values[k] for k in MODEL_KEYS if k in values}
+        merged.update({k: v for k, v in (overrides or {}).items() if k in MODEL_KEYS and v is not None})
+        return cls(**merged)
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:16]
+
+    def build(self):
+        from hba_sweep.model import CLIPHBA
+
+        return CLIPHBA(backbone=self.backbone, pretrained=self.pretrained, vision_layers=self.vision_layers,
+                       transformer_layers=self.transformer_layers, rank=self.rank, dora_alpha=self.dora_alpha,
+                       dora_dropout=self.dora_dropout)
+
+
+def resolve_device(name: str | int | bool | None) -> torch.device:
+    """auto | cpu | cuda[:N]; the study's ``cuda`` key (-1: cpu, N: cuda:N) is accepted."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(name, bool):
+        name = "cuda" if name else "cpu"
+    elif isinstance(name, int):
+        name = "cpu" if name < 0 else f"cuda:{name}"
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine. Fix: use device: cpu or auto.")
+    return torch.device(str(name))
+
+
+# ---- evaluation sets --------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Images to run through the model and how to score the predictions."""
+
+    dataset: str
+    paths: list[Path]
+    score: Scorer
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """Identifies the evaluation: dataset, its settings and the image files (size, mtime)."""
+        digest = hashlib.sha256(json.dumps({"dataset": self.dataset, **self.settings}, sort_keys=True,
+                                           default=str).encode())
+        for path in self.paths:
+            st = os.stat(path)
+            digest.update(f"|{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
+
+
+def result_row(reference: str, metric: str, value: float, p_value: float = math.nan,
+               ci: tuple[float, float] = (math.nan, math.nan)) -> Row:
+    return {"reference": reference, "metric": metric, "value": float(value), "p_value": float(p_value),
+            "ci_low": float(ci[0]), "ci_high": float(ci[1])}
+
+
+def rsa_scorer(references: Mapping[str, np.ndarray], distance: str, similarity: str, n_boot: int = 0,
+               seed: int = 0, groups: Sequence[Any] | None = None) -> Scorer:
+    """RSA of the model RDM (predictions averaged per group first, if given) with each reference."""
+
+    def score(predictions: np.ndarray) -> list[Row]:
+        x = predictions if groups is None else rsa.average_by_group(predictions, groups)[1]
+        rows = []
+        for name, ref in references.items():
+            rho, p = rsa.behavioral_rsa(x, ref, distance, similarity)
+            ci = (rsa.bootstrap_rsa_ci(x, ref, distance, similarity, n_boot=n_boot, seed=seed) if n_boot
+                  else (math.nan, math.nan))
+            rows.append(result_row(name, f"rsa_{similarity}", rho, p, ci))
+        return rows
+
+    return score
+
+
+def cka_scorer(targets: np.ndarray) -> Scorer:
+    """Linear CKA (biased and unbiased HSIC) between predictions and the 66-d targets."""
+
+    def score(predictions: np.ndarray) -> list[Row]:
+        return [result_row("targets", "cka", rsa.compute_cka(predictions, targets)),
+                result_row("targets", "cka_unbiased", rsa.compute_cka(predictions, targets, unbiased=True))]
+
+    return score
+
+
+def two_afc_scorer(nights: Any, split: str | None) -> Scorer:
+    """NIGHTS 2AFC accuracy; p-value of a two-sided binomial test against chance (0.5)."""
+    from scipy.stats import binomtest
+
+    left_vote = (nights.human_choice == 0).astype(float)
+    right_vote = 1.0 - left_vote
+
+    def score(predictions: np.ndarray) -> list[Row]:
+        acc = rsa.two_afc_accuracy(predictions[nights.ref_idx], predictions[nights.left_idx],
+                                   predictions[nights.right_idx], left_vote, right_vote)
+        n = len(nights)
+        p = binomtest(int(round(acc * n)), n, 0.5).pvalue
+        return [result_row(split or "all", "2afc_accuracy", acc, p)]
+
+    return score
+
+
+def load_references(paths: Mapping[str, str], n: int, distance: str = "pearson") -> dict[str, np.ndarray]:
+    """Reference RDMs by name; a file holding response patterns (n x d, not square) becomes an RDM."""
+    from hba_sweep.data.rdm_io import _read_array, load_rdm
+
+    out = {}
+    for name, path in paths.items():
+        try:
+            out[name] = load_rdm(path, n=n)
+        except DataError:
+            array = _read_array(Path(path)) if Path(path).suffix.lower() in (".npy", ".npz", ".csv") else None
+            if array is None or array.ndim != 2 or array.shape[0] != n or array.shape[0] == array.shape[1]:
+                raise
+            out[name] = rsa.compute_model_rdm(array, distance)
+    return out
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How predictions are compared with references."""
+
+    model_rdm_distance_metric: str = "pearson"
+    rsa_similarity_metric: str = "spearman"
+    reference_rdm_distance_metric: str = "pearson"
+    n_boot: int = 0
+    seed: int = 0
+
+
+def build_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> EvalSet:
+    """An :class:`EvalSet` from an ``evalsets.yaml`` entry (paths already resolved)."""
+    from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
+    from hba_sweep.data.things import read_things_csv
+
+    dist, sim = settings.model_rdm_distance_metric, settings.rsa_similarity_metric
+    record = {"spec": dict(spec), **settings.__dict__}
+    refs = spec.get("reference_rdms") or {}
+    if dataset in ("things", "cka"):
+        names, targets = read_things_csv(spec["annotations_file"])
+        paths = [Path(spec["img_dir"]) / name for name in names]
+        from hba_sweep.data.things import check_files_exist
+
+        check_files_exist(paths, spec["annotations_file"], f"put the images in {spec['img_dir']}.")
+        if dataset == "cka":
+            return EvalSet("cka", paths, cka_scorer(targets), record)
+        references = load_references(refs, len(paths), settings.reference_rdm_distance_metric)
+        return EvalSet("things", paths, rsa_scorer(references, dist, sim, settings.n_boot, settings.seed), record)
+    if dataset == "things_fmri":
+        fmri = load_things_fmri(spec["metadata_csv"], spec["img_dir"])
+        references = load_references(refs, len(fmri.concept_names), settings.reference_rdm_distance_metric)
+        scorer = rsa_scorer(references, dist, sim, settings.n_boot, settings.seed, groups=fmri.concepts)
+        return EvalSet("things_fmri", list(fmri.image_paths), scorer, record)
+    if dataset == "nod":
+        nod = load_nod(spec["index_csv"], spec["img_dir"], spec.get("max_images_per_category"),
+                       int(spec.get("seed", 0)))
+        references = load_references(refs, len(nod.images), settings.reference_rdm_distance_metric)
+        return EvalSet("nod", list(nod.image_paths), rsa_scorer(references, dist, sim, settings.n_boot, settings.seed),
+                       record)
+    if dataset == "nights":
+        nights = load_nights(spec["data_csv"], spec["img_dir"], spec.get("split"))
+        return EvalSet("nights", list(nights.image_paths), two_afc_scorer(nights, spec.get("split")), record)
+    raise DataError(f"unknown dataset {dataset!r}. Fix: use one of {list(DATASETS)}.")
+
+
+# ---- the batched path -------------------------------------------------------------------
+class Predictor:
+    """One model layout on one device; frozen prefix per image set computed once (cached on disk)."""
+
+    def __init__(self, spec: ModelSpec, device: torch.device | str = "cpu", cache_root: str | os.PathLike | None = None,
+                 batch_size: int = 64, precision: str = "auto") -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+        self.model = spec.build().to(self.device).eval()
+        self.cache_root = cache_root
+        self.batch_size = batch_size
+        use_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
+        self.dtype = torch.bfloat16 if use_bf16 else torch.float32
+        self._prefixes: dict[str, prefix_cache.CachedPrefix] = {}
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+
+    def prefix(self, paths: Sequence[Path]) -> prefix_cache.CachedPrefix:
+        """The frozen vision prefix of ``paths`` (in order), computed once per image set."""
+        fingerprint = prefix_cache.image_set_fingerprint(paths, self.model.image_size)
+        key = prefix_cache.cache_key(self.model.prefix_key(), fingerprint, self.dtype)
+        if key not in self._prefixes:
+            def compute() -> torch.Tensor:
+                from hba_sweep.data.images import ImageStore
+
+                store = ImageStore(paths, self.model.image_size)
+                COUNTERS["prefix_images"] += len(paths)
+                with self._autocast():
+                    return prefix_cache.compute_prefix(self.model.vision_prefix, store.batch, len(paths), self.dtype,
+                                                       self.device, self.batch_size)
+
+            self._prefixes[key] = prefix_cache.load_or_compute(self.cache_root, key, compute, self.dtype)
+        return self._prefixes[key]
+
+    def load(self, adapters: Mapping[str, torch.Tensor], source: str = "<adapters>") -> None:
+        try:
+            self.model.load_adapter_state_dict(dict(adapters))
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}. Fix: the model settings (backbone, vision_layers, "
+                                  "transformer_layers, rank) must be those the checkpoint was trained with.") from None
+
+    @torch.no_grad()
+    def predict(self, paths: Sequence[Path]) -> np.ndarray:
+        """(N, 66) float64 predictions of the loaded adapters for the images at ``paths``."""
+        prefix = self.prefix(paths)
+        out = []
+        for start in range(0, len(paths), self.batch_size):
+            tokens = prefix.rows(range(start, min(len(paths), start + self.batch_size))).to(self.device)
+            with self._autocast():
+                out.append(self.model.forward_from_prefix(tokens).float().cpu())
+        COUNTERS["checkpoint_predictions"] += 1
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def evaluate(self, adapters: Mapping[str, torch.Tensor], evalsets: Sequence[EvalSet],
+                 source: str = "<adapters>") -> dict[str, tuple[np.ndarray, list[Row]]]:
+        """Predictions and score rows of one checkpoint on each evaluation set."""
+        self.load(adapters, source)
+        out = {}
+        for es in evalsets:
+            predictions = self.predict(es.paths)
+            out[es.dataset] = (predictions, es.score(predictions))
+        return out
+
+
+# ---- one checkpoint from the study's inference YAML -------------------------------------
+EVAL_TYPES = {"behavioral": ("things",), "neural": ("things_fmri", "nod"), "triplet": ("nights",), "cka": ("things",)}
+DATASET_ALIASES = {"things": "things", "things48": "things", "behavior": "things", "things_fmri": "things_fmri",
+                   "fmri": "things_fmri", "nod": "nod", "nights": "nights"}
+INFER_DEFAULTS: dict[str, Any] = {
+    "model_weights_path": None, "epoch": None, "dataset": None, "evaluation_type": "behavioral", "img_dir": None,
+    "annotations_file": None, "reference_rdm_paths": None, "model_rdm_distance_metric": "pearson",
+    "rsa_similarity_metric": "spearman", "reference_rdm_distance_metric": "pearson",
+    "max_images_per_category": None, "random_seed": 0, "batch_size": 64, "inference_save_dir": "inference_results",
+    "backbone": None, "pretrained": None, "vision_layers": None, "transformer_layers": None, "rank": None,
+    "dora_alpha": None, "device": "auto", "split": None, "n_bootstrap": 0, "save_predictions": True,
+    "cache_dir": None,
+}
+INFER_ALIASES = {"inference_annotations_file": "annotations_file", "clip_hba_backbone": "backbone", "cuda": "device",
+                 "bootstrap": "n_bootstrap"}
+PATH_KEYS = ("model_weights_path", "img_dir", "annotations_file", "inference_save_dir", "cache_dir")
+
+
+def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Path | None = None) -> dict[str, Any]:
+    """Normalise the study's inference keys; ConfigError listing every problem."""
+    from hba_sweep.config import ALIASES as TRAIN_ALIASES
+    from hba_sweep.config import FIELD_NAMES
+
+    cfg = dict(INFER_DEFAULTS)
+    problems = []
+    for key, value in raw.items():
+        name = INFER_ALIASES.get(key, key)
+        if name in cfg:
+            cfg[name] = value
+        elif key not in FIELD_NAMES and key not in TRAIN_ALIASES:  # training keys of a shared YAML are ignored
+            close = difflib.get_close_matches(key, list(cfg) + list(INFER_ALIASES), n=1)
+            problems.append(f"{source}: unknown key {key!r}. Fix: " + (f"did you mean {close[0]!r}?" if close
+                                                                        else "remove it."))
+    if cfg["model_weights_path"] in (None, ""):
+        problems.append(f"{source}: model_weights_path is missing. Fix: give a run directory (with epoch) "
+                        "or a checkpoint's adapter.safetensors.")
+    etype = cfg["evaluation_type"]
+    if etype not in EVAL_TYPES:
+        problems.append(f"{source}: evaluation_type={etype!r} is not known. Fix: use one of {list(EVAL_TYPES)}.")
+    else:
+        dataset = DATASET_ALIASES.get(str(cfg["dataset"] or EVAL_TYPES[etype][0]).lower())
+        if dataset not in EVAL_TYPES[etype]:
+            problems.append(f"{source}: dataset={cfg['dataset']!r} does not go with evaluation_type={etype!r}. "
+                            f"Fix: use dataset {' or '.join(EVAL_TYPES[etype])}.")
+        cfg["dataset"] = dataset
+    for key in ("model_rdm_distance_metric", "reference_rdm_distance_metric"):
+        if cfg[key] not in rsa.DISTANCE_METRICS:
+            problems.append(f"{source}: {key}={cfg[key]!r} is not known. Fix: use one of {list(rsa.DISTANCE_METRICS)}.")
+    if cfg["rsa_similarity_metric"] not in rsa.SIMILARITY_METRICS:
+        problems.append(f"{source}: rsa_similarity_metric={cfg['rsa_similarity_metric']!r} is not known. "
+                        f"Fix: use one of {list(rsa.SIMILARITY_METRICS)}.")
+    if not isinstance(cfg["batch_size"], int) or cfg["batch_size"] < 1:
+        problems.append(f"{source}: batch_size={cfg['batch_size']!r} must be a positive integer. Fix: e.g. 64.")
+    for key in ("img_dir", "annotations_file"):
+        if not cfg[key]:
+            problems.append(f"{source}: {key} is missing. Fix: give the path of the evaluation set's "
+                            f"{'image folder' if key == 'img_dir' else 'CSV'}.")
+    needs_refs = etype in ("behavioral", "neural")
+    if needs_refs and not cfg["reference_rdm_paths"]:
+        problems.append(f"{source}: reference_rdm_paths is missing (needed for evaluation_type {etype}). "
+                        "Fix: give an RDM file, a list, or a mapping name/ROI -> file.")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    if base is not None:
+        for key in PATH_KEYS:
+            cfg[key] = _relative_to(cfg[key], base)
+    cfg["reference_rdm_paths"] = _reference_mapping(cfg["reference_rdm_paths"], base, source)
+    return cfg
+
+
+def _relative_to(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value and not os.path.isabs(value) and not os.path.exists(value) \
+            and (base / value).exists():
+        return str(base / value)
+    return value
+
+
+def _reference_mapping(value: Any, base: Path | None, source: str) -> dict[str, str]:
+    if not value:
+        return {}
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if isinstance(value, list):
+        value = {Path(str(p)).stem: p for p in value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: reference_rdm_paths must be a file, a list of files or a mapping name -> file. "
+                          "Fix: e.g. {V1: rdm_V1.mat}.")
+    return {str(k): str(_relative_to(str(v), base) if base else v) for k, v in value.items()}
+
+
+def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
+    """The evaluation set an inference config describes, in the ``evalsets.yaml`` form."""
+    dataset, etype = cfg["dataset"], cfg["evaluation_type"]
+    spec: dict[str, Any] = {"img_dir": cfg["img_dir"], "reference_rdms": cfg["reference_rdm_paths"]}
+    if dataset == "things":
+        spec["annotations_file"] = cfg["annotations_file"]
+    elif dataset == "things_fmri":
+        spec["metadata_csv"] = cfg["annotations_file"]
+    elif dataset == "nod":
+        spec.update(index_csv=cfg["annotations_file"], max_images_per_category=cfg["max_images_per_category"],
+                    seed=cfg["random_seed"])
+    else:
+        spec.update(data_csv=cfg["annotations_file"], split=cfg["split"])
+    settings = ScoreSettings(cfg["model_rdm_distance_metric"], cfg["rsa_similarity_metric"],
+                             cfg["reference_rdm_distance_metric"], int(cfg["n_bootstrap"] or 0), int(cfg["random_seed"]))
+    return build_evalset("cka" if etype == "cka" else dataset, spec, settings)
+
+
+def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
+    """Checkpoint directories named by ``model_weights_path`` and ``epoch`` (int, list, 'all' or none: latest)."""
+    path = Path(weights)
+    if path.is_file():
+        if path.suffix in (".pt", ".pth", ".bin", ".pkl"):
+            raise CheckpointError(f"{path}: pickled weights are not loaded (they can run code). Fix: point at a "
+                                  "run directory or a checkpoint's adapter.safetensors.")
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"{path}: model_weights_path does not exist. Fix: correct the path.")
+    if (path / ckpt.META_FILE).is_file():
+        return [ckpt.resolve_checkpoint(path, None if epoch in (None, "all") else int(epoch))]
+    if epoch == "all":
+        epochs = ckpt.list_epochs(path)
+        if not epochs:
+            raise CheckpointError(f"{path}: no checkpoint found. Fix: give a run directory with checkpoints/epoch_<e>/.")
+        return [ckpt.epoch_dir(path, e) for e in epochs]
+    if isinstance(epoch, (list, tuple)):
+        return [ckpt.resolve_checkpoint(path, int(e)) for e in epoch]
+    return [ckpt.resolve_checkpoint(path, None if epoch is None else int(epoch))]
+
+
+def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Verified adapters and meta (no pickle: safetensors and JSON only)."""
+    if (ckpt_dir / ckpt.META_FILE).is_file():
+        meta = ckpt.read_meta(ckpt_dir)
+        return ckpt.load_adapters(ckpt_dir, verify=True), meta
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt_dir / ckpt.ADAPTER_FILE)), {}
+
+
+def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Predictor | None = None,
+                  checkpoint_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Evaluate one checkpoint: returns epoch, checkpoint, the (N, 66) predictions and the score rows.
+
+    ``config`` holds the study's inference keys (or is a YAML path); the checkpoint is
+    ``model_weights_path`` at ``epoch`` (latest if none) unless ``checkpoint_dir`` is given.
+    For behavioural evaluation, ``behavioral_rsa_rho``/``behavioral_rsa_p`` hold the first reference's RSA.
+    """
+    cfg = load_infer_config(config) if isinstance(config, (str, os.PathLike)) else read_infer_config(config)
+    if checkpoint_dir is None:
+        dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
+        if len(dirs) != 1:
+            raise ConfigError(f"epoch={cfg['epoch']!r} names {len(dirs)} checkpoints; run_inference evaluates one. "
+                              "Fix: give one epoch, or use `python -m hba_sweep infer` for several.")
+        checkpoint_dir = dirs[0]
+    adapters, meta = _load_checkpoint(Path(checkpoint_dir))
+    if predictor is None or predictor.spec != model_spec(cfg, meta):
+        predictor = predictor_for(cfg, meta)
+    evalset = evalset_from_infer_config(cfg)
+    predictions, rows = predictor.evaluate(adapters, [evalset], str(checkpoint_dir))[evalset.dataset]
+    result = {"run_name": meta.get("run_name", Path(checkpoint_dir).name), "epoch": meta.get("epoch"),
+              "checkpoint": str(checkpoint_dir), "dataset": cfg["dataset"], "evaluation_type": cfg["evaluation_type"],
+              "n_images": len(evalset.paths), "predictions": predictions, "results": rows}
+    if cfg["evaluation_type"] == "behavioral" and rows:
+        result.update(behavioral_rsa_rho=rows[0]["value"], behavioral_rsa_p=rows[0]["p_value"])
+    return result
+
+
+def load_infer_config(path: str | os.PathLike) -> dict[str, Any]:
+    from hba_sweep.config import read_yaml
+
+    return read_infer_config(read_yaml(path), str(path), Path(path).parent)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_result(result: Mapping[str, Any], cfg: Mapping[str, Any]) -> Path:
+    """``<inference_save_dir>/<run>_epoch<e>_<dataset>_<type>.json`` (+ predictions .npy), atomically."""
+    out_dir = Path(cfg["inference_save_dir"])
+    stem = f"{result['run_name']}_epoch{result['epoch']}_{result['dataset']}_{result['evaluation_type']}"
+    payload = {k: v for k, v in result.items() if k != "predictions"}
+    payload["settings"] = {k: cfg[k] for k in ("model_rdm_distance_metric", "rsa_similarity_metric",
+                                               "reference_rdm_distance_metric", "n_bootstrap", "img_dir",
+                                               "annotations_file", "reference_rdm_paths", "max_images_per_category",
+                                               "random_seed", "split")}
+    if cfg["save_predictions"]:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(result["predictions"], dtype=np.float32))
+        atomic_write(out_dir / f"{stem}_predictions.npy", lambda fh: fh.write(buf.getvalue()))
+        payload["predictions_file"] = f"{stem}_predictions.npy"
+    path = out_dir / f"{stem}.json"
+    atomic_write_text(path, json.dumps(_json_safe(payload), indent=1))
+    return path
+
+
+def _infer(args: argparse.Namespace) -> int:
+    cfg = load_infer_config(args.config)
+    if args.device:
+        cfg["device"] = args.device
+    dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
+    predictor = predictor_for(cfg, _load_checkpoint(dirs[0])[1])  # one model and prefix for every epoch
+    for ckpt_dir in dirs:
+        result = run_inference(cfg, predictor, ckpt_dir)
+        path = write_result(result, cfg)
+        summary = ", ".join(f"{r['reference']} {r['metric']} {r['value']:.4f}" for r in result["results"])
+        print(f"epoch {result['epoch']}: {summary} -> {path}")
+    return 0
+
+
+def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
+    """The checkpoint's model settings (meta.json), overridden by the keys the YAML sets."""
+    return ModelSpec.from_mapping(meta.get("config", {}), {k: cfg[k] for k in MODEL_KEYS if k in cfg})
+
+
+def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:
+    return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"])
+
+
+def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``infer --config X.yaml``."""
+    p = subparsers.add_parser(
+        "infer", help="evaluate a run's checkpoint(s) from the study's inference YAML",
+        description="Evaluate checkpoints (model_weights_path + epoch) on one evaluation set "
+                    "(evaluation_type behavioral|neural|triplet|cka) and write one JSON per epoch "
+                    "to inference_save_dir.")
+    p.add_argument("--config", required=True, help="inference YAML (the study's keys)")
+    p.add_argument("--device", default=None, help="override the device (cpu, cuda, cuda:N, auto)")
+    p.set_defaults(func=_infer)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
+    from hba_sweep.cli import main as cli_main
+
+    return cli_main(["infer", *(argv if argv is not None else sys.argv[1:])])
