@@ -79,7 +79,8 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None) -> None:
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()
     device = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available())
-    extra = {"device": device, "gpu_ids": ",".join(map(str, gpu_ids))}
+    extra = {"device": device, "gpu_ids": ",".join(map(str, gpu_ids)),
+             "node_id": ray.get_runtime_context().get_node_id()}
     artifacts = Path(os.getcwd()) / "run"
 
     def report(metrics: dict, checkpoint_dir: str) -> None:

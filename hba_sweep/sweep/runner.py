@@ -38,7 +38,7 @@ class RunOptions:
     dashboard_host: str = "127.0.0.1"
     wandb_project: str | None = None
     mlflow_uri: str | None = None
-    verbose: int = 1
+    verbose: int = 2
     ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init kwargs (tests: num_cpus=2)
     train_fn: Callable | None = None  # tests: a fake training function
     echo: Callable[[str], None] = print
@@ -161,7 +161,7 @@ def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=instantiate(space, "SCHEDULER"), metric=space.metric, mode=space.mode,
-        num_samples=num_samples, max_concurrent_trials=max_concurrent,
+        num_samples=num_samples, max_concurrent_trials=max_concurrent, reuse_actors=True,
         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(
         name=phase, storage_path=root, verbose=opts.verbose, callbacks=_callbacks(opts, space.name) or None,
