@@ -1,0 +1,150 @@
+"""``python -m hba_sweep analyze <experiment>``: tables, figures and a report for a whole study.
+
+Everything the user can get wrong (experiment dir, --datasets, evaluation sets, their files) is
+checked before anything is written; outputs are written atomically, so a failed run leaves the
+previous results untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import evaluate, figures, gather, report, tables
+from hba_sweep.errors import ConfigError, DataError
+from hba_sweep.inference import DATASETS, ScoreSettings
+from hba_sweep.io_utils import atomic_write_text
+
+
+@dataclass
+class Summary:
+    """What one ``analyze`` did."""
+
+    out_dir: Path
+    computed: int
+    results: pd.DataFrame
+    training: pd.DataFrame
+    figures: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def default_out(fs_root: str, experiment: str, storage: str | None) -> Path:
+    """``<exp>/analysis`` for a local experiment; ``./analysis-<name>`` for one behind a URI."""
+    if storage or "://" in experiment:
+        return Path.cwd() / f"analysis-{os.path.basename(fs_root.rstrip('/'))}"
+    return Path(fs_root) / "analysis"
+
+
+def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
+            storage: str | None = None, log=print) -> Summary:
+    """Analyse every checkpoint of a study; compute only evaluations not in the cache yet."""
+    opts = opts or evaluate.Options()
+    fs, root = gather.open_experiment(experiment, storage)
+    study = gather.gather(fs, root)
+    if not study.entries:
+        raise DataError(f"{experiment}: no checkpoint (meta.json) found. Fix: point at a study's experiment "
+                        "directory, e.g. ray_results/<name>, after at least one epoch has finished.")
+    specs, source = evaluate.find_evalset_specs(study, opts.evalsets_file)
+    names = evaluate.select_datasets(specs, opts.datasets, source)
+    evalsets = evaluate.build_evalsets(specs, names, opts.score)  # loads every file: errors before any write
+    out_dir = Path(out) if out else default_out(root, experiment, storage)
+    cache = evaluate.read_cache(out_dir)
+    todo = evaluate.pending(study, evalsets, cache)
+    log(f"{len(study.trials)} trials, {len(study.entries)} (trial, epoch) checkpoints; datasets {', '.join(names)}; "
+        f"{len(todo)} checkpoint(s) to evaluate")
+    state = {"cache": cache}
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        state["cache"] = pd.concat([state["cache"], pd.DataFrame(rows, columns=evaluate.EVAL_COLUMNS)],
+                                   ignore_index=True).drop_duplicates(
+            ["checkpoint_key", "eval_key", "reference", "metric"], keep="last")
+        evaluate.write_parquet(out_dir / evaluate.CACHE_FILE, state["cache"])
+
+    if todo:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save)
+    return _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log)
+
+
+def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
+                   csv: bool, computed: int, log) -> Summary:
+    results = tables.results_table(study, cache, [es.key() for es in evalsets])
+    training = tables.training_table(study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluate.write_parquet(out_dir / "results.parquet", results)
+    evaluate.write_parquet(out_dir / "training_metrics.parquet", training)
+    if csv:
+        atomic_write_text(out_dir / "results.csv", results.to_csv(index=False))
+        atomic_write_text(out_dir / "training_metrics.csv", training.to_csv(index=False))
+    paths, notes = figures.draw_all(results, training, out_dir)
+    info = {"root": study.root, "n_trials": len(study.trials),
+            "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),
+            "n_inherited": sum(e.inherited for e in study.entries),
+            "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
+            "datasets": names, "evalsets_source": source, "score": opts.score, "computed": computed,
+            "skipped": study.skipped}
+    atomic_write_text(out_dir / "report.md", report.write_report(out_dir / "report.md", info, results, training,
+                                                                 paths, notes))
+    log(f"computed {computed} checkpoint(s); {len(results)} result rows -> {out_dir}/results.parquet, report.md, "
+        f"{len(paths)} figures")
+    return Summary(out_dir, computed, results, training, paths, study.skipped + notes)
+
+
+def _datasets(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise DataError(f"--datasets {value!r}: empty. Fix: give names from {list(DATASETS)}, comma-separated.")
+    return names
+
+
+def options_from_args(args: argparse.Namespace) -> evaluate.Options:
+    if args.workers < 0 or args.batch_size < 1 or args.bootstrap < 0:
+        raise ConfigError("--workers and --bootstrap must be >= 0 and --batch-size >= 1. Fix: correct the value.")
+    score = ScoreSettings(args.model_rdm_distance, args.rsa_similarity, "pearson", args.bootstrap, args.seed)
+    workers = 0 if args.local else args.workers
+    return evaluate.Options(_datasets(args.datasets), args.evalsets, args.device, args.batch_size, workers,
+                            args.cpus_per_worker, args.gpus_per_worker, score)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    analyze(args.experiment, opts, args.out, args.csv, args.storage,
+            log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``analyze``."""
+    from hba_sweep.rsa import DISTANCE_METRICS, SIMILARITY_METRICS
+
+    p = subparsers.add_parser(
+        "analyze", help="evaluate every checkpoint of a study: tables, figures, report",
+        description="Gather a study's trials and epoch checkpoints, evaluate them on the study's evaluation sets "
+                    "(only what is not analysed yet), and write results.parquet, training_metrics.parquet, "
+                    "figures and report.md to <experiment>/analysis (or --out).")
+    p.add_argument("experiment", help="experiment directory (ray_results/<name>), a run directory, or a URI")
+    p.add_argument("--datasets", help=f"comma-separated subset of {','.join(DATASETS)} (default: all configured)")
+    p.add_argument("--out", help="output directory (default: <experiment>/analysis)")
+    p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
+    p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
+    p.add_argument("--evalsets", help="evaluation-set YAML (default: the study's, or evalsets.yaml next to the data)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="spread the work over N Ray tasks (default 0: in process)")
+    p.add_argument("--local", action="store_true", help="run in this process (same as --workers 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray resources of each task")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs of each task (fractions allowed)")
+    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap draws for RSA confidence intervals (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--model-rdm-distance", default="pearson", choices=DISTANCE_METRICS)
+    p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
+    p.set_defaults(func=_analyze)
+    return p

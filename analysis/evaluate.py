@@ -1,0 +1,201 @@
+"""Evaluate a study's checkpoints on its evaluation sets, computing only what is not cached yet.
+
+Results are keyed by checkpoint content (adapter SHA-256 + model layout) and evaluation settings
+(dataset, files, metrics): a checkpoint shared by a baseline and its forks' inherited epochs is
+evaluated once, and re-running ``analyze`` computes nothing already in ``evaluations.parquet``.
+Per model layout the frozen prefix of each image set is computed once (hba_sweep.prefix_cache);
+each checkpoint then runs only its adapted layers. Work runs in-process, or spread over Ray
+tasks with fractional CPU/GPU resources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from analysis.gather import Checkpoint, Study, load_adapters
+from hba_sweep.data.evalsets import read_evalsets_yaml
+from hba_sweep.errors import DataError
+from hba_sweep.inference import DATASETS, EvalSet, ModelSpec, Predictor, ScoreSettings, build_evalset, resolve_device
+from hba_sweep.io_utils import atomic_write
+
+EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]
+CACHE_FILE = "evaluations.parquet"
+
+
+@dataclass
+class Options:
+    """How the analysis evaluates (command-line choices)."""
+
+    datasets: list[str] | None = None
+    evalsets_file: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0          # 0: in this process; N: N Ray tasks
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    score: ScoreSettings = ScoreSettings()
+
+
+# ---- which evaluation sets --------------------------------------------------------------
+def find_evalset_specs(study: Study, evalsets_file: str | None) -> tuple[dict[str, dict[str, Any]], str]:
+    """Evaluation-set specs and where they came from: --evalsets, the study manifest, next to the data."""
+    if evalsets_file:
+        return read_evalsets_yaml(evalsets_file), evalsets_file
+    declared = (study.manifest or {}).get("evalsets")
+    if isinstance(declared, str):
+        if not Path(declared).is_file():
+            raise DataError(f"{study.root}/study.json: evalsets={declared!r}: no such file. Fix: restore it or give "
+                            "--evalsets FILE.")
+        return read_evalsets_yaml(declared), f"{declared} (declared by the study)"
+    for candidate in _candidates_near_data(study):
+        if candidate.is_file():
+            return read_evalsets_yaml(candidate), f"{candidate} (next to the trials' data)"
+    return _fallback_specs(study), "the trials' own behavioural set (no evalsets.yaml found)"
+
+
+def _candidates_near_data(study: Study) -> list[Path]:
+    seen: list[Path] = []
+    for trial in study.trials.values():
+        for key in ("img_annotations_file", "rsa_annotations_file"):
+            value = trial.config.get(key)
+            if not value:
+                continue
+            for folder in list(Path(value).parents)[:3]:
+                path = folder / "evalsets.yaml"
+                if path not in seen:
+                    seen.append(path)
+    return seen
+
+
+def _fallback_specs(study: Study) -> dict[str, dict[str, Any]]:
+    for trial in study.trials.values():
+        c = trial.config
+        if c.get("rsa_annotations_file") and c.get("rsa_img_dir") and c.get("behavioral_rdm_file"):
+            return {"things": {"annotations_file": c["rsa_annotations_file"], "img_dir": c["rsa_img_dir"],
+                               "reference_rdms": {"behavior": c["behavioral_rdm_file"]}}}
+    return {}
+
+
+def select_datasets(specs: dict[str, dict[str, Any]], requested: Sequence[str] | None, source: str) -> list[str]:
+    """The datasets to evaluate; DataError for unknown or unconfigured names."""
+    available = [d for d in DATASETS if d in specs or (d == "cka" and "things" in specs)]
+    if not requested:
+        if not available:
+            raise DataError(f"{source}: no evaluation set is configured. Fix: give --evalsets FILE "
+                            "(python -m hba_sweep demo-data DIR writes an example).")
+        return available
+    for name in requested:
+        if name not in DATASETS:
+            raise DataError(f"--datasets: unknown dataset {name!r}. Fix: use names from {list(DATASETS)}.")
+        if name not in available:
+            raise DataError(f"--datasets: {name!r} is not configured in {source} (it has {available}). "
+                            "Fix: add it there, give --evalsets FILE, or leave it out.")
+    return list(dict.fromkeys(requested))
+
+
+def build_evalsets(specs: dict[str, dict[str, Any]], names: Sequence[str], score: ScoreSettings) -> list[EvalSet]:
+    return [build_evalset(name, specs["things" if name == "cka" else name], score) for name in names]
+
+
+# ---- the cache of evaluations -----------------------------------------------------------
+def checkpoint_key(ckpt: Checkpoint) -> str:
+    """Content key: the adapters' SHA-256 and the model layout they belong to."""
+    spec = ModelSpec.from_mapping(ckpt.config)
+    return hashlib.sha256(f"{ckpt.adapter_sha256 or ckpt.path}|{spec.key()}".encode()).hexdigest()[:20]
+
+
+def read_cache(out_dir: Path) -> pd.DataFrame:
+    path = out_dir / CACHE_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=EVAL_COLUMNS)
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - a corrupt cache is recomputed, not fatal
+        return pd.DataFrame(columns=EVAL_COLUMNS)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda fh: frame.to_parquet(fh, index=False))
+
+
+def pending(study: Study, evalsets: Sequence[EvalSet], cache: pd.DataFrame) -> dict[str, tuple[Checkpoint, list[str]]]:
+    """Checkpoints (by key) with the evaluation keys still missing for each."""
+    done = set(zip(cache["checkpoint_key"], cache["eval_key"]))
+    keys = [es.key() for es in evalsets]
+    todo: dict[str, tuple[Checkpoint, list[str]]] = {}
+    for entry in study.entries:
+        ck = checkpoint_key(entry.checkpoint)
+        missing = [k for k in keys if (ck, k) not in done]
+        if missing and ck not in todo:
+            todo[ck] = (entry.checkpoint, missing)
+    return todo
+
+
+# ---- computing --------------------------------------------------------------------------
+def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
+                         device: str, cache_root: str, batch_size: int) -> list[dict[str, Any]]:
+    """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set."""
+    by_key = {es.key(): es for es in evalsets}
+    predictors: dict[ModelSpec, Predictor] = {}
+    rows = []
+    for ck, ckpt, eval_keys in work:
+        spec = ModelSpec.from_mapping(ckpt.config)
+        if spec not in predictors:
+            predictors.clear()  # one model in memory at a time
+            predictors[spec] = Predictor(spec, resolve_device(device), cache_root, batch_size)
+        chosen = [by_key[k] for k in eval_keys]
+        scores = predictors[spec].evaluate(load_adapters(fs, ckpt), chosen, posixpath.join(ckpt.path, "adapter"))
+        for es in chosen:
+            rows += [{"checkpoint_key": ck, "eval_key": es.key(), "dataset": es.dataset, **r}
+                     for r in scores[es.dataset][1]]
+    return rows
+
+
+def _by_layout(todo: dict[str, tuple[Checkpoint, list[str]]]) -> list[tuple[str, Checkpoint, list[str]]]:
+    work = [(ck, c, keys) for ck, (c, keys) in todo.items()]
+    return sorted(work, key=lambda w: (ModelSpec.from_mapping(w[1].config).key(), w[1].path))
+
+
+def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
+                opts: Options, out_dir: Path, save: Callable[[list[dict[str, Any]]], None]) -> int:
+    """Compute the pending evaluations (in process or as Ray tasks); ``save`` is called per chunk."""
+    work = _by_layout(todo)
+    if not work:
+        return 0
+    cache_root = str(out_dir / "prefix_cache")
+    if opts.workers and opts.workers > 0:
+        return _run_ray(study, work, evalsets, opts, cache_root, save)
+    chunk = 16
+    for start in range(0, len(work), chunk):
+        save(evaluate_checkpoints(study.filesystem, work[start:start + chunk], evalsets, opts.device, cache_root,
+                                  opts.batch_size))
+    return len(work)
+
+
+def _run_ray(study: Study, work: list, evalsets: Sequence[EvalSet], opts: Options, cache_root: str,
+             save: Callable[[list[dict[str, Any]]], None]) -> int:
+    """Split the work into ``workers`` contiguous chunks (layout-sorted), one Ray task each."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker)(evaluate_checkpoints)
+        size = -(-len(work) // opts.workers)
+        device = "cuda" if opts.gpus_per_worker > 0 else ("cpu" if opts.device == "auto" else opts.device)
+        refs = [task.remote(study.filesystem, work[i:i + size], list(evalsets), device, cache_root, opts.batch_size)
+                for i in range(0, len(work), size)]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            save(ray.get(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
+    return len(work)

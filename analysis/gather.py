@@ -1,0 +1,229 @@
+"""Gather a study: every trial, its settings, its epoch checkpoints and its training history.
+
+Independent of the sweep's exact layout: the experiment directory (local path or pyarrow URI)
+is walked for ``meta.json`` files. Each names a checkpoint (epoch, config, metrics so far).
+Plain run directories (``<run>/checkpoints/epoch_<e>/``) and Tune trial directories
+(``<trial>/checkpoint_00000N/``) both work. Only JSON and safetensors are read: nothing is
+unpickled. A forked trial's inherited epochs point at its baseline's checkpoint of that epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from hba_sweep.errors import CheckpointError, DataError
+
+META_FILE = "meta.json"
+ADAPTER_FILE = "adapter.safetensors"
+MANIFEST = "study.json"
+EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
+PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
+# Settings that do not change what a run computes up to its perturbation (see training.FORK_MAY_CHANGE).
+NOT_IDENTITY = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers", "save_path",
+                "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir", "keep_images_in_memory",
+                "init_from", "init_epoch", "img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir",
+                "behavioral_rdm_file", *PERTURB_FIELDS}
+SKIP_DIRS = {"analysis", "prefix_cache"}
+
+
+@dataclass
+class Checkpoint:
+    """One epoch checkpoint on the experiment's filesystem."""
+
+    path: str            # directory holding meta.json and adapter.safetensors
+    epoch: int
+    adapter_sha256: str  # recorded in meta.json; also the content key of the adapters
+    config: dict[str, Any]
+
+
+@dataclass
+class Trial:
+    """One trial (or run): its settings, training history and checkpoints by epoch."""
+
+    trial_id: str
+    directory: str
+    config: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+    baseline_id: str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.config.get("perturb_type", "none") == "none"
+
+    @property
+    def inherited_epochs(self) -> list[int]:
+        return sorted(int(r["epoch"]) for r in self.history if r.get("inherited"))
+
+
+@dataclass
+class EpochEntry:
+    """A row of the study: trial x epoch -> the checkpoint that holds that epoch's weights."""
+
+    trial_id: str
+    epoch: int
+    inherited: bool
+    checkpoint: Checkpoint
+
+
+@dataclass
+class Study:
+    root: str
+    filesystem: pafs.FileSystem
+    trials: dict[str, Trial]
+    entries: list[EpochEntry]
+    manifest: dict[str, Any] | None
+    skipped: list[str]
+
+
+def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root) of an experiment: a local dir, a URI, or a name under ``storage``."""
+    target = f"{storage.rstrip('/')}/{path}" if storage else path
+    try:
+        if "://" in target:
+            fs, root = pafs.FileSystem.from_uri(target)
+        else:
+            import os
+
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(target))
+        info = fs.get_file_info(root)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{target}: cannot open the experiment ({exc}). Fix: give a local directory or a "
+                        "pyarrow URI (s3://..., gs://..., file://...).") from None
+    if info.type != pafs.FileType.Directory:
+        raise DataError(f"{target}: experiment directory not found. Fix: give ray_results/<name> (or --storage URI "
+                        "with the experiment name).")
+    return fs, root
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> Any:
+    with fs.open_input_stream(path) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as fh:
+        return fh.read()
+
+
+def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
+    """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle)."""
+    from safetensors.torch import load
+
+    data = read_bytes(fs, posixpath.join(ckpt.path, ADAPTER_FILE))
+    if ckpt.adapter_sha256 and hashlib.sha256(data).hexdigest() != ckpt.adapter_sha256:
+        raise CheckpointError(f"{ckpt.path}/{ADAPTER_FILE}: does not match the hash in meta.json (truncated or "
+                              "corrupted). Fix: delete this checkpoint or re-run the trial's epoch.")
+    return load(data)
+
+
+def _meta_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    paths = []
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or info.base_name != META_FILE:
+            continue
+        rel = posixpath.relpath(info.path, root).split("/")
+        if SKIP_DIRS & set(rel[:-1]) or any(part.startswith(".") for part in rel[:-1]):
+            continue  # our own outputs, temp dirs of checkpoints being written
+        paths.append(info.path)
+    return sorted(paths)
+
+
+def _trial_dir(meta_path: str) -> str:
+    ckpt_dir = posixpath.dirname(meta_path)
+    parent = posixpath.dirname(ckpt_dir)
+    if EPOCH_DIR.match(posixpath.basename(ckpt_dir)) and posixpath.basename(parent) == "checkpoints":
+        return posixpath.dirname(parent)  # a plain run directory
+    return parent  # a Tune trial directory (checkpoint_00000N/)
+
+
+def _trial_id(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
+    """params.json's run_name (Tune), else the run name in meta.json, else one built from the config."""
+    params = posixpath.join(trial_dir, "params.json")
+    if fs.get_file_info(params).type == pafs.FileType.File:
+        try:
+            name = read_json(fs, params).get("run_name")
+        except (ValueError, OSError, AttributeError):
+            name = None
+        if name:
+            return str(name)
+    name = meta.get("run_name")
+    if name and name != "run":
+        return str(name)
+    try:
+        from hba_sweep.config import run_name
+        from hba_sweep.config import TrainConfig
+
+        cfg = {k: v for k, v in meta.get("config", {}).items() if k in TrainConfig.__dataclass_fields__}
+        return run_name(TrainConfig(**{**cfg, "run_name": None}))
+    except (TypeError, ValueError):
+        return posixpath.basename(trial_dir)
+
+
+def _identity(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_IDENTITY}, sort_keys=True, default=str)
+
+
+def gather(fs: pafs.FileSystem, root: str) -> Study:
+    """Every trial and epoch checkpoint under ``root``; inherited epochs resolved to the baseline's."""
+    trials: dict[str, Trial] = {}
+    skipped: list[str] = []
+    for meta_path in _meta_files(fs, root):
+        try:
+            meta = read_json(fs, meta_path)
+            epoch = int(meta["epoch"])
+        except (ValueError, KeyError, TypeError, OSError):
+            skipped.append(f"{meta_path}: unreadable meta.json (truncated?); checkpoint left out")
+            continue
+        trial_dir = _trial_dir(meta_path)
+        tid = _trial_id(fs, trial_dir, meta)
+        trial = trials.setdefault(tid, Trial(tid, trial_dir, dict(meta.get("config", {}))))
+        history = list(meta.get("metrics", []))
+        if len(history) >= len(trial.history):
+            trial.history, trial.config = history, dict(meta.get("config", trial.config))
+        ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""),
+                          dict(meta.get("config", {})))
+        trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
+    manifest = _read_manifest(fs, root)
+    entries = _entries(trials, skipped)
+    return Study(root, fs, trials, entries, manifest, skipped)
+
+
+def _read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
+    path = posixpath.join(root, MANIFEST)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    try:
+        return read_json(fs, path)
+    except (ValueError, OSError):
+        raise DataError(f"{path}: unreadable study manifest. Fix: restore it, or move it away to analyse the "
+                        "checkpoints without it.") from None
+
+
+def _entries(trials: dict[str, Trial], skipped: list[str]) -> list[EpochEntry]:
+    """One entry per (trial, epoch): own checkpoints, plus inherited epochs from the baseline."""
+    baselines = {_identity(t.config): t for t in trials.values() if t.is_baseline}
+    entries = []
+    for trial in sorted(trials.values(), key=lambda t: t.trial_id):
+        base = None if trial.is_baseline else baselines.get(_identity(trial.config))
+        trial.baseline_id = base.trial_id if base else None
+        for epoch, ckpt in sorted(trial.checkpoints.items()):
+            entries.append(EpochEntry(trial.trial_id, epoch, False, ckpt))
+        for epoch in trial.inherited_epochs:
+            if epoch in trial.checkpoints:
+                continue
+            if base is None or epoch not in base.checkpoints:
+                skipped.append(f"{trial.trial_id} epoch {epoch}: inherited from a baseline whose checkpoint is not "
+                               "in this experiment; left out")
+                continue
+            entries.append(EpochEntry(trial.trial_id, epoch, True, base.checkpoints[epoch]))
+    entries.sort(key=lambda e: (e.trial_id, e.epoch))
+    return entries
