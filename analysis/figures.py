@@ -118,9 +118,12 @@ def single_epoch_effects(dev: pd.DataFrame, path: Path) -> str | None:
     for ax, col in zip(axes, MEASURES):
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("perturbed epoch")
-        ax.set_ylabel(f"change vs baseline: {MEASURES[col]}")
+        ax.set_title(MEASURES[col])
+        ax.set_ylabel("trial - baseline")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(title="perturbation (mean; band: seed range)", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title="perturbation (mean; band: seed range)", fontsize=8)
     fig.suptitle("Single-epoch perturbations: change vs baseline at the last epoch")
     _save(fig, path)
     return None

@@ -1,0 +1,166 @@
+"""Sweep-wide analysis on a small study trained directly (a baseline and a fork), no Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis import gather
+from analysis.cli import analyze
+from analysis.evaluate import Options
+from analysis.figures import FIGURES
+from hba_sweep import checkpoint as ckpt
+from hba_sweep import inference
+from hba_sweep.cli import main
+
+DOCUMENTED = ["trial_id", "epoch", "inherited", "dataset", "reference", "metric", "value", "p_value", "ci_low",
+              "ci_high", "perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "random_seed"]
+# demo evalsets: things (1 reference), things_fmri (2 ROIs), nod (2 ROIs), nights (1), cka (2 metrics)
+ROWS_PER_CHECKPOINT = 1 + 2 + 2 + 1 + 2
+
+
+@pytest.fixture(scope="module")
+def study(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A baseline (epochs -1..1) and a label_shuffle fork from its epoch 0 (perturbed epoch 1)."""
+    from hba_sweep.config import load_config
+    from hba_sweep.training import run_training_experiment
+
+    root = tmp_path_factory.mktemp("study")
+    cfg = load_config(demo_dir / "train.yaml", {"save_path": str(root / "runs"), "epochs": 2, "progress": False})
+    base = run_training_experiment(cfg)["run_dir"]
+    fork = run_training_experiment(cfg.replace(init_from=base, init_epoch=0, perturb_type="label_shuffle",
+                                               perturb_epoch=1, perturb_length=1))["run_dir"]
+    return {"root": root / "runs", "baseline": Path(base), "fork": Path(fork), "evalsets": demo_dir / "evalsets.yaml"}
+
+
+class Counter:
+    """Counts adapted-part forward calls (the per-checkpoint inference work)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from hba_sweep.model import CLIPHBA
+
+        self.calls = 0
+        original = CLIPHBA.forward_from_prefix
+
+        def counted(model, tokens):
+            self.calls += 1
+            return original(model, tokens)
+
+        monkeypatch.setattr(CLIPHBA, "forward_from_prefix", counted)
+
+
+def test_analyze_study_rows_figures_and_rerun(study: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "analysis"
+    counter = Counter(monkeypatch)
+    first = analyze(str(study["root"]), Options(evalsets_file=str(study["evalsets"])), str(out), log=lambda m: None)
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(DOCUMENTED) <= set(results.columns)
+    key = ["trial_id", "epoch", "dataset", "reference", "metric"]
+    assert not results.duplicated(key).any()
+    base, fork = study["baseline"].name, study["fork"].name
+    expected_entries = {(base, e) for e in (-1, 0, 1)} | {(fork, e) for e in (-1, 0, 1)}
+    assert set(zip(results["trial_id"], results["epoch"])) == expected_entries
+    assert len(results) == len(expected_entries) * ROWS_PER_CHECKPOINT
+    assert set(results["dataset"]) == {"things", "things_fmri", "nod", "nights", "cka"}
+    # the fork's epochs -1 and 0 are the baseline's checkpoints, flagged inherited, same numbers
+    inherited = results[results["inherited"]]
+    assert set(zip(inherited["trial_id"], inherited["epoch"])) == {(fork, -1), (fork, 0)}
+    merged = inherited.merge(results[results["trial_id"] == base], on=["epoch", "dataset", "reference", "metric"])
+    assert np.allclose(merged["value_x"], merged["value_y"])
+    # the behavioural RSA equals the one training logged
+    logged = pd.read_csv(study["baseline"] / "metrics.csv").set_index("epoch")["behavioral_rsa_rho"]
+    beh = results[(results["trial_id"] == base) & (results["dataset"] == "things")].set_index("epoch")["value"]
+    assert np.allclose(beh.sort_index(), logged.sort_index(), atol=1e-6)
+    assert first.computed == 4  # 3 baseline epochs + the fork's epoch 1; inherited ones are not recomputed
+    training = pd.read_parquet(out / "training_metrics.parquet")
+    assert len(training) == 6 and training["inherited"].sum() == 2
+    for name in FIGURES:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert all(name in report for name in FIGURES) and "label_shuffle" in report
+
+    calls = counter.calls
+    assert calls > 0
+    second = analyze(str(study["root"]), Options(evalsets_file=str(study["evalsets"])), str(out), log=lambda m: None)
+    assert second.computed == 0 and counter.calls == calls  # nothing new computed
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results)
+
+
+def test_analyze_cli_subset_and_csv(study: dict, tmp_path: Path) -> None:
+    out = tmp_path / "a"
+    rc = main(["analyze", str(study["root"]), "--datasets", "things,nights", "--evalsets", str(study["evalsets"]),
+               "--out", str(out), "--csv", "--local"])
+    assert rc == 0
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["dataset"]) == {"things", "nights"} and (out / "training_metrics.csv").is_file()
+
+
+def test_bad_inputs_exit_2_and_leave_results(study: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "a"
+    assert main(["analyze", str(study["root"]), "--datasets", "things", "--evalsets", str(study["evalsets"]),
+                 "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("things: [1, 2\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("mnist: {img_dir: x}\n")
+    cases = [
+        (["analyze", str(tmp_path / "nope")], "not found"),
+        (["analyze", str(study["root"]), "--datasets", "things,imagenet", "--evalsets", str(study["evalsets"])],
+         "imagenet"),
+        (["analyze", str(study["root"]), "--evalsets", str(bad_yaml)], "bad.yaml"),
+        (["analyze", str(study["root"]), "--evalsets", str(unknown)], "mnist"),
+    ]
+    capsys.readouterr()
+    for argv, needle in cases:
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and needle in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_gather_reads_tune_trial_layout(study: dict, tmp_path: Path) -> None:
+    """Tune trial dirs (checkpoint_00000N/ + params.json, run_name 'run' in meta) gather like run dirs."""
+    exp = tmp_path / "exp" / "baselines" / "train_hba_00000"
+    for i, epoch in enumerate(ckpt.list_epochs(study["baseline"])):
+        shutil.copytree(ckpt.epoch_dir(study["baseline"], epoch), exp / f"checkpoint_{i:06d}")
+        meta = json.loads((exp / f"checkpoint_{i:06d}" / "meta.json").read_text())
+        (exp / f"checkpoint_{i:06d}" / "meta.json").write_text(json.dumps({**meta, "run_name": "run"}))
+    (exp / "params.json").write_text(json.dumps({"run_name": "seed1_baseline"}))
+    (exp / "params.pkl").write_bytes(b"not to be read")
+    fs, root = gather.open_experiment(str(tmp_path / "exp"))
+    found = gather.gather(fs, root)
+    assert list(found.trials) == ["seed1_baseline"]
+    assert [(e.epoch, e.inherited) for e in found.entries] == [(-1, False), (0, False), (1, False)]
+
+
+def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> None:
+    """Prefix once per image set + adapted part per checkpoint == model.forward on images, per checkpoint."""
+    from hba_sweep.data.images import ImageStore
+    from hba_sweep.data.things import read_things_csv
+
+    names, _ = read_things_csv(demo_dir / "eval48" / "eval48.csv")
+    paths = [demo_dir / "eval48" / "images" / n for n in names]
+    dirs = [ckpt.epoch_dir(study["baseline"], e) for e in ckpt.list_epochs(study["baseline"])]
+    dirs += [ckpt.epoch_dir(study["fork"], 1)]
+    config = ckpt.read_meta(dirs[0])["config"]
+    spec = inference.ModelSpec.from_mapping(config)
+    predictor = inference.Predictor(spec, "cpu", None, batch_size=16)
+    before = inference.COUNTERS["prefix_images"]
+    oracle = spec.build().eval()
+    images = ImageStore(paths, oracle.image_size).all()
+    for d in dirs:
+        adapters = ckpt.load_adapters(d)
+        predictor.load(adapters)
+        batched = predictor.predict(paths)
+        oracle.load_adapter_state_dict(adapters)
+        with torch.no_grad():
+            full = oracle(images).double().numpy()
+        np.testing.assert_allclose(batched, full, rtol=1e-5, atol=1e-5)
+    assert inference.COUNTERS["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
