@@ -1,0 +1,43 @@
+"""Shared fixtures: generated demo data (once per session) and the reference-data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
+# spin-waiting makes them many times slower: one thread per test process.
+torch.set_num_threads(1)
+
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo data set in the published formats (hba-tiny, 64 px)."""
+    from hba_sweep.data.demo import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_data(root)
+    return root
+
+
+@pytest.fixture()
+def demo_config(demo_dir: Path, tmp_path: Path):
+    """A factory of demo TrainConfigs saving under this test's tmp dir."""
+    from hba_sweep.config import load_config
+
+    def make(**overrides):
+        values = {"save_path": str(tmp_path / "runs"), "progress": False, "epochs": 4, **overrides}
+        return load_config(demo_dir / "train.yaml", values)
+
+    return make
+
+
+@pytest.fixture()
+def reference_data() -> Path:
+    if not REFERENCE_DATA.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE_DATA} (the steering repo's shared/ is absent)")
+    return REFERENCE_DATA

@@ -1,0 +1,104 @@
+"""CLIPHBA: adapters on the right modules, all of them trained, exact split paths."""
+
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hba_sweep.backbones import backbone_depths
+from hba_sweep.model import CLIPHBA, load_prompts
+
+
+def tiny(**kw) -> CLIPHBA:
+    torch.manual_seed(0)
+    args = dict(backbone="hba-tiny", pretrained="none", vision_layers=2, transformer_layers=1, rank=4, dora_dropout=0.0)
+    return CLIPHBA(**{**args, **kw})
+
+
+def test_prompts_are_the_66_spose_prompts_in_order(reference_data):
+    published = [l.strip() for l in (reference_data / "spose_prompts66.txt").read_text().splitlines() if l.strip()]
+    assert load_prompts() == published
+
+
+def test_only_adapters_on_the_last_blocks_train():
+    model = tiny(vision_layers=2, transformer_layers=1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    blocks = {n.split(".attn.")[0] for n in trainable}
+    n_vis, n_txt = backbone_depths("hba-tiny")
+    assert blocks == {f"clip.visual.transformer.resblocks.{n_vis - 2}", f"clip.visual.transformer.resblocks.{n_vis - 1}",
+                      f"clip.transformer.resblocks.{n_txt - 1}"}
+    assert all(".attn.out_proj." in n for n in trainable)
+
+
+def test_matches_open_clip_full_path_before_training():
+    """Untrained DoRA is the identity; truncated prompts and the prefix split change nothing."""
+    model = tiny()
+    images = torch.randn(3, 3, model.image_size, model.image_size)
+    clip = model.clip
+    with torch.no_grad():
+        tokens = open_clip.get_tokenizer("hba-tiny")(load_prompts())  # full 77-token context
+        text = F.normalize(clip.encode_text(tokens), dim=-1)
+        image = F.normalize(clip.encode_image(images), dim=-1)
+        expected = clip.logit_scale.exp() * image @ text.T
+        got = model(images)
+    assert got.shape == (3, 66)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert model.text_tokens.shape[1] < 77
+
+
+def test_every_adapter_gets_a_gradient_and_changes_the_output():
+    model = tiny()
+    model.train()
+    images = torch.randn(4, 3, model.image_size, model.image_size)
+    target = torch.rand(4, 66) * 50
+    optimizer = torch.optim.AdamW(model.adapter_parameters(), lr=1e-2)
+    for _ in range(2):  # DoRA's B starts at zero: A's gradient appears from the second step
+        optimizer.zero_grad()
+        F.mse_loss(model(images), target).backward()
+        optimizer.step()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        before = model(images)
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                saved = param.detach().clone()
+                param.add_(0.5 * torch.randn_like(param))
+                assert not torch.allclose(model(images), before), f"{name} does not affect the output"
+                param.copy_(saved)
+
+
+def test_adapter_on_default_attention_would_be_ignored():
+    """The trap this model avoids: nn.MultiheadAttention never calls out_proj.forward."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    clip = open_clip.create_model("hba-tiny").eval()  # default block type
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = clip.encode_image(images)
+    target = "visual.transformer.resblocks.3.attn.out_proj"
+    inject_adapter_in_model(LoraConfig(r=2, use_dora=True, target_modules=[target]), clip)
+    with torch.no_grad():
+        for name, param in clip.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param))
+        assert torch.equal(clip.encode_image(images), before)  # silently unused
+
+
+def test_adapter_state_roundtrip():
+    a, b = tiny(), tiny()
+    with torch.no_grad():
+        for p in a.adapter_parameters():
+            p.add_(torch.randn_like(p))
+    b.load_adapter_state_dict(a.adapter_state_dict())
+    images = torch.randn(2, 3, a.image_size, a.image_size)
+    a.eval(), b.eval()
+    assert torch.equal(a(images), b(images))
+    with pytest.raises(ValueError):
+        b.load_adapter_state_dict({})
