@@ -256,7 +256,7 @@ class Predictor:
     def load(self, adapters: Mapping[str, torch.Tensor], source: str = "<adapters>") -> None:
         try:
             self.model.load_adapter_state_dict(dict(adapters))
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # other keys, or other shapes (rank)
             raise CheckpointError(f"{source}: {exc}. Fix: the model settings (backbone, vision_layers, "
                                   "transformer_layers, rank) must be those the checkpoint was trained with.") from None
 
@@ -310,7 +310,9 @@ def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Pa
     problems = []
     for key, value in raw.items():
         name = INFER_ALIASES.get(key, key)
-        if name in cfg:
+        if name != key and key in raw and name in raw and raw[name] != value:
+            problems.append(f"{source}: {key}={value!r} and {name}={raw[name]!r} disagree. Fix: keep one of them.")
+        elif name in cfg:
             cfg[name] = value
         elif key not in FIELD_NAMES and key not in TRAIN_ALIASES:  # training keys of a shared YAML are ignored
             close = difflib.get_close_matches(key, list(cfg) + list(INFER_ALIASES), n=1)
