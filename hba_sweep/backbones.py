@@ -7,7 +7,9 @@ Every tower is built with open_clip's ``block_type: "custom"`` so that attention
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 from functools import lru_cache
 from importlib import resources
@@ -67,6 +69,15 @@ def backbone_depths(backbone: str) -> tuple[int, int]:
     return vision_layers, cfg["text_cfg"]["layers"]
 
 
+@contextlib.contextmanager
+def _no_warnings():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def weights_id(pretrained: str | None) -> str:
     """A string naming the backbone weights, for cache keys (a file: path, size and mtime)."""
     if pretrained in (None, "", "none"):
@@ -85,7 +96,8 @@ def create_clip(backbone: str, pretrained: str | None) -> torch.nn.Module:
     text_cfg = dict(cfg["text_cfg"], block_type="custom")
     use_file = pretrained not in (None, "", "none") and os.path.isfile(str(pretrained))
     tag = None if pretrained in (None, "", "none") or use_file else pretrained
-    with torch.random.fork_rng(devices=[]):
+    quiet = contextlib.nullcontext() if tag else _no_warnings()  # "initialized randomly" is the intent
+    with torch.random.fork_rng(devices=[]), quiet:
         torch.manual_seed(RANDOM_INIT_SEED)  # a random backbone stands in for fixed weights
         model = open_clip.create_model(
             name,
