@@ -1,0 +1,138 @@
+"""Benchmark (not a test): what the frozen-prefix cache saves, measured in one process.
+
+1. One training epoch, uncached vs cached, on the same config: the epoch time as metrics.csv
+   records it (training pass plus validation), the best of ``--epochs`` epochs each.
+2. The analysis of M checkpoints through the cache (prefix once, adapted part per checkpoint)
+   vs one full inference pass, and vs M full passes.
+
+Defaults are the issue's CPU goal: ViT-B-32 at 224 px, 256 training images, vision_layers=2,
+transformer_layers=1, batch 64. On a GPU: ``--backbone ViT-L/14 --n-train 1806``.
+
+    python benchmarks/epoch_speed.py [--backbone ViT-B-32] [--n-train 256] [--checkpoints 10]
+
+The last line reads ``epoch speedup (uncached/cached): N.NNx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hba_sweep.config import load_config, run_dir
+from hba_sweep.data.demo import make_demo_data
+from hba_sweep.inference import ModelSpec, Predictor
+from hba_sweep.training import run_training_experiment
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="ViT-B-32")
+    p.add_argument("--n-train", type=int, default=256, help="training images (the split's training part)")
+    p.add_argument("--vision-layers", type=int, default=2)
+    p.add_argument("--transformer-layers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2, help="epochs timed per path (the best is kept)")
+    p.add_argument("--checkpoints", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workdir", default=None, help="keep data and runs here (default: a temp dir)")
+    return p.parse_args()
+
+
+def image_size(backbone: str) -> int:
+    from hba_sweep.backbones import backbone_config
+
+    size = backbone_config(backbone)["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def epoch_seconds(run: Path) -> list[float]:
+    with open(run / "metrics.csv") as fh:
+        return [float(r["epoch_seconds"]) for r in csv.DictReader(fh) if int(r["epoch"]) >= 0]
+
+
+def time_training(base: Path, args: argparse.Namespace, cached: bool) -> tuple[float, float]:
+    """(best epoch seconds, total seconds including the one-off prefix computation)."""
+    n_total = round(args.n_train / 0.8)
+    cfg = load_config(base / "train.yaml", {
+        "backbone": args.backbone, "pretrained": "none", "vision_layers": args.vision_layers,
+        "transformer_layers": args.transformer_layers, "batch_size": args.batch_size, "epochs": args.epochs,
+        "train_portion": args.n_train / n_total, "behavioral_rsa": False, "device": args.device, "progress": False,
+        "cache_frozen_prefix": cached, "save_path": str(base / ("cached" if cached else "uncached")),
+        "rank": 32, "precision": "auto",
+    })
+    started = time.perf_counter()
+    run_training_experiment(cfg)
+    return min(epoch_seconds(run_dir(cfg))), time.perf_counter() - started
+
+
+def time_analysis(base: Path, args: argparse.Namespace) -> tuple[float, float, float]:
+    """(one full inference pass, M checkpoints via the cache, M full passes) in seconds."""
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    spec = ModelSpec(backbone=args.backbone, pretrained="none", vision_layers=args.vision_layers,
+                     transformer_layers=args.transformer_layers, rank=32)
+    predictor = Predictor(spec, device, cache_root=base / "analysis_cache", batch_size=args.batch_size)
+    paths = sorted((base / "images").iterdir())
+    torch.manual_seed(0)
+    checkpoints = [{k: v + 0.01 * torch.randn_like(v) for k, v in predictor.model.adapter_state_dict().items()}
+                   for _ in range(args.checkpoints)]
+
+    def full_pass(adapters: dict) -> None:
+        from hba_sweep.data.images import ImageStore
+
+        predictor.load(adapters)
+        store = ImageStore(paths, predictor.model.image_size, in_memory=False)
+        with torch.no_grad(), predictor._autocast():
+            for start in range(0, len(paths), args.batch_size):
+                predictor.model(store.batch(range(start, min(len(paths), start + args.batch_size))).to(device))
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    one_full = timed(lambda: full_pass(checkpoints[0]))
+    cached = timed(lambda: [predictor.load(a) or predictor.predict(paths) for a in checkpoints])
+    all_full = timed(lambda: [full_pass(a) for a in checkpoints])
+    return one_full, cached, all_full
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(args.workdir or tmp)
+        n_total = round(args.n_train / 0.8)
+        print(f"generating {n_total} images at {image_size(args.backbone)} px in {base} ...", flush=True)
+        make_demo_data(base, n_train=n_total, image_size=image_size(args.backbone))
+        device = "cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "cpu"
+        print(f"device {device}, torch threads {torch.get_num_threads()}, backbone {args.backbone}, "
+              f"{args.n_train} training images, vision_layers {args.vision_layers}, "
+              f"transformer_layers {args.transformer_layers}, batch {args.batch_size}", flush=True)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        uncached, uncached_total = time_training(base, args, cached=False)
+        cached, cached_total = time_training(base, args, cached=True)
+        print(f"epoch uncached: {uncached:.2f} s ({args.n_train / uncached:.1f} images/s)")
+        print(f"epoch cached:   {cached:.2f} s ({args.n_train / cached:.1f} images/s); "
+              f"run totals {uncached_total:.1f} s vs {cached_total:.1f} s including the one-off prefix")
+        one_full, m_cached, m_full = time_analysis(base, args)
+        m = args.checkpoints
+        print(f"analysis: one full inference pass {one_full:.2f} s; {m} checkpoints via the cache {m_cached:.2f} s "
+              f"({m_cached / one_full:.2f}x one full pass); {m} full passes {m_full:.2f} s "
+              f"({m_full / m_cached:.2f}x slower than cached)")
+        if device == "cuda":
+            print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        print(f"epoch speedup (uncached/cached): {uncached / cached:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
