@@ -122,10 +122,12 @@ def test_searcher_space_validates_samples(tmp_path):
 
 
 def test_device_falls_back_to_cpu_saying_so_once(capsys):
-    assert choose_device("auto", [0], cuda_available=True) == "cuda:0"
-    assert choose_device("auto", [], cuda_available=False) == "cpu"
-    assert choose_device("auto", ["7"], cuda_available=False) == "cpu"
-    assert choose_device("auto", ["7"], cuda_available=False) == "cpu"
+    assert choose_device("auto", [0], cuda_available=True) == ("cuda:0", "")
+    assert choose_device("auto", [], cuda_available=False) == ("cpu", "")
+    assert choose_device("cpu", ["7"], cuda_available=True) == ("cpu", "")
+    for _ in range(2):
+        device, note = choose_device("auto", ["7"], cuda_available=False, trial="t1")
+        assert device == "cpu" and "GPU id(s) 7" in note
     assert capsys.readouterr().out.count("CUDA is not available here: training on CPU") == 1
 
 

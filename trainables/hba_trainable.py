@@ -21,26 +21,27 @@ RUN_FILES = ("metrics.csv", "config.yaml", "split.json")
 _said: set[str] = set()
 
 
-def say_once(message: str) -> None:
-    """Print a note once per worker process."""
+def say_once(message: str) -> str:
+    """Print a note once per worker process; return it."""
     if message not in _said:
         _said.add(message)
         print(f"[hba_sweep] {message}", flush=True)
+    return message
 
 
-def choose_device(requested: str, gpu_ids: list[Any], cuda_available: bool) -> str:
-    """The device for this trial: the GPU Ray assigned, else the CPU (with a note once)."""
+def choose_device(requested: str, gpu_ids: list[Any], cuda_available: bool, trial: str = "") -> tuple[str, str]:
+    """The device for this trial (the GPU Ray assigned, else the CPU) and the note said once about it."""
     if requested == "cpu":
-        return "cpu"
+        return "cpu", ""
     if gpu_ids and cuda_available:
-        return "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
+        return "cuda:0", ""  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
     if gpu_ids:
-        say_once(f"Ray assigned GPU id(s) {','.join(map(str, gpu_ids))} but CUDA is not available here: "
-                 "training on CPU.")
-    elif requested != "auto":
-        say_once(f"device={requested!r} but Ray assigned no GPU to this trial (RESOURCES has no 'gpu'): "
-                 "training on CPU.")
-    return "cpu"
+        return "cpu", say_once(f"{trial}: Ray assigned GPU id(s) {','.join(map(str, gpu_ids))} but CUDA is not "
+                               "available here: training on CPU.")
+    if requested != "auto":
+        return "cpu", say_once(f"{trial}: device={requested!r} but Ray assigned no GPU to this trial (RESOURCES "
+                               "has no 'gpu'): training on CPU.")
+    return "cpu", ""
 
 
 def maybe_fault(trial_name: str, epoch: int) -> None:
@@ -78,8 +79,8 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None) -> None:
     context = tune.get_context()
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()
-    device = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available())
-    extra = {"device": device, "gpu_ids": ",".join(map(str, gpu_ids)),
+    device, note = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available(), trial)
+    extra = {"device": device, "device_note": note, "gpu_ids": ",".join(map(str, gpu_ids)),
              "node_id": ray.get_runtime_context().get_node_id()}
     artifacts = Path(os.getcwd()) / "run"
 
