@@ -8,8 +8,9 @@ previous results untouched.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,23 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
 
 
-def default_out(fs_root: str, experiment: str, storage: str | None) -> Path:
-    """``<exp>/analysis`` for a local experiment; ``./analysis-<name>`` for one behind a URI."""
-    if storage or "://" in experiment:
-        return Path.cwd() / f"analysis-{os.path.basename(fs_root.rstrip('/'))}"
-    return Path(fs_root) / "analysis"
+def is_remote(fs) -> bool:
+    import pyarrow.fs as pafs
+
+    return not isinstance(fs, pafs.LocalFileSystem)
+
+
+def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
+    """Copy the named output files between the experiment's storage and a local folder."""
+    import pyarrow.fs as pafs
+
+    local = pafs.LocalFileSystem()
+    (local if download else fs).create_dir(dst, recursive=True)
+    for name in names:
+        source, target = (f"{src}/{name}", f"{dst}/{name}")
+        source_fs, target_fs = (fs, local) if download else (local, fs)
+        if source_fs.get_file_info(source).type == pafs.FileType.File:
+            pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
 def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
@@ -53,7 +66,10 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     specs, source = evaluate.find_evalset_specs(study, opts.evalsets_file)
     names = evaluate.select_datasets(specs, opts.datasets, source)
     evalsets = evaluate.build_evalsets(specs, names, opts.score)  # loads every file: errors before any write
-    out_dir = Path(out) if out else default_out(root, experiment, storage)
+    remote = f"{root.rstrip('/')}/analysis" if is_remote(fs) and not out else None
+    out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    if remote:  # work in a local folder, then upload to <experiment>/analysis
+        sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials, {len(study.entries)} (trial, epoch) checkpoints; datasets {', '.join(names)}; "
@@ -69,7 +85,14 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save)
-    return _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log)
+    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log)
+    if remote:
+        files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+        sync(fs, str(out_dir), remote, files, download=False)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        summary.out_dir = Path(remote)
+        log(f"uploaded {len(files)} files to {remote}")
+    return summary
 
 
 def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
@@ -132,7 +155,7 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                     "figures and report.md to <experiment>/analysis (or --out).")
     p.add_argument("experiment", help="experiment directory (ray_results/<name>), a run directory, or a URI")
     p.add_argument("--datasets", help=f"comma-separated subset of {','.join(DATASETS)} (default: all configured)")
-    p.add_argument("--out", help="output directory (default: <experiment>/analysis)")
+    p.add_argument("--out", help="local output directory (default: <experiment>/analysis, uploaded there for a URI)")
     p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
     p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
     p.add_argument("--evalsets", help="evaluation-set YAML (default: the study's, or evalsets.yaml next to the data)")

@@ -164,3 +164,18 @@ def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> N
             full = oracle(images).double().numpy()
         np.testing.assert_allclose(batched, full, rtol=1e-5, atol=1e-5)
     assert inference.COUNTERS["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
+
+
+def test_remote_storage_uploads_outputs_and_reuses_cache(study: dict, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An experiment behind a non-local pyarrow filesystem: outputs land in <experiment>/analysis."""
+    import pyarrow.fs as pafs
+
+    remote = tmp_path / "bucket"
+    shutil.copytree(study["root"], remote / "exp", ignore=shutil.ignore_patterns("prefix_cache"))
+    fs = pafs.SubTreeFileSystem(str(remote), pafs.LocalFileSystem())  # not a LocalFileSystem: the URI path
+    monkeypatch.setattr(gather, "open_experiment", lambda experiment, storage=None: (fs, experiment))
+    opts = Options(datasets=["things"], evalsets_file=str(study["evalsets"]))
+    assert analyze("exp", opts, storage="mock://", log=lambda m: None).computed == 4
+    assert (remote / "exp" / "analysis" / "results.parquet").is_file()
+    assert analyze("exp", opts, storage="mock://", log=lambda m: None).computed == 0
