@@ -69,6 +69,7 @@ def baseline_curves(frame: pd.DataFrame, path: Path) -> str | None:
             ax.plot(rows["epoch"], rows[col], marker="o", label=f"seed {seed}")
     for ax, col in zip(axes, ("behavioral", "val_loss")):
         ax.set_xlabel("epoch (-1: before training)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(MEASURES[col])
         ax.grid(alpha=0.3)
         ax.legend(title="baseline")
