@@ -1,0 +1,49 @@
+"""The demo study on a simulated two-node Ray cluster with a shared storage path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.tune import ExperimentAnalysis  # noqa: E402
+
+from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
+from hba_sweep.sweep.spec import load_search_space  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_study_on_two_nodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))
+    monkeypatch.delenv("HBA_SWEEP_FAULT", raising=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        cluster.wait_for_nodes()
+        storage = tmp_path / "shared"
+        space = load_search_space(ROOT / "search_spaces" / "demo.py")
+        outcome = run_study(space, RunOptions(storage=str(storage), address=cluster.address, verbose=0))
+        assert outcome.exit_code == 0 and len(outcome.ok) == 10
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    nodes = set()
+    for phase, count in (("baselines", 2), ("perturbed", 8)):
+        analysis = ExperimentAnalysis(str(storage / "demo" / phase))
+        assert len(analysis.trials) == count
+        for trial in analysis.trials:
+            df = analysis.trial_dataframes[trial.trial_id]
+            nodes |= set(df["node_id"])
+            trial_dir = Path(trial.path)
+            assert trial_dir.is_relative_to(storage)
+            checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+            assert len(checkpoints) == len(df)  # every reported epoch's checkpoint is in the storage path
+            assert all((c / "adapter.safetensors").is_file() and (c / "meta.json").is_file() for c in checkpoints)
+    assert len(nodes) == 2, nodes  # trials ran on both nodes
+    assert os.path.isfile(storage / "demo" / "study.json")
