@@ -110,8 +110,11 @@ def test_failed_trial_retries_from_its_checkpoint(checks, study):
     trial_dir = Path(checks["root"]) / "checks" / "retry_me"
     assert (trial_dir / "error.txt").is_file()  # it did fail once
     retried = frames(checks["root"], "checks")["retry_me"]
-    # resumed after epoch 1's checkpoint (iteration 3), not from scratch
-    assert retried[["epoch", "training_iteration"]].values.tolist()[:2] == [[2, 4], [3, 5]]
+    # resumed after epoch 1's checkpoint (iteration 3), not from scratch: no epoch reported twice.
+    # (Tune keeps or drops the pre-failure rows of progress.csv depending on where the retry runs.)
+    epochs = retried["epoch"].tolist()
+    assert epochs == EPOCHS[EPOCHS.index(epochs[0]):]
+    assert retried.set_index("epoch").loc[2, "training_iteration"] == 4
     history = pd.read_csv(trial_dir / "run" / "metrics.csv")
     assert history["epoch"].tolist() == EPOCHS and not history["inherited"].any()
     base = checks["base"].set_index("epoch")
