@@ -342,12 +342,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative data paths in a config file relative to the file's directory if they exist there."""
+    """Relative data paths in a config file name files next to it (else, the working directory)."""
     out = dict(raw)
     for key, value in raw.items():
         name = ALIASES.get(key, key)
         if name in PATH_FIELDS and isinstance(value, str) and not os.path.isabs(value):
-            if not os.path.exists(value) and (base / value).exists():
+            if (base / value).exists():
                 out[key] = str(base / value)
     return out
 

@@ -16,6 +16,7 @@ whole path and is the oracle the cached path is tested against.
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 
 import open_clip
@@ -66,8 +67,11 @@ class CLIPHBA(nn.Module):
         for p in self.clip.parameters():
             p.requires_grad_(False)
         if targets:
+            # A regex (full match) rather than a list: peft matches list entries as name suffixes, and
+            # "transformer.resblocks.0..." would also adapt "visual.transformer.resblocks.0...".
+            pattern = "|".join(re.escape(t) for t in targets)
             config = LoraConfig(r=rank, lora_alpha=dora_alpha if dora_alpha is not None else rank,
-                                lora_dropout=dora_dropout, use_dora=True, target_modules=targets)
+                                lora_dropout=dora_dropout, use_dora=True, target_modules=f"^(?:{pattern})$")
             inject_adapter_in_model(config, self.clip)
         self.adapted_modules = targets
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())

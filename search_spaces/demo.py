@@ -13,7 +13,7 @@ from ray import tune
 _DATA = Path(os.environ.get("HBA_DEMO_DATA") or Path(__file__).resolve().parent.parent / "data" / "demo")
 
 NAME = "demo"
-BASE_CONFIG = str(_DATA / "train.yaml")  # written by PREPARE: hba-tiny, 64 px, 240 images
+BASE_CONFIG = str(_DATA / "train.yaml")  # written by PREPARE: hba-tiny, 64 px, 480 images
 EVALSETS = str(_DATA / "evalsets.yaml")
 
 

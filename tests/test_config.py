@@ -29,7 +29,7 @@ BAD = [
     ({"vision_layers": 99}, "vision_layers", "at most 4"),
     ({"transformer_layers": 7}, "transformer_layers", "at most 3"),
     ({"perturb_type": "shuffle_everything"}, "perturb_type", "label_shuffle"),
-    ({"perturb_type": "label_shuffle", "perturb_epoch": 3, "perturb_length": 2}, "perturb_epoch", "past the last epoch"),
+    ({"perturb_type": "label_shuffle", "perturb_epoch": 7, "perturb_length": 2}, "perturb_epoch", "past the last epoch"),
     ({"perturb_type": "image_noise", "perturb_length": 0}, "perturb_length", "at least 1"),
     ({"perturb_fraction": 0}, "perturb_fraction", "(0, 1]"),
     ({"train_portion": 1.5}, "train_portion", "between 0 and 1"),
@@ -81,7 +81,7 @@ def test_overrides_parse_yaml_scalars():
 
 def test_run_names_read_as_the_design(demo_dir):
     cfg = load_config(demo_dir / "train.yaml", {"perturb_type": "label_shuffle", "perturb_epoch": 1, "perturb_length": 2})
-    assert run_name(cfg) == "cliphba_dora_hba-tiny_r4_v2_t1_seed1_label_shuffle_e1_l2_ps42"
+    assert run_name(cfg) == "cliphba_dora_hba-tiny_r16_v2_t3_seed1_label_shuffle_e1_l2_ps42"
     assert run_name(cfg.replace(perturb_type="none")).endswith("_baseline")
 
 

@@ -40,7 +40,7 @@ def test_generation_is_deterministic(demo, tmp_path):
 
 def test_counts_and_formats(demo):
     names, targets = read_things_csv(demo / "train.csv")
-    assert len(names) == 240 and targets.shape == (240, 66)
+    assert len(names) == 480 and targets.shape == (480, 66)
     assert (demo / "train.csv").read_text().startswith(",image_name,0,1,2,")
     assert all((demo / "images" / n).is_file() for n in names)
     eval_names, eval_targets = read_things_csv(demo / "eval48" / "eval48.csv")
@@ -93,13 +93,12 @@ def test_nights_human_choice_is_the_closer_image(demo):
 
 
 def test_train_yaml_is_a_valid_config(demo, monkeypatch, tmp_path):
-    pytest.importorskip("hba_sweep.perturbations", reason="hba_sweep.perturbations not written yet")
     from hba_sweep.config import load_config
 
     monkeypatch.chdir(tmp_path)  # data paths resolve relative to the yaml, not the working directory
     cfg = load_config(demo / "train.yaml", check_files=True)
     assert cfg.backbone == "hba-tiny" and cfg.pretrained == "none" and cfg.device == "cpu"
-    assert (cfg.vision_layers, cfg.transformer_layers, cfg.rank, cfg.epochs) == (2, 1, 4, 4)
+    assert (cfg.vision_layers, cfg.transformer_layers, cfg.rank, cfg.epochs) == (2, 3, 16, 8)
     assert cfg.behavioral_rsa and Path(cfg.behavioral_rdm_file).is_file()
     assert Path(cfg.img_annotations_file) == demo / "train.csv"
     assert Path(cfg.rsa_img_dir) == demo / "eval48" / "images"

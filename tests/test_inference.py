@@ -33,8 +33,8 @@ def study_yaml(path: Path, run: Path, demo_dir: Path, **changes) -> Path:
         "reference_rdm_paths": str(demo_dir / "eval48" / "RDM48_triplet.mat"),
         "model_rdm_distance_metric": "pearson", "rsa_similarity_metric": "spearman",
         "reference_rdm_distance_metric": "pearson", "max_images_per_category": None, "batch_size": 16,
-        "inference_save_dir": str(path.parent / "results"), "backbone": "hba-tiny", "vision_layers": 2, "transformer_layers": 1,
-        "rank": 4, "cuda": -1, **changes,
+        "inference_save_dir": str(path.parent / "results"), "backbone": "hba-tiny", "vision_layers": 2, "transformer_layers": 3,
+        "rank": 16, "cuda": -1, **changes,
     }
     path.write_text(yaml.safe_dump(values))
     return path

@@ -22,14 +22,16 @@ def test_prompts_are_the_66_spose_prompts_in_order(reference_data):
     assert load_prompts() == published
 
 
-def test_only_adapters_on_the_last_blocks_train():
-    model = tiny(vision_layers=2, transformer_layers=1)
+@pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (2, 3), (1, 2), (0, 1), (3, 0)])
+def test_only_adapters_on_the_last_blocks_train(vision_layers, transformer_layers):
+    model = tiny(vision_layers=vision_layers, transformer_layers=transformer_layers)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     blocks = {n.split(".attn.")[0] for n in trainable}
     n_vis, n_txt = backbone_depths("hba-tiny")
-    assert blocks == {f"clip.visual.transformer.resblocks.{n_vis - 2}", f"clip.visual.transformer.resblocks.{n_vis - 1}",
-                      f"clip.transformer.resblocks.{n_txt - 1}"}
+    expected = {f"clip.visual.transformer.resblocks.{i}" for i in range(n_vis - vision_layers, n_vis)}
+    expected |= {f"clip.transformer.resblocks.{i}" for i in range(n_txt - transformer_layers, n_txt)}
+    assert blocks == expected
     assert all(".attn.out_proj." in n for n in trainable)
 
 

@@ -49,7 +49,7 @@ def frames(root: str, phase: str) -> dict[str, pd.DataFrame]:
 
 def baseline_of(name: str) -> str:
     seed = name.split("_seed")[1].split("_")[0]
-    return f"cliphba_dora_hba-tiny_r4_v2_t1_seed{seed}_baseline"
+    return f"cliphba_dora_hba-tiny_r16_v2_t3_seed{seed}_baseline"
 
 
 def test_demo_study_end_to_end(study, capsys):
@@ -85,7 +85,7 @@ def test_perturbed_trials_fork_and_skip_epochs_before_window(study):
 def checks(study):
     """One extra phase: a fork with perturb_type none, and a trial that fails once at epoch 2."""
     root = study["root"]
-    base_name = "cliphba_dora_hba-tiny_r4_v2_t1_seed1_baseline"
+    base_name = "cliphba_dora_hba-tiny_r16_v2_t3_seed1_baseline"
     base = next(t for t in ExperimentAnalysis(f"{root}/baselines").trials if Path(t.path).name == base_name)
     config = dict(base.config)
 

@@ -35,7 +35,7 @@ from hba_sweep.data.rdm_io import save_rdm_mat
 from hba_sweep.errors import DataError
 from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 N_LATENT = 9
 N_DIMS = 66
 N_EVAL = 48
@@ -52,10 +52,16 @@ MARKER = "demo.json"
 
 # ----------------------------------------------------------------------------- latent -> data
 
+# How strongly each latent drives the targets: colours and size (what even a random
+# backbone's features carry) dominate; position, stripes and roundness add a little.
+LATENT_WEIGHT = np.array([4.0, 4.0, 4.0, 4.0, 3.0, 0.3, 0.3, 0.3, 0.3])
+
+
 def target_mapping(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed random map latent -> 66 targets: weights (66, N_LATENT) and biases (66,)."""
     rng = np.random.default_rng([seed, 0])
-    return rng.normal(0.0, 2.5, size=(N_DIMS, N_LATENT)), rng.normal(-1.0, 0.8, size=N_DIMS)
+    weights = rng.normal(0.0, 1.0, size=(N_DIMS, N_LATENT)) * LATENT_WEIGHT
+    return weights, rng.normal(-1.0, 0.8, size=N_DIMS)
 
 
 def latent_to_targets(latent: np.ndarray, mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -220,8 +226,8 @@ def _make_nights(root: Path, size: int, seed: int) -> dict[str, Any]:
 
 def _train_yaml(backbone: str, things: dict[str, Any]) -> str:
     config = {
-        "backbone": backbone, "pretrained": "none", "vision_layers": 2, "transformer_layers": 1, "rank": 4,
-        "epochs": 4, "batch_size": 32, "lr": 1e-3, "opt": "adamw", "lr_scheduler": "none",
+        "backbone": backbone, "pretrained": "none", "vision_layers": 2, "transformer_layers": 3, "rank": 16,
+        "epochs": 8, "batch_size": 32, "lr": 1e-2, "opt": "adamw", "lr_scheduler": "none",
         "random_seed": 1, "train_portion": 0.8, "early_stopping_patience": 20,
         "img_dir": "images", "img_annotations_file": "train.csv",
         "behavioral_rsa": True, "rsa_annotations_file": things["annotations_file"],
@@ -271,12 +277,12 @@ def _existing_settings(out_dir: Path) -> dict[str, Any] | None:
 
 def _check_arguments(n_train: int, image_size: int) -> None:
     if n_train < 10:
-        raise DataError(f"demo-data: --n-train={n_train} is too small. Fix: use at least 10 (default 240).")
+        raise DataError(f"demo-data: --n-train={n_train} is too small. Fix: use at least 10 (default 480).")
     if image_size < 16:
         raise DataError(f"demo-data: image_size={image_size} is too small. Fix: use at least 16 (hba-tiny: 64).")
 
 
-def make_demo_data(out_dir: str | os.PathLike, n_train: int = 240, image_size: int = 64, seed: int = 0,
+def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: int = 64, seed: int = 0,
                    backbone: str = "hba-tiny", force: bool = False) -> Path:
     """Generate (or reuse) deterministic demo data in ``out_dir``; returns the path of train.yaml.
 
@@ -339,7 +345,7 @@ def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "evaluation sets with a reference RDM, THINGS-fMRI, NOD and NIGHTS evaluation sets, "
                     "evalsets.yaml and a ready train.yaml.")
     parser.add_argument("dir", help="output directory (created; reused if it holds the same demo data)")
-    parser.add_argument("--n-train", type=int, default=240, help="training images (default 240)")
+    parser.add_argument("--n-train", type=int, default=480, help="training images (default 480)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64, hba-tiny)")
     parser.add_argument("--backbone", default="hba-tiny", help="backbone written to train.yaml (default hba-tiny)")
