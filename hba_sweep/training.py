@@ -52,9 +52,17 @@ class Images:
     prefix: prefix_cache.CachedPrefix | None = None
 
     def inputs(self, model: CLIPHBA, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """What enters the adapted blocks: cached prefix rows, or the frozen prefix run now."""
         if self.prefix is not None:
-            return self.prefix.rows(idx).to(device, non_blocking=True)
-        return model.vision_prefix(self.dataset.images(idx).to(device, non_blocking=True))
+            return to_device(self.prefix.rows(idx), device)
+        return model.vision_prefix(to_device(self.dataset.images(idx), device))
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy; pinned and non-blocking on CUDA."""
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
 
 
 def make_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
@@ -161,7 +169,7 @@ def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order:
     losses = []
     for batch_idx, start in enumerate(range(0, len(order), cfg.batch_size)):
         idx = order[start:start + cfg.batch_size]
-        batch_targets = targets[idx].to(device, non_blocking=True)
+        batch_targets = to_device(targets[idx], device)
         with autocast(device, cfg):
             if active:
                 tokens, batch_targets = perturbed_inputs(model, train, idx, batch_targets, strategy, epoch,
@@ -180,7 +188,7 @@ def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order:
 def perturbed_inputs(model: CLIPHBA, train: Images, idx: torch.Tensor, targets: torch.Tensor, strategy: Any,
                      epoch: int, batch_idx: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the strategy to the batch; replaced images take the full (uncached) path."""
-    images = train.dataset.images(idx).to(device, non_blocking=True)
+    images = to_device(train.dataset.images(idx), device)
     new_images, new_targets = strategy.apply_to_batch(images, targets, device, epoch, batch_idx)
     if train.prefix is None:
         return model.vision_prefix(new_images), new_targets

@@ -65,6 +65,8 @@ def test_demo_study_end_to_end(study, capsys):
         assert history[METRICS[1:]].notna().all().all()
     assert main(["status", root]) == 0
     assert "10 done (10 trials)" in capsys.readouterr().out
+    # one frozen-prefix cache for the whole study: training images and the 48 RSA images, once each
+    assert len(list((Path(root) / "prefix_cache").glob("*.npy"))) == 2
 
 
 def test_perturbed_trials_fork_and_skip_epochs_before_window(study):

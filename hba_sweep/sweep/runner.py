@@ -124,11 +124,11 @@ def _trial_name(trial) -> str:
         return f"trial_{trial.trial_id}"
 
 
-def _grid_space(trials: list[Trial]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _grid_space(trials: list[Trial], cache_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A param space plus the exact trial configs (points_to_evaluate) for Tune's variant generator."""
     from ray import tune
 
-    points = [{**t.config, "run_name": t.name} for t in trials]
+    points = [{**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir} for t in trials]
     space: dict[str, Any] = {}
     for key in points[0]:
         values = []
@@ -150,12 +150,13 @@ def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: 
         opts.echo(f"resuming {path}")
         return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
     max_concurrent = opts.max_concurrent or space.max_concurrent
+    cache_dir = storage.prefix_cache_dir(root)  # one frozen-prefix cache for every trial of the study
     if trials is None:  # a searcher proposes the trials
-        param_space = {**space.base, **space.param_space}
+        param_space = {"cache_dir": cache_dir, **space.base, **space.param_space}
         search_alg, num_samples = instantiate(space, "SEARCH_ALG"), space.num_samples
         columns = list(space.param_space)
     else:
-        param_space, points = _grid_space(trials)
+        param_space, points = _grid_space(trials, cache_dir)
         search_alg, num_samples = BasicVariantGenerator(points_to_evaluate=points), len(points)
         columns = sorted({k for t in trials for k in t.varied})
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns

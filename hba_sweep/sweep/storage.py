@@ -19,6 +19,15 @@ def experiment_root(storage: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}"
 
 
+def prefix_cache_dir(root: str) -> str:
+    """Where a study's trials share the frozen-prefix cache: ``<root>/prefix_cache`` on a file
+    system every node sees, else (object storage) a node-local folder; entries are keyed by
+    backbone, weights, image set and split, so sharing across studies is safe."""
+    if is_uri(root):
+        return os.path.join(os.path.expanduser("~"), ".cache", "hba_sweep", "prefix_cache")
+    return f"{root}/prefix_cache"
+
+
 def _fs(path: str):
     import pyarrow.fs
 
