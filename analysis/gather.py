@@ -115,13 +115,18 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 
 def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
     data = read_bytes(fs, posixpath.join(ckpt.path, ADAPTER_FILE))
     if ckpt.adapter_sha256 and hashlib.sha256(data).hexdigest() != ckpt.adapter_sha256:
         raise CheckpointError(f"{ckpt.path}/{ADAPTER_FILE}: does not match the hash in meta.json (truncated or "
                               "corrupted). Fix: delete this checkpoint or re-run the trial's epoch.")
-    return load(data)
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        raise CheckpointError(f"{ckpt.path}/{ADAPTER_FILE}: not a safetensors file ({exc}); pickled weights are "
+                              "never loaded. Fix: delete this checkpoint or re-run the trial's epoch.") from None
 
 
 def _meta_files(fs: pafs.FileSystem, root: str) -> list[str]:

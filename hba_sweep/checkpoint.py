@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hba_sweep.errors import CheckpointError
@@ -134,18 +137,41 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_adapter_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Adapters from a safetensors file; CheckpointError if it is anything else (e.g. a pickle)."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); pickled weights are never "
+                              "loaded. Fix: use the adapter.safetensors this tool wrote, or delete the checkpoint "
+                              "and resume from the previous epoch's.") from None
+
+
+def read_state_file(path: str | Path) -> TrainingState:
+    """The resume state via ``torch.load(weights_only=True)``; CheckpointError for anything else."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return TrainingState(**payload)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = (f"it asks to run {found.group(1)}" if found else
+                  str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+        raise CheckpointError(f"{path}: refused, not a training state this tool wrote ({detail}); nothing in it "
+                              "was executed. Fix: delete this checkpoint and resume from the previous epoch's; "
+                              "do not load it with weights_only=False.") from None
+
+
 def load_adapters(ckpt_dir: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
     if verify:
         verify_checkpoint(ckpt_dir)
-    return load_file(str(Path(ckpt_dir) / ADAPTER_FILE))
+    return read_adapter_file(Path(ckpt_dir) / ADAPTER_FILE)
 
 
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], TrainingState, dict[str, Any]]:
     """Verified load of (adapters, training state, meta). No pickle code runs."""
     meta = verify_checkpoint(ckpt_dir)
-    adapters = load_file(str(Path(ckpt_dir) / ADAPTER_FILE))
-    payload = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)
-    return adapters, TrainingState(**payload), meta
+    adapters = read_adapter_file(Path(ckpt_dir) / ADAPTER_FILE)
+    return adapters, read_state_file(Path(ckpt_dir) / STATE_FILE), meta
 
 
 def list_epochs(run_dir: str | Path) -> list[int]:

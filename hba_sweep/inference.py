@@ -420,9 +420,7 @@ def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     if (ckpt_dir / ckpt.META_FILE).is_file():
         meta = ckpt.read_meta(ckpt_dir)
         return ckpt.load_adapters(ckpt_dir, verify=True), meta
-    from safetensors.torch import load_file
-
-    return load_file(str(ckpt_dir / ckpt.ADAPTER_FILE)), {}
+    return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), {}
 
 
 def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Predictor | None = None,
