@@ -342,13 +342,14 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    """Relative data paths in a config file name files next to it (else, the working directory)."""
+    """Relative data paths in a config file name files next to it; a path found only from the
+    working directory keeps that meaning (and one found nowhere is reported next to the file)."""
     out = dict(raw)
     for key, value in raw.items():
         name = ALIASES.get(key, key)
         if name in PATH_FIELDS and isinstance(value, str) and not os.path.isabs(value):
-            if (base / value).exists():
-                out[key] = str(base / value)
+            if (base / value).exists() or not os.path.exists(value):
+                out[key] = os.path.normpath(base / value)
     return out
 
 

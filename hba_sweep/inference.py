@@ -33,6 +33,7 @@ import torch
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache, rsa
+from hba_sweep.devices import resolve_device
 from hba_sweep.errors import CheckpointError, ConfigError, DataError
 from hba_sweep.io_utils import atomic_write, atomic_write_text
 
@@ -71,19 +72,6 @@ class ModelSpec:
         return CLIPHBA(backbone=self.backbone, pretrained=self.pretrained, vision_layers=self.vision_layers,
                        transformer_layers=self.transformer_layers, rank=self.rank, dora_alpha=self.dora_alpha,
                        dora_dropout=self.dora_dropout)
-
-
-def resolve_device(name: str | int | bool | None) -> torch.device:
-    """auto | cpu | cuda[:N]; the study's ``cuda`` key (-1: cpu, N: cuda:N) is accepted."""
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(name, bool):
-        name = "cuda" if name else "cpu"
-    elif isinstance(name, int):
-        name = "cpu" if name < 0 else f"cuda:{name}"
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: CUDA is not available on this machine. Fix: use device: cpu or auto.")
-    return torch.device(str(name))
 
 
 # ---- evaluation sets --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from hba_sweep import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
+from hba_sweep.devices import resolve_device
 from hba_sweep.errors import ConfigError
 from hba_sweep.io_utils import atomic_write_text
 from hba_sweep.model import CLIPHBA
@@ -93,14 +94,6 @@ def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torc
 
 
 # ---- precision and device ---------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: CUDA is not available on this machine. Fix: use device: cpu or auto.")
-    return torch.device(name)
-
-
 def autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
     """bf16 autocast on CUDA unless ``precision: fp32``; plain fp32 on CPU."""
     enabled = device.type == "cuda" and cfg.precision in ("auto", "bf16")

@@ -7,18 +7,9 @@ searcher, so nothing forks from a baseline here. Data paths are placeholders (da
 from ray import tune
 
 NAME = "hparams_optuna"
-BASE_CONFIG = {
-    "backbone": "ViT-L/14",
-    "pretrained": "openai",
-    "transformer_layers": 1,
-    "epochs": 30,
-    "img_dir": "data/things/images",
-    "img_annotations_file": "data/things/spose_embedding66d_rescaled_1806train.csv",
-    "rsa_annotations_file": "data/things/spose_embedding66d_rescaled_48val_reordered.csv",
-    "rsa_img_dir": "data/things/images48",
-    "behavioral_rdm_file": "data/things/RDM48_triplet.mat",
-}
+BASE_CONFIG = "things_vitl14.yaml"  # model and data paths (see data/README.md)
 PARAM_SPACE = {
+    "epochs": 30,
     "lr": tune.loguniform(1e-5, 3e-3),
     "rank": tune.choice([4, 8, 16, 32, 64]),
     "vision_layers": tune.choice([1, 2, 4, 8]),

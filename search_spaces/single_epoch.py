@@ -8,22 +8,10 @@ from ray import tune
 
 NAME = "single_epoch"
 _EPOCHS = 30
-BASE_CONFIG = {
-    "backbone": "ViT-L/14",
-    "pretrained": "openai",
-    "vision_layers": 2,
-    "transformer_layers": 1,
-    "rank": 32,
-    "epochs": _EPOCHS,
-    "lr": 3e-4,
-    "early_stopping_patience": 0,  # every epoch of the baseline must exist to fork from
-    "img_dir": "data/things/images",
-    "img_annotations_file": "data/things/spose_embedding66d_rescaled_1806train.csv",
-    "rsa_annotations_file": "data/things/spose_embedding66d_rescaled_48val_reordered.csv",
-    "rsa_img_dir": "data/things/images48",
-    "behavioral_rdm_file": "data/things/RDM48_triplet.mat",
-}
+BASE_CONFIG = "things_vitl14.yaml"  # model and data paths (see data/README.md)
 PARAM_SPACE = {
+    "epochs": _EPOCHS,
+    "early_stopping_patience": 0,  # every epoch of the baseline must exist to fork from
     "perturb_type": tune.grid_search(["random_target"]),
     "perturb_epoch": tune.grid_search(list(range(_EPOCHS))),
     "perturb_length": 1,

@@ -38,7 +38,7 @@ def test_dry_run_counts_perturb_length(capsys):
     assert main(["run", str(ROOT / "search_spaces" / "perturb_length.py"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "193 trials: 1 baselines + 192 perturbed" in out
-    assert "`run` would refuse to start" in out and "img_dir='data/things/images'" in out
+    assert "`run` would refuse to start" in out and "data/things/images'" in out and "things_vitl14.yaml" in out
 
 
 BAD_SPACES = [

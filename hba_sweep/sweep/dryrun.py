@@ -60,6 +60,6 @@ def describe(space: SearchSpace, expansion: Expansion, plan: Plan | None) -> str
         lines.append(f"missing data files ({will}):")
         lines += [f"  {m}" for m in expansion.missing_files]
         if not space.prepare:
-            lines.append(f"Fix: edit the data paths in BASE_CONFIG of {space.path} (see data/README.md).")
+            lines.append(f"Fix: edit the data paths in {space.base_source} (see data/README.md).")
     lines.append("dry run: nothing was started.")
     return "\n".join(lines)

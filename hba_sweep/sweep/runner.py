@@ -247,7 +247,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     if expansion.missing_files:
         raise ConfigError(f"{space.path}: data files are missing, nothing was started:\n  "
                           + "\n  ".join(expansion.missing_files)
-                          + f"\nFix: edit the data paths in BASE_CONFIG of {space.path} (see data/README.md).")
+                          + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
     manifest_path = f"{root}/{storage.MANIFEST}"
     if storage.exists(manifest_path) and not opts.resume:
         raise ConfigError(f"{root}: this experiment exists already. Fix: add --resume to finish it, "
