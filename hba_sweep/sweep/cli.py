@@ -89,7 +89,8 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
     p.add_argument("--wandb", metavar="PROJECT", help="log to Weights & Biases (needs wandb installed)")
     p.add_argument("--mlflow", metavar="TRACKING_URI", help="log to MLflow (needs mlflow installed)")
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2, 3), help="Tune output verbosity")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
+                   help="Tune output: 0 silent, 1 the progress table (default), 2 every result, 3 debug")
     p.set_defaults(func=run_command)
     return p
 

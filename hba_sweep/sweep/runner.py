@@ -38,7 +38,7 @@ class RunOptions:
     dashboard_host: str = "127.0.0.1"
     wandb_project: str | None = None
     mlflow_uri: str | None = None
-    verbose: int = 2
+    verbose: int = 1
     ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init kwargs (tests: num_cpus=2)
     train_fn: Callable | None = None  # tests: a fake training function
     echo: Callable[[str], None] = print
