@@ -269,6 +269,27 @@ def epoch_summary(row: dict) -> str:
     return f"epoch {row['epoch']:>3}  {train}val {row['val_loss']:.4g}{rsa}  ({row['epoch_seconds']:.1f}s){flag}"
 
 
+def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
+                         ) -> tuple[CLIPHBA, Images, tuple[Images, np.ndarray] | None]:
+    """The model, the training images and (if enabled) the RSA images with their reference RDM,
+    with the frozen prefix attached where caching is exact."""
+    model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
+                    transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
+                    dora_dropout=cfg.dora_dropout).to(device)
+    train = Images(load_images(cfg, cfg.img_annotations_file, cfg.img_dir, model.image_size))
+    rsa = None
+    if cfg.behavioral_rsa:
+        rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
+        rsa = (rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)))
+    use_cache, why = caching_allowed(cfg, model)
+    if not use_cache:
+        log(f"frozen-prefix cache off: {why}")
+        return model, train, rsa
+    for images in [train] + ([rsa[0]] if rsa else []):
+        attach_prefix(images, model, cfg, device, cache_dtype(device, cfg), log)
+    return model, train, rsa
+
+
 # ---- the run ----------------------------------------------------------------------------
 def run_training_experiment(config: TrainConfig, report: Report | None = None) -> dict:
     """Train one run with the study's semantics; return a summary of the last epoch.
@@ -286,29 +307,12 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
 
     source, source_kind = start_source(cfg, out)
     seed_everything(cfg.random_seed)
-    model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
-                    transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
-                    dora_dropout=cfg.dora_dropout).to(device)
-    train = Images(load_images(cfg, cfg.img_annotations_file, cfg.img_dir, model.image_size))
-    rsa = None
-    if cfg.behavioral_rsa:
-        rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
-        rsa = (rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)))
-    use_cache, why = caching_allowed(cfg, model)
-    if not use_cache:
-        log(f"frozen-prefix cache off: {why}")
-    for images in [train] + ([rsa[0]] if rsa else []):
-        if use_cache:
-            attach_prefix(images, model, cfg, device, cache_dtype(device, cfg), log)
+    model, train, rsa = build_model_and_data(cfg, device, log)
 
     optimizer = make_optimizer(cfg, model.adapter_parameters())
     scheduler = make_scheduler(cfg, optimizer)
     if source is None:
-        train_idx, val_idx = make_split(len(train.dataset), cfg.train_portion, cfg.random_seed)
-        state = ckpt.TrainingState(epoch=-2, optimizer={}, scheduler=None,
-                                   shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state(),
-                                   train_indices=train_idx, val_indices=val_idx)
-        history: list[dict] = []
+        state, history = fresh_state(cfg, len(train.dataset)), []
     else:
         state, history = restore(source, source_kind, cfg, model, optimizer, scheduler)
         log(f"{source_kind} from {source} (epoch {state.epoch})")
@@ -373,6 +377,14 @@ def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool
     return {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
             "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
             "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False}
+
+
+def fresh_state(cfg: TrainConfig, n_images: int) -> ckpt.TrainingState:
+    """The state before the initial evaluation (epoch -2): a new seeded split and shuffle generator."""
+    train_idx, val_idx = make_split(n_images, cfg.train_portion, cfg.random_seed)
+    return ckpt.TrainingState(epoch=-2, optimizer={}, scheduler=None,
+                              shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state(),
+                              train_indices=train_idx, val_indices=val_idx)
 
 
 def start_source(cfg: TrainConfig, out: Path) -> tuple[Path | None, str]:
