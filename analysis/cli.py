@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import evaluate, figures, gather, report, tables
+from analysis import evaluate, gather, tables
 from hba_sweep.errors import ConfigError, DataError
 from hba_sweep.inference import DATASETS, ScoreSettings
 from hba_sweep.io_utils import atomic_write_text
@@ -105,6 +105,8 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
     if csv:
         atomic_write_text(out_dir / "results.csv", results.to_csv(index=False))
         atomic_write_text(out_dir / "training_metrics.csv", training.to_csv(index=False))
+    from analysis import figures, report  # matplotlib only here: `run`/`status` never load it (it writes a cache in ~)
+
     paths, notes = figures.draw_all(results, training, out_dir)
     info = {"root": study.root, "n_trials": len(study.trials),
             "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),

@@ -50,12 +50,15 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = run_study(space, opts)
     print(f"experiment: {outcome.root}")
     print(f"{len(outcome.ok)} trials finished, {len(outcome.failed)} failed, {len(outcome.skipped)} not started")
+    if outcome.interrupted:
+        print(f"interrupted: {len(outcome.interrupted)} trial(s) not finished (their state is saved; --resume "
+              "finishes them and starts any later phase)")
     for name in outcome.failed:
         print(f"  failed: {name}")
     for name in outcome.skipped:
         print(f"  not started (its baseline failed): {name}")
     if outcome.exit_code:
-        print(f"next: python -m hba_sweep run {args.search_space} --resume   (retries failed trials)")
+        print(f"next: python -m hba_sweep run {args.search_space} --resume   (finishes unfinished, retries failed trials)")
     print(f"status: python -m hba_sweep status {outcome.root}")
     return outcome.exit_code
 

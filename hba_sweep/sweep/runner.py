@@ -50,9 +50,12 @@ class StudyOutcome:
     ok: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)  # not finished when the run was stopped (Ctrl+C)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
         return 0 if not self.failed and not self.skipped else 1
 
 
@@ -157,7 +160,9 @@ def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: 
         columns = list(space.param_space)
     else:
         param_space, points = _grid_space(trials, cache_dir)
-        search_alg, num_samples = BasicVariantGenerator(points_to_evaluate=points), len(points)
+        # Tune ignores max_concurrent_trials for a BasicVariantGenerator: the generator itself limits
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent or 0)
+        num_samples, max_concurrent = len(points), None
         columns = sorted({k for t in trials for k in t.varied})
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
@@ -176,9 +181,16 @@ def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: 
 
 # ---- the study --------------------------------------------------------------------------
 def _sort_results(results, outcome: StudyOutcome) -> dict[str, Any]:
+    """Finished results by trial name; trials an interrupt (SIGINT) left pending or running go to
+    ``outcome.interrupted`` (Tune returns them without an error, some without a config)."""
+    analysis = getattr(results, "_experiment_analysis", None)  # where Tune keeps each trial's status
+    unfinished = {t.path for t in getattr(analysis, "trials", []) if t.status not in ("TERMINATED", "ERROR")}
     by_name = {}
     for result in results:
-        name = result.config.get("run_name") or os.path.basename(result.path)
+        name = (result.config or {}).get("run_name") or os.path.basename(result.path)
+        if result.config is None or result.path in unfinished:
+            outcome.interrupted.append(name)
+            continue
         by_name[name] = result
         (outcome.failed if result.error else outcome.ok).append(name)
     return by_name
@@ -264,6 +276,8 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
             _sort_results(run_phase(TRIALS, plan.independent, space, opts, root), outcome)
         else:
             baselines = _sort_results(run_phase(BASELINES, plan.baselines, space, opts, root), outcome)
+            if outcome.interrupted:  # stopped: never fork from unfinished baselines; --resume goes on
+                return outcome
             forks = fork_trials(plan, baselines, root, outcome, manifest)
             storage.write_json(manifest_path, manifest)
             if forks:
