@@ -9,8 +9,10 @@ The network is split where the adapters start:
     images --vision_prefix (frozen)--> tokens --vision_suffix (adapted)--> image features
     prompts --text prefix (frozen, computed once)--> tokens --text suffix (adapted)--> text features
 
-so the frozen prefix can be cached (hba_sweep.prefix_cache). ``forward(images)`` runs the
-whole path and is the oracle the cached path is tested against.
+so the frozen prefixes can be computed once: the text prefix here (the prompts truncated to the
+longest one, exact because the text tower is causal), the vision prefix per image set in
+hba_sweep.prefix_cache. ``forward(images)`` runs everything on full-length prompts and is the
+oracle the cached path is tested against.
 """
 
 from __future__ import annotations
@@ -76,8 +78,10 @@ class CLIPHBA(nn.Module):
         self.adapted_modules = targets
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())
         length = int(tokens.argmax(dim=-1).max()) + 1  # causal tower: positions past the longest prompt are unused
+        self.register_buffer("text_tokens_full", tokens, persistent=False)
         self.register_buffer("text_tokens", tokens[:, :length], persistent=False)
         self.register_buffer("text_prefix", self._text_prefix(), persistent=False)
+        self.cache_text = True  # False: every call runs the whole text tower on full-length prompts
 
     # ---- vision -------------------------------------------------------------------------
     @torch.no_grad()
@@ -115,16 +119,32 @@ class CLIPHBA(nn.Module):
         return x
 
     def text_features(self) -> torch.Tensor:
-        """Features of the 66 prompts through the adapted text blocks: (66, embed_dim)."""
-        clip = self.clip
+        """Features of the 66 prompts through the adapted text blocks: (66, embed_dim).
+
+        With ``cache_text`` the frozen blocks' output (truncated prompts) is reused; without it the
+        whole tower runs on the 77-token prompts, as the published code did (the oracle).
+        """
+        if not self.cache_text:
+            return self.text_features_full()
         x = self.text_prefix
         mask = self._text_attn_mask()
-        if mask is not None:
-            mask = mask.to(x.device)
-        for block in clip.transformer.resblocks[self.text_split:]:
-            x = block(x, attn_mask=mask)
+        for block in self.clip.transformer.resblocks[self.text_split:]:
+            x = block(x, attn_mask=None if mask is None else mask.to(x.device))
+        return self._text_readout(x, self.text_tokens)
+
+    def text_features_full(self) -> torch.Tensor:
+        """The uncached text path: every block, full context length."""
+        clip = self.clip
+        x = clip.token_embedding(self.text_tokens_full) + clip.positional_embedding
+        for block in clip.transformer.resblocks:
+            x = block(x, attn_mask=clip.attn_mask)
+        return self._text_readout(x, self.text_tokens_full)
+
+    def _text_readout(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Final norm, end-of-text pooling and projection."""
+        clip = self.clip
         x = clip.ln_final(x)
-        x = text_global_pool(x, self.text_tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
         projection = clip.text_projection
         if projection is None:
             return x
@@ -142,8 +162,8 @@ class CLIPHBA(nn.Module):
         return self.head(self.vision_suffix(tokens), self.text_features())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Predictions from images through the whole network (the uncached oracle)."""
-        return self.forward_from_prefix(self.vision_prefix(images))
+        """Predictions from images through the whole network, nothing cached (the oracle)."""
+        return self.head(self.vision_suffix(self.vision_prefix(images)), self.text_features_full())
 
     # ---- adapters -----------------------------------------------------------------------
     def adapter_parameters(self) -> list[nn.Parameter]:

@@ -281,6 +281,7 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
     if cfg.behavioral_rsa:
         rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
         rsa = (rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)))
+    model.cache_text = cfg.cache_frozen_prefix  # the 66 prompts' frozen text blocks: once, truncated
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")

@@ -104,3 +104,14 @@ def test_adapter_state_roundtrip():
     assert torch.equal(a(images), b(images))
     with pytest.raises(ValueError):
         b.load_adapter_state_dict({})
+
+
+def test_cached_text_prefix_equals_full_text_tower():
+    """Truncated prompts through cached frozen blocks == all 77 positions through every block."""
+    model = tiny(transformer_layers=1)
+    with torch.no_grad():
+        for p in model.adapter_parameters():
+            p.add_(0.1 * torch.randn_like(p))  # adapters that change the output
+        cached, full = model.text_features(), model.text_features_full()
+    assert model.text_prefix.shape[1] < model.text_tokens_full.shape[1]
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
