@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.errors import ConfigError, HBAError
 
 # Keys of the published study's YAML files that name a field of TrainConfig.
 ALIASES = {
@@ -327,17 +327,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping, with clear errors for a missing file or bad syntax."""
+def read_yaml(path: str | os.PathLike, error: type[HBAError] = ConfigError, what: str = "config file",
+              missing_fix: str = "check the path (demo: python -m hba_sweep demo-data data/demo)") -> dict[str, Any]:
+    """Read a YAML mapping, with clear errors for a missing file, bad syntax or a non-mapping."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such config file. Fix: check the path (demo: python -m hba_sweep demo-data data/demo).")
+        raise error(f"{p}: no such {what}. Fix: {missing_fix}.")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc}). Fix: correct the syntax.") from None
+        raise error(f"{p}: not valid YAML ({exc}). Fix: correct the syntax.") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys to values, got {type(data).__name__}. Fix: write key: value lines.")
+        raise error(f"{p}: expected a mapping of keys to values, got {type(data).__name__}. Fix: write key: value lines.")
     return data
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from hba_sweep.data.things import (
     check_files_exist, check_no_empty, parse_numeric, read_csv_strings, require_columns,
 )
+from hba_sweep.config import read_yaml
 from hba_sweep.errors import DataError
 
 FMRI_COLUMNS = ("concept", "stimulus")
@@ -192,15 +192,8 @@ _PATH_KEYS = ("annotations_file", "metadata_csv", "index_csv", "data_csv", "img_
 def read_evalsets_yaml(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Read ``evalsets.yaml`` (dataset -> settings); relative paths become relative to its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: evaluation-set file not found. Fix: correct the path "
-                        "(python -m hba_sweep demo-data DIR writes DIR/evalsets.yaml).")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc}). Fix: correct the syntax.") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a mapping dataset -> settings. Fix: see docs/architecture.md.")
+    raw = read_yaml(path, DataError, "evaluation-set file",
+                    "correct the path (python -m hba_sweep demo-data DIR writes DIR/evalsets.yaml)")
     return {name: _resolve_evalset(path, name, spec) for name, spec in raw.items()}
 
 
