@@ -54,8 +54,8 @@ class Images:
 
     def inputs(self, model: CLIPHBA, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """What enters the adapted blocks: cached prefix rows, or the frozen prefix run now."""
-        if self.prefix is not None:
-            return to_device(self.prefix.rows(idx), device)
+        if self.prefix is not None:  # stored compactly (bf16 on CUDA); the adapted blocks compute in fp32/autocast
+            return to_device(self.prefix.rows(idx), device).float()
         return model.vision_prefix(to_device(self.dataset.images(idx), device))
 
 

@@ -158,3 +158,16 @@ def test_full_disk_during_checkpoint_keeps_previous(demo_config, monkeypatch):
     assert ckpt.list_epochs(run_dir(cfg)) == [-1, 0]
     ckpt.verify_checkpoint(ckpt.epoch_dir(run_dir(cfg), 0))
     assert not [p for p in (run_dir(cfg) / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_bfloat16_prefix_cache_trains_close_to_float32(demo_config, tmp_path):
+    """The compact cache GPUs use by default: half the memory, numbers close to fp32."""
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = demo_config(epochs=2, cache_dtype=dtype, save_path=str(tmp_path / dtype))
+        run_training_experiment(cfg)
+        runs[dtype] = by_epoch(run_dir(cfg))
+    sizes = {d: sum(p.stat().st_size for p in (tmp_path / d / "prefix_cache").glob("*.npy")) for d in runs}
+    assert sizes["bfloat16"] < 0.6 * sizes["float32"]
+    for e in (0, 1):
+        assert float(runs["bfloat16"][e]["val_loss"]) == pytest.approx(float(runs["float32"][e]["val_loss"]), rel=0.02)
