@@ -21,7 +21,8 @@ import pandas as pd
 from analysis.gather import Checkpoint, Study, load_adapters
 from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.errors import DataError
-from hba_sweep.inference import DATASETS, EvalSet, ModelSpec, Predictor, ScoreSettings, build_evalset, resolve_device
+from hba_sweep.devices import resolve_device
+from hba_sweep.inference import DATASETS, EvalSet, ModelSpec, Predictor, ScoreSettings, build_evalset
 from hba_sweep.io_utils import atomic_write
 
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]
@@ -141,18 +142,18 @@ def pending(study: Study, evalsets: Sequence[EvalSet], cache: pd.DataFrame) -> d
 def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
                          device: str, cache_root: str, batch_size: int) -> list[dict[str, Any]]:
     """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set."""
-    by_key = {es.key(): es for es in evalsets}
-    predictors: dict[ModelSpec, Predictor] = {}
+    by_key = {es.key(): es for es in evalsets}  # each key once: it stats every image of the set
+    predictor: Predictor | None = None  # one model in memory at a time (work is sorted by layout)
     rows = []
     for ck, ckpt, eval_keys in work:
         spec = ModelSpec.from_mapping(ckpt.config)
-        if spec not in predictors:
-            predictors.clear()  # one model in memory at a time
-            predictors[spec] = Predictor(spec, resolve_device(device), cache_root, batch_size)
+        if predictor is None or predictor.spec != spec:
+            predictor = None
+            predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
         chosen = [by_key[k] for k in eval_keys]
-        scores = predictors[spec].evaluate(load_adapters(fs, ckpt), chosen, posixpath.join(ckpt.path, "adapter"))
-        for es in chosen:
-            rows += [{"checkpoint_key": ck, "eval_key": es.key(), "dataset": es.dataset, **r}
+        scores = predictor.evaluate(load_adapters(fs, ckpt), chosen, posixpath.join(ckpt.path, "adapter"))
+        for key, es in zip(eval_keys, chosen):
+            rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": es.dataset, **r}
                      for r in scores[es.dataset][1]]
     return rows
 
