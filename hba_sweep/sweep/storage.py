@@ -43,15 +43,6 @@ def exists(path: str) -> bool:
     return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
 
 
-def read_json(path: str) -> dict[str, Any] | None:
-    """A JSON file's content, or None if it does not exist."""
-    if not exists(path):
-        return None
-    fs, inner = _fs(path)
-    with fs.open_input_stream(inner) as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write JSON (atomically on a local path)."""
     text = json.dumps(data, indent=1, default=str)
