@@ -138,3 +138,16 @@ def test_fault_hook_fires_once(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected failure"):
         maybe_fault("the_victim", 2)
     maybe_fault("the_victim", 2)  # the marker exists: no second failure
+
+
+def test_storage_uri_parts_go_before_the_query_and_credentials_are_not_shown():
+    from hba_sweep.sweep import storage
+
+    root = storage.experiment_root("s3://KEY:SECRET@bucket/studies?endpoint_override=localhost:9000&secret_key=abc", "demo")
+    assert root == "s3://KEY:SECRET@bucket/studies/demo?endpoint_override=localhost:9000&secret_key=abc"
+    assert storage.join(root, "baselines", "t1").startswith("s3://KEY:SECRET@bucket/studies/demo/baselines/t1?")
+    assert storage.experiment_root("s3://bucket/", "demo") == "s3://bucket/demo"
+    shown = storage.redact(root)
+    assert "SECRET" not in shown and "abc" not in shown and "KEY" not in shown
+    assert shown == "s3://***@bucket/studies/demo?endpoint_override=localhost:9000&secret_key=***"
+    assert storage.redact("/data/rr/demo") == "/data/rr/demo"

@@ -30,6 +30,7 @@ def _count(value: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
+    from hba_sweep.sweep import storage
     from hba_sweep.sweep.dryrun import describe
     from hba_sweep.sweep.expand import expand
     from hba_sweep.sweep.plan import make_plan
@@ -48,7 +49,8 @@ def run_command(args: argparse.Namespace) -> int:
                       dashboard_host=args.dashboard_host, wandb_project=args.wandb, mlflow_uri=args.mlflow,
                       verbose=args.verbose)
     outcome = run_study(space, opts)
-    print(f"experiment: {outcome.root}")
+    root = storage.redact(outcome.root)  # a URI may carry credentials (secret_key=...)
+    print(f"experiment: {root}")
     print(f"{len(outcome.ok)} trials finished, {len(outcome.failed)} failed, {len(outcome.skipped)} not started")
     if outcome.interrupted:
         print(f"interrupted: {len(outcome.interrupted)} trial(s) not finished (their state is saved; --resume "
@@ -59,7 +61,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  not started (its baseline failed): {name}")
     if outcome.exit_code:
         print(f"next: python -m hba_sweep run {args.search_space} --resume   (finishes unfinished, retries failed trials)")
-    print(f"status: python -m hba_sweep status {outcome.root}")
+    print(f"status: python -m hba_sweep status {root}")
     return outcome.exit_code
 
 

@@ -148,9 +148,9 @@ def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: 
     from ray.tune.search import BasicVariantGenerator
 
     trainable = _trainable(space, opts)
-    path = f"{root}/{phase}"
+    path = storage.join(root, phase)
     if opts.resume and tune.Tuner.can_restore(path):
-        opts.echo(f"resuming {path}")
+        opts.echo(f"resuming {storage.redact(path)}")
         return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
     max_concurrent = opts.max_concurrent or space.max_concurrent
     cache_dir = storage.prefix_cache_dir(root)  # one frozen-prefix cache for every trial of the study
@@ -201,7 +201,7 @@ def checkpoint_uri(root: str, phase: str, result, epoch: int) -> str | None:
     for checkpoint, metrics in result.best_checkpoints or []:
         if metrics.get("epoch") == epoch:
             rel = os.path.relpath(checkpoint.path, result.path)
-            return f"{root}/{phase}/{os.path.basename(result.path)}/{rel}"
+            return storage.join(root, phase, os.path.basename(result.path), *rel.split(os.sep))
     return None
 
 
@@ -223,7 +223,7 @@ def fork_trials(plan: Plan, baselines: dict[str, Any], root: str, outcome: Study
                 entry["note"] = f"baseline has no epoch {fork.init_epoch} (stopped early): trained from scratch"
             else:
                 config.update(init_from=uri, init_epoch=fork.init_epoch)
-                entry.update(init_from=uri, init_epoch=fork.init_epoch)
+                entry.update(init_from=storage.redact(uri), init_epoch=fork.init_epoch)
         ready.append(Trial(name=fork.trial.name, config=config, varied=fork.trial.varied))
     return ready
 
@@ -238,7 +238,7 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str) -> dict[str,
                                     "init_epoch": f.init_epoch, "init_from": None}
         for t in plan.independent:
             trials[t.name] = {"phase": TRIALS, "varied": t.varied, "baseline": None}
-    return {"name": space.name, "search_space": str(Path(space.path).resolve()), "root": root,
+    return {"name": space.name, "search_space": str(Path(space.path).resolve()), "root": storage.redact(root),
             "phases": plan.phases if plan else [TRIALS], "fork_from_baseline": bool(plan and plan.forks),
             "metric": space.metric, "mode": space.mode, "evalsets": space.evalsets, "trials": trials}
 
@@ -260,9 +260,9 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         raise ConfigError(f"{space.path}: data files are missing, nothing was started:\n  "
                           + "\n  ".join(expansion.missing_files)
                           + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
-    manifest_path = f"{root}/{storage.MANIFEST}"
+    manifest_path = storage.join(root, storage.MANIFEST)
     if storage.exists(manifest_path) and not opts.resume:
-        raise ConfigError(f"{root}: this experiment exists already. Fix: add --resume to finish it, "
+        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it, "
                           "or give --name NEW (or another --storage) for a new one.")
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     manifest = make_manifest(space, plan, root)

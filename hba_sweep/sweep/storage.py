@@ -5,18 +5,42 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MANIFEST = "study.json"
+SECRET_OPTIONS = ("access_key", "secret_key", "session_token", "password", "token", "credential")
 
 
 def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def join(root: str, *parts: str) -> str:
+    """``root/part/...``; in a URI the parts go into its path, before any ``?query`` (pyarrow options
+    such as ``endpoint_override``), so ``s3://b/x?endpoint_override=h`` + ``demo`` is ``s3://b/x/demo?...``."""
+    if not is_uri(root):
+        return "/".join([root.rstrip("/"), *parts])
+    url = urlsplit(root)
+    return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
+
+
 def experiment_root(storage: str, name: str) -> str:
     """``<storage>/<name>``; a local storage path is made absolute (Tune requires it)."""
-    base = storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage))
-    return f"{base.rstrip('/')}/{name}"
+    return join(storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage)), name)
+
+
+def redact(path: str) -> str:
+    """A path or URI fit to print or record: credentials in the URI (user:password@, ``secret_key=``,
+    ``access_key=``, ``session_token=``, ...) replaced by ``***``."""
+    if not is_uri(path):
+        return path
+    url = urlsplit(path)
+    netloc = url.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = [(k, "***" if any(s in k.lower() for s in SECRET_OPTIONS) else v)
+             for k, v in parse_qsl(url.query, keep_blank_values=True)]
+    return urlunsplit(url._replace(netloc=netloc, query=urlencode(query, safe="*:/")))
 
 
 def prefix_cache_dir(root: str) -> str:
