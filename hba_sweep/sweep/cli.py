@@ -7,6 +7,8 @@ from typing import Any
 
 from hba_sweep.errors import ConfigError
 
+DEFAULT_STORAGE = "ray_results"
+
 
 def _positive(value: str) -> float:
     try:
@@ -60,7 +62,10 @@ def run_command(args: argparse.Namespace) -> int:
     for name in outcome.skipped:
         print(f"  not started (its baseline failed): {name}")
     if outcome.exit_code:
-        print(f"next: python -m hba_sweep run {args.search_space} --resume   (finishes unfinished, retries failed trials)")
+        where = (f" --storage {storage.redact(args.storage)}" if args.storage != DEFAULT_STORAGE else "") + \
+            (f" --name {args.name}" if args.name else "")  # --resume must find this experiment again
+        print(f"next: python -m hba_sweep run {args.search_space}{where} --resume   "
+              "(finishes unfinished, retries failed trials)")
     print(f"status: python -m hba_sweep status {root}")
     return outcome.exit_code
 
@@ -84,7 +89,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
     p.add_argument("--resume", action="store_true", help="finish an interrupted experiment (no finished trial re-runs)")
-    p.add_argument("--storage", default="ray_results", help="experiment storage: a path or a pyarrow URI (s3://...)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiment storage: a path or a pyarrow URI (s3://...)")
     p.add_argument("--name", help="experiment name (default: the file's NAME, or its stem)")
     p.add_argument("--address", help="attach to a running Ray cluster (default: $RAY_ADDRESS, else start one)")
     p.add_argument("--max-concurrent", type=_count, help="at most this many trials at once")
