@@ -171,38 +171,58 @@ class ScoreSettings:
     seed: int = 0
 
 
+RSA_DATASETS = ("things", "things_fmri", "nod")
+TABLE_KEYS = ("annotations_file", "metadata_csv", "index_csv", "data_csv")
+
+
+def _evalset_record(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> dict[str, Any]:
+    """What decides an evaluation's numbers besides its images (the settings :meth:`EvalSet.key` hashes).
+
+    The spec, the size and mtime of the table and reference files it reads (so a corrected RDM or CSV
+    at the same path is evaluated again), and the score settings only where they matter (RSA sets).
+    """
+    rsa_set = dataset in RSA_DATASETS
+    used = {k: v for k, v in spec.items() if rsa_set or k != "reference_rdms"}
+    files = [str(spec[k]) for k in TABLE_KEYS if spec.get(k)]
+    if rsa_set:
+        files += [str(p) for p in (spec.get("reference_rdms") or {}).values()]
+    stamps = {}
+    for path in files:
+        st = os.stat(path)
+        stamps[path] = [st.st_size, st.st_mtime_ns]
+    return {"spec": used, "files": stamps, **(settings.__dict__ if rsa_set else {})}
+
+
 def build_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> EvalSet:
     """An :class:`EvalSet` from an ``evalsets.yaml`` entry (paths already resolved)."""
-    from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
-    from hba_sweep.data.things import read_things_csv
+    paths, scorer = _load_evalset(dataset, spec, settings)
+    return EvalSet(dataset, paths, scorer, _evalset_record(dataset, spec, settings))  # after loading: files exist
 
-    dist, sim = settings.model_rdm_distance_metric, settings.rsa_similarity_metric
-    record = {"spec": dict(spec), **settings.__dict__}
-    refs = spec.get("reference_rdms") or {}
+
+def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> tuple[list[Path], Scorer]:
+    from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
+    from hba_sweep.data.things import check_files_exist, read_things_csv
+
+    def rsa_scorer_for(n: int, groups: Sequence[Any] | None = None) -> Scorer:
+        references = load_references(spec.get("reference_rdms") or {}, n, settings.reference_rdm_distance_metric)
+        return rsa_scorer(references, settings.model_rdm_distance_metric, settings.rsa_similarity_metric,
+                          settings.n_boot, settings.seed, groups)
+
     if dataset in ("things", "cka"):
         names, targets = read_things_csv(spec["annotations_file"])
         paths = [Path(spec["img_dir"]) / name for name in names]
-        from hba_sweep.data.things import check_files_exist
-
         check_files_exist(paths, spec["annotations_file"], f"put the images in {spec['img_dir']}.")
-        if dataset == "cka":
-            return EvalSet("cka", paths, cka_scorer(targets), record)
-        references = load_references(refs, len(paths), settings.reference_rdm_distance_metric)
-        return EvalSet("things", paths, rsa_scorer(references, dist, sim, settings.n_boot, settings.seed), record)
+        return paths, cka_scorer(targets) if dataset == "cka" else rsa_scorer_for(len(paths))
     if dataset == "things_fmri":
         fmri = load_things_fmri(spec["metadata_csv"], spec["img_dir"])
-        references = load_references(refs, len(fmri.concept_names), settings.reference_rdm_distance_metric)
-        scorer = rsa_scorer(references, dist, sim, settings.n_boot, settings.seed, groups=fmri.concepts)
-        return EvalSet("things_fmri", list(fmri.image_paths), scorer, record)
+        return list(fmri.image_paths), rsa_scorer_for(len(fmri.concept_names), fmri.concepts)
     if dataset == "nod":
         nod = load_nod(spec["index_csv"], spec["img_dir"], spec.get("max_images_per_category"),
                        int(spec.get("seed", 0)))
-        references = load_references(refs, len(nod.images), settings.reference_rdm_distance_metric)
-        return EvalSet("nod", list(nod.image_paths), rsa_scorer(references, dist, sim, settings.n_boot, settings.seed),
-                       record)
+        return list(nod.image_paths), rsa_scorer_for(len(nod.images))
     if dataset == "nights":
         nights = load_nights(spec["data_csv"], spec["img_dir"], spec.get("split"))
-        return EvalSet("nights", list(nights.image_paths), two_afc_scorer(nights, spec.get("split")), record)
+        return list(nights.image_paths), two_afc_scorer(nights, spec.get("split"))
     raise DataError(f"unknown dataset {dataset!r}. Fix: use one of {list(DATASETS)}.")
 
 

@@ -92,6 +92,49 @@ def test_analyze_study_rows_figures_and_rerun(study: dict, tmp_path: Path, monke
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results)
 
 
+def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path) -> None:
+    """Evaluations are keyed by what decides their numbers: RSA settings only touch RSA sets, and a
+    reference RDM rewritten at the same path is evaluated again (not served stale from the cache)."""
+    import os
+
+    import yaml
+
+    from hba_sweep.data.evalsets import read_evalsets_yaml
+    from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat
+    from hba_sweep.inference import ScoreSettings
+
+    specs = read_evalsets_yaml(study["evalsets"])
+    rdm_file = tmp_path / "RDM48_triplet.mat"
+    shutil.copy(specs["things"]["reference_rdms"]["behavior"], rdm_file)
+    specs["things"]["reference_rdms"] = {"behavior": str(rdm_file)}
+    evalsets = tmp_path / "evalsets.yaml"
+    evalsets.write_text(yaml.safe_dump({k: specs[k] for k in ("things", "nights")}))
+    out = tmp_path / "a"
+
+    def run(**score) -> pd.DataFrame:
+        opts = Options(datasets=["things", "cka", "nights"], evalsets_file=str(evalsets), score=ScoreSettings(**score))
+        analyze(str(study["root"]), opts, str(out), log=lambda m: None)
+        return pd.read_parquet(out / "results.parquet")
+
+    def predictions_during(**score) -> tuple[int, pd.DataFrame]:
+        before = inference.COUNTERS["checkpoint_predictions"]
+        table = run(**score)
+        return inference.COUNTERS["checkpoint_predictions"] - before, table
+
+    assert predictions_during()[0] == 4 * 3  # 4 distinct checkpoints x (things, cka, nights)
+    count, before = predictions_during(n_boot=5)
+    assert count == 4  # bootstrap settings: only the RSA set again
+    rdm = load_rdm(rdm_file)
+    save_rdm_mat(rdm_file, "RDM48_triplet", rdm[::-1, ::-1])  # the stimuli in reverse order: other numbers
+    os.utime(rdm_file, ns=(0, os.stat(rdm_file).st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
+    count, after = predictions_during(n_boot=5)
+    assert count == 4
+    rsa_rows = after["metric"] == "rsa_spearman"
+    assert not np.allclose(before.loc[rsa_rows, "value"], after.loc[rsa_rows, "value"])
+    pd.testing.assert_frame_equal(before[~rsa_rows], after[~rsa_rows])  # CKA and 2AFC rows kept
+    assert predictions_during(n_boot=5)[0] == 0
+
+
 def test_analyze_cli_subset_and_csv(study: dict, tmp_path: Path) -> None:
     out = tmp_path / "a"
     rc = main(["analyze", str(study["root"]), "--datasets", "things,nights", "--evalsets", str(study["evalsets"]),
