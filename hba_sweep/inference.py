@@ -425,10 +425,12 @@ def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
 
 def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Verified adapters and meta (no pickle: safetensors and JSON only)."""
-    if (ckpt_dir / ckpt.META_FILE).is_file():
-        meta = ckpt.read_meta(ckpt_dir)
-        return ckpt.load_adapters(ckpt_dir, verify=True), meta
-    return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), {}
+    meta = ckpt.verify_checkpoint(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
+    return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), meta
+
+
+def _read_meta(ckpt_dir: Path) -> dict[str, Any]:
+    return ckpt.read_meta(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
 
 
 def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Predictor | None = None,
@@ -499,7 +501,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.device:
         cfg["device"] = args.device
     dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
-    predictor = predictor_for(cfg, _load_checkpoint(dirs[0])[1])  # one model and prefix for every epoch
+    predictor = predictor_for(cfg, _read_meta(dirs[0]))  # one model and prefix for every epoch
     for ckpt_dir in dirs:
         result = run_inference(cfg, predictor, ckpt_dir)
         path = write_result(result, cfg)
