@@ -146,18 +146,9 @@ def two_afc_scorer(nights: Any, split: str | None) -> Scorer:
 
 def load_references(paths: Mapping[str, str], n: int, distance: str = "pearson") -> dict[str, np.ndarray]:
     """Reference RDMs by name; a file holding response patterns (n x d, not square) becomes an RDM."""
-    from hba_sweep.data.rdm_io import _read_array, load_rdm
+    from hba_sweep.data.rdm_io import load_reference
 
-    out = {}
-    for name, path in paths.items():
-        try:
-            out[name] = load_rdm(path, n=n)
-        except DataError:
-            array = _read_array(Path(path)) if Path(path).suffix.lower() in (".npy", ".npz", ".csv") else None
-            if array is None or array.ndim != 2 or array.shape[0] != n or array.shape[0] == array.shape[1]:
-                raise
-            out[name] = rsa.compute_model_rdm(array, distance)
-    return out
+    return {name: load_reference(path, n, distance) for name, path in paths.items()}
 
 
 @dataclass(frozen=True)

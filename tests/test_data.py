@@ -306,3 +306,22 @@ def test_malformed_rdm(tmp_path, kind, expected):
     assert str(path) in message and "Fix" in message
     for part in expected:
         assert part in message, (part, message)
+
+
+def test_reference_file_of_response_patterns_becomes_an_rdm(tmp_path: Path) -> None:
+    """Reference files may hold (n x d) response patterns instead of an RDM (.npy/.npz/.csv, not .mat)."""
+    from hba_sweep.data.rdm_io import load_reference
+    from hba_sweep.rsa import compute_model_rdm
+
+    patterns = np.random.default_rng(0).normal(size=(6, 4))
+    np.save(tmp_path / "roi.npy", patterns)
+    np.testing.assert_allclose(load_reference(tmp_path / "roi.npy", 6, "euclidean"),
+                               compute_model_rdm(patterns, "euclidean"))
+    rdm = compute_model_rdm(patterns)
+    np.save(tmp_path / "rdm.npy", rdm)
+    np.testing.assert_array_equal(load_reference(tmp_path / "rdm.npy", 6), rdm)
+    with pytest.raises(DataError, match="not square"):
+        load_reference(tmp_path / "roi.npy", 5)  # patterns for another number of stimuli
+    save_rdm_mat(tmp_path / "roi.mat", "roi", patterns)
+    with pytest.raises(DataError, match="not square"):
+        load_reference(tmp_path / "roi.mat", 6)

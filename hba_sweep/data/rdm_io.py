@@ -126,6 +126,21 @@ def load_rdm(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
     return validate_rdm(_as_square(_read_array(path), path), path, n)
 
 
+def load_reference(path: str | os.PathLike, n: int, distance: str = "pearson") -> np.ndarray:
+    """A reference RDM as :func:`load_rdm` reads it; a .npy/.npz/.csv file holding response
+    patterns instead (n x d, d != n) becomes the RDM of its rows by ``distance``."""
+    from hba_sweep.rsa import compute_model_rdm
+
+    path = Path(path)
+    array = _read_array(path)
+    try:
+        return validate_rdm(_as_square(array, path), path, n)
+    except DataError:
+        if path.suffix.lower() == ".mat" or array.ndim != 2 or array.shape[0] != n or array.shape[0] == array.shape[1]:
+            raise
+        return compute_model_rdm(array, distance)
+
+
 def mat_bytes(variables: dict[str, np.ndarray]) -> bytes:
     """A MATLAB v5 file's bytes, with a fixed header text (no timestamp: deterministic)."""
     import scipy.io
