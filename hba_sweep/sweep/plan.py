@@ -62,15 +62,11 @@ def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
     if not fork_from_baseline:
         return Plan(independent=list(trials))
     baselines: dict[tuple, Trial] = {}
-    for trial in trials:
-        key = group_key(trial.config)
-        if trial.config["perturb_type"] == "none":
-            baselines.setdefault(key, Trial(name="", config=baseline_config(trial.config), varied=trial.varied))
-    for trial in trials:
-        key = group_key(trial.config)
-        if key not in baselines:
-            varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
-            baselines[key] = Trial(name="", config=baseline_config(trial.config), varied=varied)
+    # one per group, in the order of the grid's own 'none' trials first; its varied values are the
+    # group's, not the perturbation settings of whichever trial came first (baseline_config resets those)
+    for trial in sorted(trials, key=lambda t: t.config["perturb_type"] != "none"):
+        varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
+        baselines.setdefault(group_key(trial.config), Trial(name="", config=baseline_config(trial.config), varied=varied))
     base_list = list(baselines.values())
     name_trials(base_list)
     _keep_unique(base_list, [t for t in trials if t.config["perturb_type"] != "none"])
