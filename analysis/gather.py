@@ -18,10 +18,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE
 from hba_sweep.errors import CheckpointError, DataError
 
-META_FILE = "meta.json"
-ADAPTER_FILE = "adapter.safetensors"
 MANIFEST = "study.json"
 EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
 PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
