@@ -13,12 +13,31 @@ def _varied(values: dict) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
+def _object(value: object, absent: str) -> str:
+    """SEARCH_ALG / SCHEDULER as the user wrote it: a class, a factory (called by `run`), or an instance."""
+    if value is None:
+        return absent
+    if isinstance(value, type):
+        return value.__name__
+    if callable(value) and hasattr(value, "__name__"):
+        return f"{value.__name__}()"
+    return type(value).__name__
+
+
+def _domain(value: object) -> str:
+    """A PARAM_SPACE entry: a Tune domain as its kind and range (e.g. ``float loguniform (1e-05, 0.003)``)."""
+    from ray.tune.search.sample import Domain
+
+    if isinstance(value, Domain):
+        return f"{type(value).__name__.lower()} {str(value.get_sampler()).lower()} {value.domain_str}"
+    return repr(value)
+
+
 def _searcher_lines(space: SearchSpace, expansion: Expansion) -> list[str]:
-    lines = [f"search algorithm: {getattr(space.search_alg, '__name__', type(space.search_alg).__name__)}; "
-             f"scheduler: {getattr(space.scheduler, '__name__', type(space.scheduler).__name__)}; "
-             f"metric: {space.metric} ({space.mode})",
+    lines = [f"search algorithm: {_object(space.search_alg, 'none')}; "
+             f"scheduler: {_object(space.scheduler, 'none (FIFO)')}; metric: {space.metric} ({space.mode})",
              f"{space.num_samples} trials will be sampled from:"]
-    lines += [f"  {k}: {v}" for k, v in space.param_space.items()]
+    lines += [f"  {k}: {_domain(v)}" for k, v in space.param_space.items()]
     lines.append(f"validated the base config and {len(expansion.trials)} samples of the space:")
     lines += [f"  {_varied(t.varied)}" for t in expansion.trials]
     return lines
