@@ -93,8 +93,8 @@ def _validate(space: SearchSpace, values: dict[str, Any], label: str, check_file
     return cfg.to_dict()
 
 
-def _label(space: SearchSpace, index: int, values: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v!r}" for k, v in values.items() if k in _varied_keys(space))
+def _label(space: SearchSpace, index: int, varied: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v!r}" for k, v in varied.items())
     return f"{space.path} trial {index}" + (f" ({shown})" if shown else "")
 
 
@@ -120,9 +120,10 @@ def expand(space: SearchSpace, check_files: bool = True) -> Expansion:
     trials = []
     varied_keys = _varied_keys(space)
     for index, values in enumerate(variants):
-        config = _validate(space, values, _label(space, index, values), check_files, problems, missing)
+        varied = {k: v for k, v in values.items() if k in varied_keys}
+        config = _validate(space, values, _label(space, index, varied), check_files, problems, missing)
         if config is not None:
-            trials.append(Trial(name="", config=config, varied={k: values[k] for k in values if k in varied_keys}))
+            trials.append(Trial(name="", config=config, varied=varied))
     if problems:
         bad = len({p.split(": ", 1)[0] for p in problems})
         shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
