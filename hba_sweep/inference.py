@@ -355,8 +355,9 @@ def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Pa
 
 
 def _relative_to(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and value and not os.path.isabs(value) and not os.path.exists(value) \
-            and (base / value).exists():
+    """A relative path that exists next to the YAML names that file, as for training configs
+    (config.resolve_paths) even when the working directory has one too; otherwise it is kept."""
+    if isinstance(value, str) and value and not os.path.isabs(value) and (base / value).exists():
         return str(base / value)
     return value
 

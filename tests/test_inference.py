@@ -100,3 +100,19 @@ def test_infer_bad_config_exit_2(run: Path, demo_dir: Path, tmp_path: Path, caps
         err = capsys.readouterr().err
         assert err.startswith("error:") and needle in err and "Traceback" not in err, err
     assert not (tmp_path / "results").exists()
+
+
+def test_relative_paths_resolve_next_to_the_yaml_first(run: Path, demo_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for training configs: a relative path present next to the YAML wins over one in the working dir."""
+    import shutil
+
+    from hba_sweep.inference import load_infer_config
+
+    here, cwd = tmp_path / "study", tmp_path / "cwd"
+    for folder in (here, cwd):
+        (folder / "eval").mkdir(parents=True)
+        shutil.copy(demo_dir / "eval48" / "eval48.csv", folder / "eval" / "eval48.csv")
+    monkeypatch.chdir(cwd)
+    cfg = load_infer_config(study_yaml(here / "infer.yaml", run, demo_dir, inference_annotations_file="eval/eval48.csv"))
+    assert cfg["annotations_file"] == str(here / "eval" / "eval48.csv")
