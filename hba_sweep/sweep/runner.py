@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -252,9 +252,8 @@ def prepare(space: SearchSpace) -> SearchSpace:
 
 def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     """Validate everything, then run the study's phases; the caller prints the outcome."""
-    space = prepare(space)
-    name = opts.name or space.name
-    root = storage.experiment_root(opts.storage, name)
+    space = replace(prepare(space), name=opts.name or space.name)  # --name: study.json, W&B group, MLflow experiment
+    root = storage.experiment_root(opts.storage, space.name)
     expansion = expand(space, check_files=True)
     if expansion.missing_files:
         raise ConfigError(f"{space.path}: data files are missing, nothing was started:\n  "
