@@ -151,3 +151,10 @@ def test_storage_uri_parts_go_before_the_query_and_credentials_are_not_shown():
     assert "SECRET" not in shown and "abc" not in shown and "KEY" not in shown
     assert shown == "s3://***@bucket/studies/demo?endpoint_override=localhost:9000&secret_key=***"
     assert storage.redact("/data/rr/demo") == "/data/rr/demo"
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", ""])
+def test_name_option_follows_the_name_rule(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(ROOT / "search_spaces" / "demo.py"), "--name", name, "--dry-run"])
+    assert info.value.code == 2 and "not a valid experiment name" in capsys.readouterr().err

@@ -30,6 +30,15 @@ def _count(value: str) -> int:
     return number
 
 
+def _name(value: str) -> str:
+    """--name: the same rule as a search space's NAME (it becomes a directory under --storage)."""
+    from hba_sweep.sweep.spec import NAME_RE
+
+    if not NAME_RE.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid experiment name: use letters, digits, _ . - only")
+    return value
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
     from hba_sweep.sweep import storage
@@ -90,7 +99,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
     p.add_argument("--resume", action="store_true", help="finish an interrupted experiment (no finished trial re-runs)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiment storage: a path or a pyarrow URI (s3://...)")
-    p.add_argument("--name", help="experiment name (default: the file's NAME, or its stem)")
+    p.add_argument("--name", type=_name, help="experiment name (default: the file's NAME, or its stem)")
     p.add_argument("--address", help="attach to a running Ray cluster (default: $RAY_ADDRESS, else start one)")
     p.add_argument("--max-concurrent", type=_count, help="at most this many trials at once")
     p.add_argument("--cpus-per-trial", type=_positive, help="override RESOURCES['cpu']")
