@@ -228,6 +228,31 @@ def fork_trials(plan: Plan, baselines: dict[str, Any], root: str, outcome: Study
     return ready
 
 
+def fork_phases(root: str, resume: bool) -> list[str]:
+    """``perturbed``; with --resume also the further fork phases on storage and the next free one."""
+    names = [PERTURBED]
+    while resume and storage.exists(storage.join(root, names[-1])):
+        names.append(f"{PERTURBED}_{len(names) + 1}")
+    return names
+
+
+def run_forks(forks: list[Trial], space: SearchSpace, opts: RunOptions, root: str, outcome: StudyOutcome,
+              manifest: dict[str, Any]) -> None:
+    """Run the forks. A restored phase only knows the trials it started, so forks an earlier run
+    never started (their baseline had failed) run on --resume in a further phase, perturbed_<k>."""
+    started: set[str] = set()
+    for phase in fork_phases(root, opts.resume):
+        todo = [f for f in forks if f.name not in started]
+        if not todo or outcome.interrupted:
+            return
+        if phase not in manifest["phases"]:
+            manifest["phases"].append(phase)
+            storage.write_json(storage.join(root, storage.MANIFEST), manifest)
+        results = run_phase(phase, todo, space, opts, root)
+        started |= {(r.config or {}).get("run_name") for r in results}
+        _sort_results(results, outcome)
+
+
 def make_manifest(space: SearchSpace, plan: Plan | None, root: str) -> dict[str, Any]:
     trials: dict[str, Any] = {}
     if plan is not None:
@@ -279,8 +304,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
                 return outcome
             forks = fork_trials(plan, baselines, root, outcome, manifest)
             storage.write_json(manifest_path, manifest)
-            if forks:
-                _sort_results(run_phase(PERTURBED, forks, space, opts, root), outcome)
+            run_forks(forks, space, opts, root, outcome, manifest)
     finally:
         if started:
             import ray
