@@ -230,26 +230,25 @@ class Predictor:
         self.batch_size = batch_size
         use_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
         self.dtype = torch.bfloat16 if use_bf16 else torch.float32
-        self._prefixes: dict[str, prefix_cache.CachedPrefix] = {}
+        self._prefixes: dict[tuple[str, ...], prefix_cache.CachedPrefix] = {}  # by image paths, in order
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
 
     def prefix(self, paths: Sequence[Path]) -> prefix_cache.CachedPrefix:
         """The frozen vision prefix of ``paths`` (in order), computed once per image set."""
-        fingerprint = prefix_cache.image_set_fingerprint(paths, self.model.image_size)
-        key = prefix_cache.cache_key(self.model.prefix_key(), fingerprint, self.dtype)
+        key = tuple(map(str, paths))
         if key not in self._prefixes:
-            def compute() -> torch.Tensor:
+            def count(n: int) -> None:
+                COUNTERS["prefix_images"] += n
+
+            def batches():
                 from hba_sweep.data.images import ImageStore
 
-                store = ImageStore(paths, self.model.image_size)
-                COUNTERS["prefix_images"] += len(paths)
-                with self._autocast():
-                    return prefix_cache.compute_prefix(self.model.vision_prefix, store.batch, len(paths), self.dtype,
-                                                       self.device, self.batch_size)
+                return ImageStore(paths, self.model.image_size).batch
 
-            self._prefixes[key] = prefix_cache.load_or_compute(self.cache_root, key, compute, self.dtype)
+            self._prefixes[key] = prefix_cache.frozen_prefix(self.model, paths, batches, self.cache_root, self.dtype,
+                                                             self.device, self.batch_size, self._autocast, count)
         return self._prefixes[key]
 
     def load(self, adapters: Mapping[str, torch.Tensor], source: str = "<adapters>") -> None:

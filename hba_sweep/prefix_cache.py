@@ -89,3 +89,25 @@ def load_or_compute(root: str | os.PathLike | None, key: str, compute: Callable[
 
 def cache_key(prefix_key: str, fingerprint: str, dtype: torch.dtype) -> str:
     return f"prefix-{prefix_key}-{fingerprint}-{str(dtype).removeprefix('torch.')}"
+
+
+def frozen_prefix(model: torch.nn.Module, paths: Sequence[str | os.PathLike],
+                  make_batches: Callable[[], Callable[[Sequence[int]], torch.Tensor]], root: str | os.PathLike | None,
+                  dtype: torch.dtype, device: torch.device, batch_size: int, autocast: Callable[[], object],
+                  on_compute: Callable[[int], None] | None = None) -> CachedPrefix:
+    """The frozen vision prefix of the images at ``paths`` for a CLIPHBA ``model``: loaded from
+    ``root`` when an entry with the same key exists, else computed once and stored.
+
+    ``make_batches()`` returns the function giving normalised images by index (called only
+    when computing, so cached image sets are not decoded); ``autocast()`` gives the precision
+    context; ``on_compute(n)`` is told when n images are run (a log line, a counter).
+    """
+    key = cache_key(model.prefix_key(), image_set_fingerprint(paths, model.image_size), dtype)
+
+    def compute() -> torch.Tensor:
+        if on_compute is not None:
+            on_compute(len(paths))
+        with autocast():
+            return compute_prefix(model.vision_prefix, make_batches(), len(paths), dtype, device, batch_size)
+
+    return load_or_compute(root, key, compute, dtype)

@@ -81,16 +81,10 @@ def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torc
                   dtype: torch.dtype, log: Callable[[str], None]) -> None:
     """Compute (or load) the frozen vision prefix of every image once."""
     ds = images.dataset
-    key = prefix_cache.cache_key(model.prefix_key(), prefix_cache.image_set_fingerprint(ds.image_paths, ds.image_size),
-                                 dtype)
     root = cfg.cache_dir if cfg.cache_dir is not None else Path(cfg.save_path) / "prefix_cache"
-
-    def compute() -> torch.Tensor:
-        log(f"computing the frozen prefix of {len(ds)} images ({ds.annotations_file.name}) once")
-        with autocast(device, cfg):
-            return prefix_cache.compute_prefix(model.vision_prefix, ds.images, len(ds), dtype, device, cfg.batch_size)
-
-    images.prefix = prefix_cache.load_or_compute(root, key, compute, dtype)
+    images.prefix = prefix_cache.frozen_prefix(
+        model, ds.image_paths, lambda: ds.images, root, dtype, device, cfg.batch_size, lambda: autocast(device, cfg),
+        on_compute=lambda n: log(f"computing the frozen prefix of {n} images ({ds.annotations_file.name}) once"))
 
 
 # ---- precision and device ---------------------------------------------------------------
