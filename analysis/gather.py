@@ -19,16 +19,13 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE
+from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.errors import CheckpointError, DataError
 
 MANIFEST = "study.json"
 EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
-PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
-# Settings that do not change what a run computes up to its perturbation (see training.FORK_MAY_CHANGE).
-NOT_IDENTITY = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers", "save_path",
-                "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir", "keep_images_in_memory",
-                "init_from", "init_epoch", "img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir",
-                "behavioral_rdm_file", *PERTURB_FIELDS}
+# Settings that do not change what a run computes up to its perturbation, plus data locations.
+NOT_IDENTITY = FORK_MAY_CHANGE | set(PATH_FIELDS)
 SKIP_DIRS = {"analysis", "prefix_cache"}
 
 

@@ -43,6 +43,14 @@ CHOICES = {
 # Spellings of the study's criterion names accepted for ``criterion: mse``.
 CRITERION_NAMES = {"mse": "mse", "mseloss": "mse", "mean_squared_error": "mse"}
 
+PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
+# Settings that do not change what a run computes so far: a resumed run may change them, a fork
+# may also change its perturbation.
+RESUME_MAY_CHANGE = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers",
+                     "save_path", "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir",
+                     "keep_images_in_memory", "init_from", "init_epoch"}
+FORK_MAY_CHANGE = RESUME_MAY_CHANGE | set(PERTURB_FIELDS)
+
 PATH_FIELDS = ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache
-from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
+from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.devices import resolve_device
@@ -35,12 +35,6 @@ from hba_sweep.rsa import behavioral_rsa
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
                   "perturbation_active", "lr", "epoch_seconds", "images_per_second", "inherited"]
-# Settings a resumed run may change; a fork may also change the perturbation.
-RESUME_MAY_CHANGE = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers",
-                     "save_path", "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir",
-                     "keep_images_in_memory", "init_from", "init_epoch"}
-FORK_MAY_CHANGE = RESUME_MAY_CHANGE | {"perturb_type", "perturb_epoch", "perturb_length", "perturb_seed",
-                                       "perturb_fraction"}
 Report = Callable[[dict, str], None]
 
 
