@@ -127,6 +127,17 @@ def registered_types() -> set[str]:
     return set(_REGISTRY)
 
 
+def user_types() -> dict[str, type["PerturbationStrategy"]]:
+    """The types registered outside this module (e.g. by a search-space file), name -> class."""
+    return {name: cls for name, cls in _REGISTRY.items() if cls.__module__ != __name__}
+
+
+def register_types(types: dict[str, type["PerturbationStrategy"]]) -> None:
+    """Register classes from :func:`user_types` in another process (a Ray worker)."""
+    for name, cls in types.items():
+        register(name)(cls)
+
+
 def target_stats(train_targets: np.ndarray | torch.Tensor) -> tuple[float, float]:
     """Scalar mean and std (ddof=0, in float32, as the published study) of all target values."""
     values = np.asarray(

@@ -66,13 +66,17 @@ def _prune_checkpoints(checkpoint_dir: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def train_hba(config: dict[str, Any], train_fn: Callable | None = None) -> None:
-    """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path)."""
+def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturbations: dict | None = None) -> None:
+    """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
+    ``perturbations`` are the user-registered types (name -> class) the search-space file defined."""
     import ray
     import torch
     from ray import tune
 
     from hba_sweep.config import from_dict
+    from hba_sweep.perturbations import register_types
+
+    register_types(perturbations or {})
 
     if train_fn is None:
         from hba_sweep.training import run_training_experiment as train_fn

@@ -32,12 +32,12 @@ from PIL import Image
 
 from hba_sweep.data.evalsets import load_nod
 from hba_sweep.data.rdm_io import save_rdm_mat
+from hba_sweep.data.things import N_DIMS
 from hba_sweep.errors import DataError
 from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 2
 N_LATENT = 9
-N_DIMS = 66
 N_EVAL = 48
 FMRI_CONCEPTS = ("acorn", "anchor", "balloon", "beetle", "candle", "cactus",
                  "drum", "feather", "kettle", "lantern", "mitten", "pebble")

@@ -104,9 +104,11 @@ def _callbacks(opts: RunOptions, name: str) -> list:
 def _trainable(space: SearchSpace, opts: RunOptions):
     from ray import tune
 
+    from hba_sweep.perturbations import user_types
     from trainables.hba_trainable import train_hba
 
-    fn = tune.with_parameters(train_hba, train_fn=opts.train_fn) if opts.train_fn else train_hba
+    # perturbation types the search-space file registered: workers never execute that file
+    fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types())
     resources = dict(space.resources)
     if opts.cpus_per_trial is not None:
         resources["cpu"] = opts.cpus_per_trial

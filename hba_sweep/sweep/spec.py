@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +76,6 @@ def _exec_module(path: Path) -> Any:
         line = f":{frames[-1].lineno}" if frames else ""
         raise SearchSpaceError(f"{path}{line}: executing the file raised {type(exc).__name__}: {exc}. "
                                "Fix: correct the code at that line.") from None
-    sys.modules.pop(module_name, None)
     return module
 
 
