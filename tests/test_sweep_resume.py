@@ -55,3 +55,15 @@ def test_resume_runs_forks_skipped_by_a_failed_baseline(demo_dir, tmp_path, monk
     done_first = root / "perturbed" / "cliphba_dora_hba-tiny_r16_v2_t3_seed1_label_shuffle_e1_l1_ps42"
     assert len(pd.read_csv(done_first / "progress.csv")) == 2  # not re-run: epochs 1, 2 once
     assert os.environ["HBA_SWEEP_FAULT"]  # the hook was armed for the whole test
+
+
+def test_trials_that_cannot_fit_are_refused_before_anything_is_written(demo_dir, tmp_path):
+    from hba_sweep.errors import ConfigError
+
+    space_file = tmp_path / "gpu_space.py"
+    space_file.write_text(f'NAME = "gpu"\nBASE_CONFIG = {str(demo_dir / "train.yaml")!r}\n'
+                          'PARAM_SPACE = {"epochs": 1}\nRESOURCES = {"cpu": 1, "gpu": 0.5}\n')
+    opts = RunOptions(storage=str(tmp_path / "rr"), verbose=0, dashboard=False, ray_init={"num_cpus": 2, "num_gpus": 0})
+    with pytest.raises(ConfigError, match="--gpus-per-trial 0"):
+        run_study(load_search_space(space_file), opts)
+    assert not ray.is_initialized() and not (tmp_path / "rr").exists()

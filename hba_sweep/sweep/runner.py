@@ -109,12 +109,32 @@ def _trainable(space: SearchSpace, opts: RunOptions):
 
     # perturbation types the search-space file registered: workers never execute that file
     fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types())
+    return tune.with_resources(fn, trial_resources(space, opts))
+
+
+def trial_resources(space: SearchSpace, opts: RunOptions) -> dict[str, float]:
+    """RESOURCES of the search-space file, with --cpus-per-trial / --gpus-per-trial applied."""
     resources = dict(space.resources)
     if opts.cpus_per_trial is not None:
         resources["cpu"] = opts.cpus_per_trial
     if opts.gpus_per_trial is not None:
         resources["gpu"] = opts.gpus_per_trial
-    return tune.with_resources(fn, resources)
+    return resources
+
+
+def check_fits(space: SearchSpace, opts: RunOptions) -> None:
+    """On a Ray we started ourselves, a trial asking for more than the machine has would wait forever."""
+    import ray
+
+    have = ray.cluster_resources()
+    for kind, ray_name in (("cpu", "CPU"), ("gpu", "GPU")):
+        want = trial_resources(space, opts).get(kind, 0)
+        if want > have.get(ray_name, 0):
+            flag = f"--{kind}s-per-trial"
+            raise ConfigError(f"{space.path}: RESOURCES asks for {kind}={want:g} per trial but this machine's Ray has "
+                              f"{have.get(ray_name, 0):g} {ray_name}(s); no trial could start. Fix: pass "
+                              f"{flag} {0 if kind == 'gpu' else 1} (or edit RESOURCES), or attach to a cluster that "
+                              "has them with --address.")
 
 
 def _trial_name(trial) -> str:
@@ -292,10 +312,12 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
                           "or give --name NEW (or another --storage) for a new one.")
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     manifest = make_manifest(space, plan, root)
-    storage.write_json(manifest_path, manifest)
     started = connect(opts)
     outcome = StudyOutcome(root=root)
     try:
+        if started:
+            check_fits(space, opts)  # before anything is written: a plain re-run must still work
+        storage.write_json(manifest_path, manifest)
         if plan is None:
             _sort_results(run_phase(TRIALS, None, space, opts, root), outcome)
         elif plan.independent:
