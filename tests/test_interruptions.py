@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_driver_interrupted_then_resumed(tmp_path):
     data = tmp_path / "demo"
     make_demo_data(data)
     space = write_space(tmp_path / "space.py", data, """"perturb_type": tune.grid_search(["label_shuffle", "random_target"]),
-    "perturb_epoch": tune.grid_search([1, 2]),""")
+    "perturb_epoch": tune.grid_search([1, 2, 3]),""")  # 1 baseline + 6 forks: some still run at the interrupt
     root = tmp_path / "rr" / "study"
     cmd = [sys.executable, "-m", "hba_sweep", "run", str(space), "--storage", str(tmp_path / "rr"), "--no-dashboard",
            "--verbose", "0"]
@@ -206,7 +207,7 @@ def test_driver_interrupted_then_resumed(tmp_path):
         while not finished_perturbed(root):
             assert proc.poll() is None, f"the driver exited early:\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
             assert time.monotonic() < deadline, "no perturbed trial finished in 240 s"
-            time.sleep(0.5)
+            time.sleep(0.2)
         how = interrupt(proc)
     finally:
         if proc.poll() is None:
@@ -216,19 +217,22 @@ def test_driver_interrupted_then_resumed(tmp_path):
     first = (tmp_path / "driver.log").read_text()
     if how == "SIGINT":  # Tune saved its state; the driver says so, exits 130 and starts no later phase
         assert proc.returncode == 130, f"{proc.returncode}:\n{first[-3000:]}"
-        assert "Traceback" not in first and "interrupted: " in first, first[-3000:]
+        # Ray forwards its stopped workers' own exit stacks, each line tagged "(train_hba pid=N)"; the
+        # driver itself must print none
+        driver_lines = [line for line in first.splitlines() if not re.search(r"\(\w+ pid=\d+", line)]
+        assert not any("Traceback" in line for line in driver_lines) and "interrupted: " in first, first[-3000:]
     else:
         assert proc.returncode == -signal.SIGKILL
 
     states = {row.name: row for row in study_status(root)}
     done = {name for name, row in states.items() if row.state == "done"}
-    assert len(states) == 5 and done and len(done) < 5, {n: r.state for n, r in states.items()}
+    assert len(states) == 7 and done and len(done) < 7, {n: r.state for n, r in states.items()}
     before = {name: snapshot(root / states[name].phase / name) for name in done}
 
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=driver_env(data), capture_output=True, text=True,
                              timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "5 trials finished, 0 failed, 0 not started" in resumed.stdout
+    assert "7 trials finished, 0 failed, 0 not started" in resumed.stdout
     assert all(row.state == "done" for row in study_status(root))
     for name, files in before.items():  # finished trials untouched: no row, checkpoint or file rewritten
         assert snapshot(root / states[name].phase / name) == files, name
@@ -237,11 +241,17 @@ def test_driver_interrupted_then_resumed(tmp_path):
         assert history["epoch"].tolist() == EPOCHS, trial.name
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
         epochs = [r["epoch"] for r in rows]
-        assert len(epochs) == len(set(epochs)), (trial.name, epochs)  # no epoch reported twice
+        if trial.name in done:
+            assert len(epochs) == len(set(epochs)), (trial.name, epochs)  # finished: no epoch reported again
+        else:  # interrupted: Tune may redo the epochs after its last saved state; exact resume, same numbers
+            seen = {}
+            for r in rows:
+                values = (r.get("train_loss"), r["val_loss"], r["behavioral_rsa_rho"])
+                assert seen.setdefault(r["epoch"], values) == values, (trial.name, r["epoch"])
 
     assert main(["analyze", str(root), "--datasets", "things"]) == 0
     results = pd.read_parquet(root / "analysis" / "results.parquet")
-    assert results["trial_id"].nunique() == 5
+    assert results["trial_id"].nunique() == 7
     per_trial = results.groupby("trial_id")["epoch"].apply(sorted)
     assert all(epochs == EPOCHS for epochs in per_trial), per_trial
     assert not results.duplicated(["trial_id", "epoch", "dataset", "reference", "metric"]).any()
