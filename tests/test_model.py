@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_sweep.backbones import backbone_depths
+from hba_sweep.backbones import backbone_depths, register_tiny_backbone
 from hba_sweep.model import CLIPHBA, load_prompts
 
 
@@ -79,6 +79,7 @@ def test_adapter_on_default_attention_would_be_ignored():
     """The trap this model avoids: nn.MultiheadAttention never calls out_proj.forward."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    register_tiny_backbone()
     torch.manual_seed(0)
     clip = open_clip.create_model("hba-tiny").eval()  # default block type
     images = torch.randn(2, 3, 64, 64)
@@ -115,3 +116,21 @@ def test_cached_text_prefix_equals_full_text_tower():
         cached, full = model.text_features(), model.text_features_full()
     assert model.text_prefix.shape[1] < model.text_tokens_full.shape[1]
     torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+
+
+def test_local_checkpoint_of_a_default_block_model_loads_into_custom_blocks(tmp_path):
+    """Weights saved from open_clip's default towers (nn.MultiheadAttention) load into the custom
+    blocks the adapters need, and give the same outputs (DESIGN.md, trap 1)."""
+    register_tiny_backbone()
+    torch.manual_seed(1)
+    reference = open_clip.create_model("hba-tiny").eval()  # default block type, its own random weights
+    path = tmp_path / "hba_tiny_weights.pt"
+    torch.save(reference.state_dict(), path)
+    model = CLIPHBA(backbone="hba-tiny", pretrained=str(path), vision_layers=2, transformer_layers=1, rank=4).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        text = F.normalize(reference.encode_text(model.text_tokens_full), dim=-1)
+        expected = reference.logit_scale.exp() * F.normalize(reference.encode_image(images), dim=-1) @ text.T
+        got = model(images)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3)
+    assert model.prefix_key() != tiny().prefix_key()  # other weights, other frozen-prefix cache entries
