@@ -24,14 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import yaml
+from conftest import write_small_run_config
 
 from hba_sweep import cli
 from hba_sweep.data.rdm_io import save_rdm_mat
 
-SMALL_ROWS = 40          # training rows of the prior run and of the train cases (keeps them fast)
 CACHE_DIRS = {"prefix_cache"}  # a shared cache may grow; results may not change
 FIX_MARKERS = ("Fix:", "usage:")
-PATH_KEYS = ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
 
 
 # ---- the prior results every case must leave alone -----------------------------------
@@ -66,17 +65,8 @@ def snapshot(root: Path) -> dict[str, str]:
 def prior(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Prior:
     """One tiny training run (epochs=1, 40 images) and its analysis (THINGS 48), made once."""
     root = tmp_path_factory.mktemp("prior")
-    lines = (demo_dir / "train.csv").read_text().splitlines(keepends=True)
-    small_csv = root / "small_train.csv"
-    small_csv.write_text("".join(lines[:SMALL_ROWS + 1]))
-    base = yaml.safe_load((demo_dir / "train.yaml").read_text())
-    for key in PATH_KEYS:
-        base[key] = str(demo_dir / base[key])
+    config, base, small_csv = write_small_run_config(demo_dir, root, "prior_run")
     save_path = root / "results"
-    base.update(img_annotations_file=str(small_csv), epochs=1, batch_size=8, save_path=str(save_path),
-                progress=False, run_name="prior_run")
-    config = root / "prior.yaml"
-    config.write_text(yaml.safe_dump(base))
     assert invoke(["train", "--config", config]) == 0
     run_dir = save_path / "prior_run"
     assert invoke(["analyze", run_dir, "--evalsets", demo_dir / "evalsets.yaml", "--datasets", "things"]) == 0

@@ -23,14 +23,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import write_small_run_config
 
 from hba_sweep import cli
 from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE, STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("hba_sweep", "analysis", "trainables", "search_spaces")
-PATH_KEYS = ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
-SMALL_ROWS = 40
 
 
 class Payload:
@@ -71,16 +70,7 @@ class Prior:
 def prior(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Prior:
     """One tiny training run (epochs=1, 40 images), made once."""
     root = tmp_path_factory.mktemp("nocode")
-    lines = (demo_dir / "train.csv").read_text().splitlines(keepends=True)
-    small_csv = root / "small_train.csv"
-    small_csv.write_text("".join(lines[:SMALL_ROWS + 1]))
-    base = yaml.safe_load((demo_dir / "train.yaml").read_text())
-    for key in PATH_KEYS:
-        base[key] = str(demo_dir / base[key])
-    base.update(img_annotations_file=str(small_csv), epochs=1, batch_size=8, save_path=str(root / "results"),
-                progress=False, run_name="safe_run")
-    config = root / "run.yaml"
-    config.write_text(yaml.safe_dump(base))
+    config, _, _ = write_small_run_config(demo_dir, root, "safe_run")
     assert invoke(["train", "--config", config]) == 0
     return Prior(config, root / "results", "safe_run")
 
