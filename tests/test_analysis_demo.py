@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from analysis.cli import analyze  # noqa: E402
 from analysis.evaluate import Options  # noqa: E402

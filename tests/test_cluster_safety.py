@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from hba_sweep.cli import build_parser  # noqa: E402
 from hba_sweep.data.demo import make_demo_data  # noqa: E402
@@ -115,6 +115,7 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.timeout(600)  # a driver run (300 s allowed) and status (120 s)
 def test_cli_study_prints_no_token_and_writes_only_its_experiment(tmp_path):
     data, home, cwd, tmp, storage = (tmp_path / d for d in ("demo", "home", "cwd", "tmp", "store"))
     make_demo_data(data)

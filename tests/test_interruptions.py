@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from hba_sweep.data.demo import make_demo_data  # noqa: E402
 from hba_sweep.sweep.expand import Trial, expand  # noqa: E402
@@ -188,6 +188,7 @@ def snapshot(trial_dir: Path) -> dict[str, tuple[int, int]]:
             for p in trial_dir.rglob("*") if p.is_file()}
 
 
+@pytest.mark.timeout(900)  # two driver runs, each allowed 400 s
 def test_driver_interrupted_then_resumed(tmp_path):
     from hba_sweep.cli import main
     from hba_sweep.sweep.status import study_status

@@ -54,7 +54,9 @@ def test_upper_triangle_order():
 # -- agreement with rsatoolbox ---------------------------------------------------------------
 @pytest.fixture
 def rsatoolbox():
-    return pytest.importorskip("rsatoolbox", reason="rsatoolbox (a test dependency) is not installed")
+    import rsatoolbox  # a test dependency: a broken install fails here instead of skipping
+
+    return rsatoolbox
 
 
 def toolbox_rdm(toolbox, x: np.ndarray, method: str) -> np.ndarray:
@@ -293,7 +295,7 @@ def test_average_by_group():
     not REFERENCE_DATA.is_dir(), reason=f"reference data not available at {REFERENCE_DATA} (../shared absent)"
 )
 def test_published_behavioural_check():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     frame = pd.read_csv(REFERENCE_DATA / "spose_embedding66d_rescaled_48val_reordered.csv", index_col=0)
     targets = frame[[str(i) for i in range(66)]].to_numpy(dtype=np.float64)
     reference = scipy.io.loadmat(REFERENCE_DATA / "RDM48_triplet.mat")["RDM48_triplet"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
+import ray
+import psutil
 
 from ray.tune import Callback  # noqa: E402
 

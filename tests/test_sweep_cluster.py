@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.tune import ExperimentAnalysis  # noqa: E402

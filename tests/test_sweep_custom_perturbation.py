@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from ray.tune import ExperimentAnalysis  # noqa: E402
 

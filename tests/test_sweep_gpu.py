@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray
 
 from hba_sweep.sweep.expand import Trial  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_phase  # noqa: E402
