@@ -21,6 +21,7 @@ from analysis import evaluate, gather, tables
 from hba_sweep.errors import ConfigError, DataError
 from hba_sweep.inference import DATASETS, ScoreSettings
 from hba_sweep.io_utils import atomic_write_text
+from hba_sweep.redaction import redact_text
 
 
 @dataclass
@@ -142,7 +143,7 @@ def options_from_args(args: argparse.Namespace) -> evaluate.Options:
 def _analyze(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     analyze(args.experiment, opts, args.out, args.csv, args.storage,
-            log=lambda m: print(m, file=sys.stderr, flush=True))
+            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True))
     return 0
 
 

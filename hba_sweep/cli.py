@@ -9,9 +9,11 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from hba_sweep.errors import HBAError
+from hba_sweep.redaction import redact_text
 
 # (module, function registering its subcommands); a subsystem that fails to import is reported.
 REGISTRARS = [
@@ -75,10 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HBAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact_text(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(0)
+    except Exception:  # a bug or an unforeseen failure: the traceback, with any credentials hidden
+        print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
+        return 1

@@ -244,11 +244,19 @@ def _check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]
         bad("init_from", "and init_epoch must be given together", "set both (fork from a run's epoch) or neither.")
     if cfg.init_epoch is not None and cfg.init_epoch < 0:
         bad("init_epoch", "must not be negative", "name an epoch the source run has finished.")
+    if cfg.run_name and not _is_plain_name(cfg.run_name):
+        bad("run_name", "is not a plain folder name (it would write outside save_path)",
+            "use letters, digits, '_', '-', '.' without '/', '\\' or '..', e.g. my_run.")
     if not str(cfg.device).startswith(("auto", "cpu", "cuda", "mps")):
         bad("device", "is not a device", "use auto, cpu, cuda or cuda:N.")
     if check_files:
         problems += _check_files(cfg, source)
     return problems
+
+
+def _is_plain_name(name: str) -> bool:
+    """A single path component that stays inside its parent folder."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:

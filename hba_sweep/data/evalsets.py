@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hba_sweep.data.things import (
-    check_files_exist, check_no_empty, parse_numeric, read_csv_strings, require_columns,
+    check_files_exist, check_inside, check_no_empty, parse_numeric, read_csv_strings, require_columns,
 )
 from hba_sweep.config import read_yaml
 from hba_sweep.errors import DataError
@@ -81,6 +81,7 @@ def load_things_fmri(metadata_csv: str | os.PathLike, img_dir: str | os.PathLike
                     "an unnamed index column and concept,session,run,subject_id,trial_id,stimulus")
     for column in FMRI_COLUMNS:
         check_no_empty(frame, path, column)
+    check_inside(frame, path, FMRI_COLUMNS, "img_dir")
     frame = frame.drop_duplicates(subset=list(FMRI_COLUMNS))
     clash = frame["stimulus"][frame["stimulus"].duplicated()]
     if len(clash):
@@ -123,6 +124,7 @@ def load_nod(index_csv: str | os.PathLike, img_dir: str | os.PathLike, max_image
     require_columns(frame, path, NOD_COLUMNS, "columns image,category (images at img_dir/category/image)")
     for column in NOD_COLUMNS:
         check_no_empty(frame, path, column)
+    check_inside(frame, path, NOD_COLUMNS, "img_dir")
     dup = frame[frame.duplicated(subset=list(NOD_COLUMNS), keep=False)]
     if len(dup):
         raise DataError(f"{path}: image {dup['image'].iloc[0]!r} in category {dup['category'].iloc[0]!r} "
@@ -155,6 +157,7 @@ def load_nights(data_csv: str | os.PathLike, img_dir: str | os.PathLike, split: 
     require_columns(frame, path, NIGHTS_COLUMNS, ",".join(NIGHTS_COLUMNS))
     for column in ("ref_path", "left_path", "right_path", "split"):
         check_no_empty(frame, path, column)
+    check_inside(frame, path, ("ref_path", "left_path", "right_path"), "img_dir")
     left_vote, right_vote = _nights_votes(frame, path)
     rows = np.arange(len(frame))
     if split is not None:

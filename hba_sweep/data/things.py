@@ -56,6 +56,29 @@ def check_no_empty(frame: pd.DataFrame, path: str | os.PathLike, column: str) ->
                         "Fix: fill it in or remove the row.")
 
 
+def _escapes(name: str) -> str:
+    """Why an image path from a data file would leave its image folder ('' if it stays inside)."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or os.path.isabs(name):
+        return "is an absolute path"
+    if ".." in parts:
+        return "contains '..'"
+    return ""
+
+
+def check_inside(frame: pd.DataFrame, path: str | os.PathLike, columns: Sequence[str], folder: str) -> None:
+    """DataError if an image path in ``columns`` is absolute or contains '..' (it would read a file
+    outside ``folder``); checked before any file is touched, so the message says nothing about it."""
+    for column in columns:
+        reasons = frame[column].map(_escapes).to_numpy()
+        bad = np.flatnonzero(reasons != "")
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(f"{path}: row {row + 1} (line {row + 2}), column {column!r}: {frame[column].iloc[row]!r} "
+                            f"{reasons[row]} ({bad.size} such row(s)); image paths are read inside {folder} only. "
+                            f"Fix: give the path relative to {folder}, without '..'.")
+
+
 def _target_columns(frame: pd.DataFrame, path: Path) -> list[str]:
     after = list(frame.columns[list(frame.columns).index("image_name") + 1:])
     missing = [c for c in TARGET_COLUMNS if c not in after]
@@ -107,6 +130,7 @@ def read_things_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     require_columns(frame, path, ["image_name"], FORMAT_HINT)
     columns = _target_columns(frame, path)
     check_no_empty(frame, path, "image_name")
+    check_inside(frame, path, ["image_name"], "img_dir")
     check_unique(frame, path, "image_name")
     targets = parse_numeric(frame, columns, path).astype(np.float32)
     return frame["image_name"].tolist(), targets

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
+
+from hba_sweep.redaction import redact  # noqa: F401  (storage.redact: the one redaction, re-exported)
 
 MANIFEST = "study.json"
-SECRET_OPTIONS = ("access_key", "secret_key", "session_token", "password", "token", "credential")
 
 
 def is_uri(path: str) -> bool:
@@ -27,20 +28,6 @@ def join(root: str, *parts: str) -> str:
 def experiment_root(storage: str, name: str) -> str:
     """``<storage>/<name>``; a local storage path is made absolute (Tune requires it)."""
     return join(storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage)), name)
-
-
-def redact(path: str) -> str:
-    """A path or URI fit to print or record: credentials in the URI (user:password@, ``secret_key=``,
-    ``access_key=``, ``session_token=``, ...) replaced by ``***``."""
-    if not is_uri(path):
-        return path
-    url = urlsplit(path)
-    netloc = url.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = [(k, "***" if any(s in k.lower() for s in SECRET_OPTIONS) else v)
-             for k, v in parse_qsl(url.query, keep_blank_values=True)]
-    return urlunsplit(url._replace(netloc=netloc, query=urlencode(query, safe="*:/")))
 
 
 def prefix_cache_dir(root: str) -> str:
