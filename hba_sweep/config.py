@@ -7,8 +7,10 @@ returns a validated :class:`TrainConfig`. Every problem is collected and raised 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import difflib
+import functools
 import math
 import os
 from dataclasses import dataclass, fields
@@ -299,6 +301,38 @@ def _check_perturbation(cfg: TrainConfig, source: str) -> list[str]:
     return problems
 
 
+def split_sizes(n: int, train_portion: float) -> tuple[int, int]:
+    """(training, validation) image counts of a split of ``n`` rows."""
+    n_train = int(round(train_portion * n))
+    return n_train, n - n_train
+
+
+@functools.lru_cache(maxsize=64)
+def _csv_rows(path: str, mtime_ns: int, size: int) -> int | None:
+    """Data rows of a CSV (blank lines left out); None if it cannot be read (the loader says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return max(0, sum(1 for row in csv.reader(fh) if any(cell.strip() for cell in row)) - 1)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def _check_split(cfg: TrainConfig, source: str) -> list[str]:
+    """Both sides of the train/validation split must hold at least one image."""
+    path = cfg.img_annotations_file
+    st = os.stat(path)
+    n = _csv_rows(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if not n:  # unreadable or empty: the CSV loader reports it with the row and column
+        return []
+    n_train, n_val = split_sizes(n, cfg.train_portion)
+    if n_train and n_val:
+        return []
+    fix = ("add rows to the file (at least 2 images)" if n < 2 else
+           f"add rows, or set train_portion so that both sides get an image (e.g. 0.5 for {n} images)")
+    return [f"{source}: img_annotations_file={path!r} has {n} image(s); train_portion={cfg.train_portion} gives "
+            f"{n_train} training and {n_val} validation image(s), and neither may be empty. Fix: {fix}."]
+
+
 def _check_files(cfg: TrainConfig, source: str) -> list[str]:
     needed = {"img_dir": "dir", "img_annotations_file": "file"}
     if cfg.behavioral_rsa:
@@ -313,6 +347,8 @@ def _check_files(cfg: TrainConfig, source: str) -> list[str]:
             problems.append(f"{source}: {key}={value!r}: no such file. Fix: correct the path.")
         elif kind == "dir" and not os.path.isdir(value):
             problems.append(f"{source}: {key}={value!r}: no such directory. Fix: correct the path.")
+    if cfg.img_annotations_file is not None and os.path.isfile(cfg.img_annotations_file):
+        problems += _check_split(cfg, source)
     return problems
 
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache
-from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_dir, run_name, save_config
+from hba_sweep.config import (FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_dir, run_name, save_config,
+                              split_sizes)
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.devices import resolve_device
@@ -63,7 +64,7 @@ def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 def make_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
     """``train_portion`` of the rows for training, the rest for validation, drawn with ``seed``."""
     order = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(train_portion * n))
+    n_train, _ = split_sizes(n, train_portion)
     return sorted(order[:n_train].tolist()), sorted(order[n_train:].tolist())
 
 
