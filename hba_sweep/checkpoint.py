@@ -20,7 +20,6 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from hba_sweep.errors import CheckpointError
-from hba_sweep.io_utils import atomic_write_text
+from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.pt"
@@ -96,9 +95,9 @@ def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], stat
     """Write epoch ``state.epoch``'s checkpoint atomically; return its directory."""
     target = epoch_dir(run_dir, state.epoch)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = temp_dir(f".{target.name}.", target.parent)
     try:
-        save_file(adapters, str(tmp / ADAPTER_FILE))
+        atomic_write_bytes(tmp / ADAPTER_FILE, save(adapters))  # safetensors.save_file makes 0600 files
         payload = {k: getattr(state, k) for k in state.__dataclass_fields__}
         torch.save(payload, tmp / STATE_FILE)
         hashes = {name: _sha256(tmp / name) for name in (ADAPTER_FILE, STATE_FILE)}

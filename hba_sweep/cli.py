@@ -15,16 +15,19 @@ from typing import Sequence
 from hba_sweep.errors import HBAError
 from hba_sweep.redaction import redact_text
 
-# (module, function registering its subcommands); a subsystem that fails to import is reported.
-REGISTRARS = [
-    ("hba_sweep.data.demo", "add_demo_data_parser"),
-    ("hba_sweep.cli", "add_train_parser"),
-    ("hba_sweep.sweep.cli", "add_run_parser"),
-    ("hba_sweep.sweep.cli", "add_status_parser"),
-    ("analysis.cli", "add_analyze_parser"),
-    ("hba_sweep.inference", "add_infer_parser"),
-]
-
+# command -> (module, function registering it, one-line help). Only the chosen command's module is
+# imported (torch, Ray and matplotlib load inside commands), so --help and argument errors are fast.
+COMMANDS = {
+    "demo-data": ("hba_sweep.data.demo", "add_demo_data_parser",
+                  "generate deterministic demo data in the published formats"),
+    "train": ("hba_sweep.cli", "add_train_parser", "train one run (no Ray)"),
+    "run": ("hba_sweep.sweep.cli", "add_run_parser", "run a study from a search-space file on Ray Tune"),
+    "status": ("hba_sweep.sweep.cli", "add_status_parser",
+               "done / running / failed / pending per trial of an experiment"),
+    "analyze": ("analysis.cli", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
+    "infer": ("hba_sweep.inference", "add_infer_parser",
+              "evaluate a run's checkpoint(s) from the study's inference YAML"),
+}
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train one run (no Ray)",
@@ -53,11 +56,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The command named on the command line (the first word that is not an option)."""
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None, everything: bool = True) -> argparse.ArgumentParser:
+    """The CLI parser; with ``everything=False`` only the command ``argv`` names is fully built
+    (the others are listed by name and help line, without importing their modules)."""
     parser = argparse.ArgumentParser(prog="python -m hba_sweep",
                                      description="Ray Tune sweeps and analysis for CLIP-HBA perturbation studies.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, function in REGISTRARS:
+    chosen = chosen_command(argv)
+    for name, (module_name, function, help_line) in COMMANDS.items():
+        if not everything and name != chosen:
+            subparsers.add_parser(name, help=help_line, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -67,9 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         getattr(module, function)(subparsers)
     return parser
 
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv, everything=False)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,4 +1,9 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename."""
+"""Atomic file writes: a temp file in the same directory, fsync, then rename.
+
+Files and folders get the modes any other tool would give them under the user's umask (0644 and
+0755 with umask 022): ``tempfile`` makes them private (0600 / 0700), which colleagues on shared
+storage could not read.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,26 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+
+def current_umask() -> int:
+    """The process umask (from /proc on Linux, else by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(prefix: str, dir: str | os.PathLike) -> Path:
+    """``tempfile.mkdtemp`` with the umask's mode (0755 under 022), to be renamed into place."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -19,6 +44,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -104,6 +104,18 @@ def test_train_yaml_is_a_valid_config(demo, monkeypatch, tmp_path):
     assert Path(cfg.rsa_img_dir) == demo / "eval48" / "images"
 
 
+def test_infer_yaml_names_the_run_train_yaml_makes(demo, monkeypatch, tmp_path):
+    from hba_sweep.config import load_config, run_dir
+    from hba_sweep.inference import load_infer_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_infer_config(demo / "infer.yaml")
+    assert cfg["model_weights_path"] == str(run_dir(load_config(demo / "train.yaml")))  # relative to where you run
+    assert (cfg["dataset"], cfg["evaluation_type"], cfg["epoch"]) == ("things", "behavioral", "all")
+    assert Path(cfg["img_dir"]) == demo / "eval48" / "images"
+    assert Path(cfg["reference_rdm_paths"]["behavioral_rdm"]) == demo / "eval48" / "RDM48_triplet.mat"
+
+
 def test_reuse_force_and_refusals(tmp_path):
     out = tmp_path / "d"
     make_demo_data(out, n_train=20)

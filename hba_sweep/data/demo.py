@@ -11,7 +11,7 @@ loss and its behavioural RSA rises. Layout of ``DIR``::
     things_fmri/stimulus_metadata.csv, things_fmri/images/<concept>/<stimulus>, things_fmri/rdm_<ROI>.mat
     nod/index.csv, nod/images/<category>/<image>, nod/rdm_<ROI>.mat
     nights/data.csv, nights/ref/..., nights/distort/...
-    evalsets.yaml, train.yaml, demo.json (the settings; makes re-runs reuse the data)
+    evalsets.yaml, train.yaml, infer.yaml (for the run train.yaml makes), demo.json (the settings; makes re-runs reuse the data)
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from hba_sweep.data.evalsets import load_nod
 from hba_sweep.data.rdm_io import save_rdm_mat
 from hba_sweep.data.things import N_DIMS
 from hba_sweep.errors import DataError
-from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text
+from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
 
 GENERATOR_VERSION = 2
 N_LATENT = 9
@@ -224,8 +223,8 @@ def _make_nights(root: Path, size: int, seed: int) -> dict[str, Any]:
     return {"data_csv": "nights/data.csv", "img_dir": "nights", "split": "test"}
 
 
-def _train_yaml(backbone: str, things: dict[str, Any]) -> str:
-    config = {
+def _train_config(backbone: str, things: dict[str, Any]) -> dict[str, Any]:
+    return {
         "backbone": backbone, "pretrained": "none", "vision_layers": 2, "transformer_layers": 3, "rank": 16,
         "epochs": 8, "batch_size": 32, "lr": 1e-2, "opt": "adamw", "lr_scheduler": "none",
         "random_seed": 1, "train_portion": 0.8, "early_stopping_patience": 20,
@@ -234,8 +233,34 @@ def _train_yaml(backbone: str, things: dict[str, Any]) -> str:
         "rsa_img_dir": things["img_dir"], "behavioral_rdm_file": things["reference_rdms"]["behavior"],
         "device": "cpu", "save_path": "runs", "perturb_type": "none",
     }
+
+
+def _train_yaml(config: dict[str, Any]) -> str:
     header = ("# Demo training config written by `python -m hba_sweep demo-data`.\n"
               "# Data paths are relative to this file's folder; save_path is relative to where you run.\n")
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def _infer_yaml(train: dict[str, Any], things: dict[str, Any]) -> str:
+    """The inference YAML (the study's keys) for the run ``train --config train.yaml`` writes:
+    behavioural RSA of every epoch's checkpoint on the 48 evaluation images."""
+    from hba_sweep.config import from_dict, run_name
+
+    name = run_name(from_dict(train, check_files=False))
+    config = {
+        "model_weights_path": f"{train['save_path']}/{name}", "epoch": "all", "dataset": "things",
+        "evaluation_type": "behavioral", "img_dir": things["img_dir"],
+        "inference_annotations_file": things["annotations_file"],
+        "reference_rdm_paths": {"behavioral_rdm": things["reference_rdms"]["behavior"]},
+        "model_rdm_distance_metric": "pearson", "rsa_similarity_metric": "spearman",
+        "reference_rdm_distance_metric": "pearson", "batch_size": 64, "device": "cpu",
+        "inference_save_dir": "inference_results",
+    }
+    header = ("# Demo inference config written by `python -m hba_sweep demo-data`: after\n"
+              "#   python -m hba_sweep train --config <this folder>/train.yaml\n"
+              "# run `python -m hba_sweep infer --config <this folder>/infer.yaml` from the same folder.\n"
+              "# Data paths are relative to this file's folder; model_weights_path and inference_save_dir to\n"
+              "# where you run (as train.yaml's save_path).\n")
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -257,7 +282,9 @@ def _generate(root: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(root / "evalsets.yaml",
                       "# Evaluation sets of the demo study; paths are relative to this file's folder.\n"
                       + yaml.safe_dump(evalsets, sort_keys=False))
-    atomic_write_text(root / "train.yaml", _train_yaml(settings["backbone"], evalsets["things"]))
+    train = _train_config(settings["backbone"], evalsets["things"])
+    atomic_write_text(root / "train.yaml", _train_yaml(train))
+    atomic_write_text(root / "infer.yaml", _infer_yaml(train, evalsets["things"]))
     atomic_write_text(root / MARKER, json.dumps(settings, indent=2) + "\n")
 
 
@@ -293,14 +320,14 @@ def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: i
     out_dir = Path(out_dir)
     settings = _settings(n_train, image_size, seed, backbone)
     existing = _existing_settings(out_dir)
-    if existing == settings and (out_dir / "train.yaml").is_file() and not force:
+    if existing == settings and (out_dir / "train.yaml").is_file() and (out_dir / "infer.yaml").is_file() and not force:
         return out_dir / "train.yaml"
     if existing is not None and not force:
         changed = {k: (existing.get(k), v) for k, v in settings.items() if existing.get(k) != v}
         raise DataError(f"{out_dir}: holds demo data made with other settings {changed} (old, new). "
                         "Fix: add --force to regenerate it, or choose another directory.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir(f".{out_dir.name}.", out_dir.parent)
     try:
         _generate(tmp, settings)
         if out_dir.exists():
