@@ -82,6 +82,7 @@ def build_parser(argv: Sequence[str] | None = None, everything: bool = True) -> 
         getattr(module, function)(subparsers)
     return parser
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv, everything=False)
     args = parser.parse_args(argv)
