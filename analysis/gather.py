@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE
+from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE, run_config
 from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.errors import CheckpointError, DataError
 
@@ -186,12 +186,12 @@ def gather(fs: pafs.FileSystem, root: str) -> Study:
             continue
         trial_dir = _trial_dir(meta_path)
         tid = _trial_id(fs, trial_dir, meta)
-        trial = trials.setdefault(tid, Trial(tid, trial_dir, dict(meta.get("config", {}))))
+        config = run_config(meta)
+        trial = trials.setdefault(tid, Trial(tid, trial_dir, dict(config)))
         history = list(meta.get("metrics", []))
         if len(history) >= len(trial.history):
-            trial.history, trial.config = history, dict(meta.get("config", trial.config))
-        ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""),
-                          dict(meta.get("config", {})))
+            trial.history, trial.config = history, dict(config)
+        ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""), config)
         trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
     manifest = _read_manifest(fs, root)
     entries = _entries(trials, skipped)

@@ -5,11 +5,13 @@ A checkpoint is a directory ``checkpoints/epoch_<e>/`` holding
 - ``adapter.safetensors``: the DoRA weights (no pickle);
 - ``state.pt``: optimizer, scheduler, every RNG state, the shuffle generator, early-stopping
   counters and the split, as tensors and plain values, loaded with ``weights_only=True``;
-- ``meta.json``: epoch, run name, the config, the metrics rows so far and a SHA-256 of each
-  file above, checked on load.
+- ``meta.json``: epoch, run name, the adapter kind, the config, the metrics rows so far and a
+  SHA-256 of each file above, checked on load.
 
 It is written into a temp directory and renamed into place, so a crash or a full disk leaves
 the previous checkpoints intact and never a half-written one under an epoch's name.
+
+``load_published_adapters`` reads the published study's ``epoch{e}_dora_params.pth`` files.
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from hba_sweep import adapters as adapter_kinds
 from hba_sweep.errors import CheckpointError
 from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+LEGACY_ADAPTER = adapter_kinds.PEFT_DORA  # the only kind before checkpoints recorded theirs
 
 
 @dataclass
@@ -111,10 +115,20 @@ def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], stat
     return target
 
 
+def run_config(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config from a meta.json, with ``adapter`` set: recorded, else peft_dora (written
+    before the adapter kind was recorded, when peft's DoRA was the only one)."""
+    config = dict(meta.get("config", {}))
+    config.setdefault("adapter", meta.get("adapter", LEGACY_ADAPTER))
+    return config
+
+
 def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
+    """meta.json of a checkpoint; its ``config`` carries the adapter kind (see :func:`run_config`)."""
     path = Path(ckpt_dir) / META_FILE
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
+        return {**meta, "config": run_config(meta)}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing. Fix: {ckpt_dir} is not a complete checkpoint; "
                               "resume from the previous epoch's checkpoint.") from None
@@ -207,3 +221,24 @@ def resolve_checkpoint(source: str | Path, epoch: int | None = None) -> Path:
         raise CheckpointError(f"{source}: has no checkpoint for epoch {epoch} (it has {epochs[0]}..{epochs[-1]}). "
                               "Fix: choose a finished epoch.")
     return epoch_dir(source, epoch)
+
+
+def load_published_adapters(path: str | Path) -> dict[str, torch.Tensor]:
+    """A published ``epoch{e}_dora_params.pth`` as the state dict ``CLIPHBA.load_adapter_state_dict``
+    takes (``clip_model.`` keys renamed ``clip.``; an hba_dora model). Read with ``weights_only=True``."""
+    path = Path(path)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing. Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a published DoRA checkpoint ({detail}); nothing in it was executed. "
+                              "Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
+    problems = (["it holds a " + type(raw).__name__ + ", not a dict of tensors"] if not isinstance(raw, dict)
+                else adapter_kinds.check_published_shapes(raw))
+    if problems:
+        raise CheckpointError(f"{path}: not a published DoRA checkpoint: {'; '.join(problems[:3])}. Fix: give a "
+                              "published dora_params/epoch<e>_dora_params.pth (keys clip_model.{visual.,}transformer."
+                              "resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B}).")
+    return adapter_kinds.from_published_keys(raw)

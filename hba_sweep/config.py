@@ -32,6 +32,7 @@ ALIASES = {
 }
 
 CHOICES = {
+    "adapter": ("hba_dora", "peft_dora"),
     "opt": ("adamw", "sgd"),
     "lr_scheduler": ("none", "cosine", "cosine_warmup"),
     "criterion": ("mse",),
@@ -65,9 +66,10 @@ class TrainConfig:
     pretrained: str = "openai"
     vision_layers: int = 2
     transformer_layers: int = 1
+    adapter: str = "hba_dora"  # the published DoRA; "peft_dora": peft's DoRA (hba_sweep/adapters.py)
     rank: int = 32
-    dora_alpha: float | None = None  # None: equal to rank (scale 1)
-    dora_dropout: float = 0.1
+    dora_alpha: float | None = None  # None: the adapter's default (hba_dora 16, published; peft_dora = rank)
+    dora_dropout: float = 0.0  # as published in effect (the published training never applied its 0.1)
     # optimisation
     epochs: int = 500
     batch_size: int = 64
@@ -123,8 +125,10 @@ class TrainConfig:
 
     @property
     def alpha(self) -> float:
-        """DoRA scaling numerator (``lora_alpha``)."""
-        return float(self.rank if self.dora_alpha is None else self.dora_alpha)
+        """DoRA scaling numerator (scaling = alpha / rank): ``dora_alpha``, else the adapter's default."""
+        from hba_sweep.adapters import default_alpha
+
+        return default_alpha(self.adapter, self.rank) if self.dora_alpha is None else float(self.dora_alpha)
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -229,9 +233,10 @@ def _check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]
     if cfg.weight_decay < 0:
         bad("weight_decay", "must not be negative", "use 0 or a small positive value.")
     if not 0.0 <= cfg.dora_dropout < 1.0:
-        bad("dora_dropout", "must be in [0, 1)", "use a dropout probability such as 0.1.")
+        bad("dora_dropout", "must be in [0, 1)", "use 0 (as published) or a dropout probability such as 0.1.")
     if cfg.dora_alpha is not None and cfg.dora_alpha <= 0:
-        bad("dora_alpha", "must be positive", "use a positive value, or leave it empty to use rank.")
+        bad("dora_alpha", "must be positive", "use a positive value, or leave it empty for the adapter's default "
+            "(16 for hba_dora, rank for peft_dora).")
     if not 0.0 < cfg.train_portion < 1.0:
         bad("train_portion", "must be between 0 and 1", "use a fraction such as 0.8.")
     if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 0:

@@ -39,7 +39,8 @@ from hba_sweep.io_utils import atomic_write, atomic_write_text
 
 Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]
-MODEL_KEYS = ("backbone", "pretrained", "vision_layers", "transformer_layers", "rank", "dora_alpha", "dora_dropout")
+MODEL_KEYS = ("backbone", "pretrained", "adapter", "vision_layers", "transformer_layers", "rank", "dora_alpha",
+              "dora_dropout")
 DATASETS = ("things", "things_fmri", "nod", "nights", "cka")
 COUNTERS = {"prefix_images": 0, "checkpoint_predictions": 0}  # work done in this process (tests read it)
 
@@ -51,11 +52,12 @@ class ModelSpec:
 
     backbone: str = "ViT-L/14"
     pretrained: str | None = "openai"
+    adapter: str = "hba_dora"
     vision_layers: int = 2
     transformer_layers: int = 1
     rank: int = 32
-    dora_alpha: float | None = None
-    dora_dropout: float = 0.1
+    dora_alpha: float | None = None  # None: the adapter's default (hba_dora 16, peft_dora rank)
+    dora_dropout: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> "ModelSpec":
@@ -71,7 +73,7 @@ class ModelSpec:
 
         return CLIPHBA(backbone=self.backbone, pretrained=self.pretrained, vision_layers=self.vision_layers,
                        transformer_layers=self.transformer_layers, rank=self.rank, dora_alpha=self.dora_alpha,
-                       dora_dropout=self.dora_dropout)
+                       dora_dropout=self.dora_dropout, adapter=self.adapter)
 
 
 # ---- evaluation sets --------------------------------------------------------------------
@@ -255,8 +257,10 @@ class Predictor:
         try:
             self.model.load_adapter_state_dict(dict(adapters))
         except (ValueError, RuntimeError) as exc:  # other keys, or other shapes (rank)
-            raise CheckpointError(f"{source}: {exc}. Fix: the model settings (backbone, vision_layers, "
+            raise CheckpointError(f"{source}: {exc}. Fix: the model settings (backbone, adapter, vision_layers, "
                                   "transformer_layers, rank) must be those the checkpoint was trained with.") from None
+        except CheckpointError as exc:  # the other adapter kind
+            raise CheckpointError(f"{source}: {exc}") from None
 
     @torch.no_grad()
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
@@ -290,7 +294,7 @@ INFER_DEFAULTS: dict[str, Any] = {
     "annotations_file": None, "reference_rdm_paths": None, "model_rdm_distance_metric": "pearson",
     "rsa_similarity_metric": "spearman", "reference_rdm_distance_metric": "pearson",
     "max_images_per_category": None, "random_seed": 0, "batch_size": 64, "inference_save_dir": "inference_results",
-    "backbone": None, "pretrained": None, "vision_layers": None, "transformer_layers": None, "rank": None,
+    "backbone": None, "pretrained": None, "adapter": None, "vision_layers": None, "transformer_layers": None, "rank": None,
     "dora_alpha": None, "device": "auto", "split": None, "n_bootstrap": 0, "save_predictions": True,
     "cache_dir": None,
 }
@@ -503,7 +507,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
     """The checkpoint's model settings (meta.json), overridden by the keys the YAML sets."""
-    return ModelSpec.from_mapping(meta.get("config", {}), {k: cfg[k] for k in MODEL_KEYS if k in cfg})
+    return ModelSpec.from_mapping(ckpt.run_config(meta) if meta else {}, {k: cfg[k] for k in MODEL_KEYS if k in cfg})
 
 
 def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:

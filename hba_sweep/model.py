@@ -1,8 +1,9 @@
 """CLIPHBA: a CLIP backbone whose image features are read out against the 66 SPoSE prompts.
 
 Prediction for dimension k is ``logit_scale * cos(image_features, text_features_k)``. DoRA
-adapters (peft) sit on ``attn.out_proj`` of the last ``vision_layers`` vision blocks and the
-last ``transformer_layers`` text blocks; nothing else trains.
+adapters (hba_sweep.adapters: the published variant by default, or peft's) sit on
+``attn.out_proj`` of the last ``vision_layers`` vision blocks and the last ``transformer_layers``
+text blocks; nothing else trains.
 
 The network is split where the adapters start:
 
@@ -18,19 +19,17 @@ oracle the cached path is tested against.
 from __future__ import annotations
 
 import hashlib
-import re
 from importlib import resources
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
+from hba_sweep import adapters
 from hba_sweep.backbones import create_clip, resolve_backbone, weights_id
-
-ADAPTER_MARK = "lora_"
+from hba_sweep.errors import CheckpointError
 
 
 def load_prompts() -> list[str]:
@@ -52,10 +51,13 @@ class CLIPHBA(nn.Module):
         transformer_layers: int = 1,
         rank: int = 32,
         dora_alpha: float | None = None,
-        dora_dropout: float = 0.1,
+        dora_dropout: float = 0.0,
         prompts: list[str] | None = None,
+        adapter: str = adapters.DEFAULT_ADAPTER,
     ) -> None:
+        """``dora_alpha`` None: the adapter's default (16 for hba_dora, ``rank`` for peft_dora)."""
         super().__init__()
+        self.adapter = adapter
         self.backbone_name = backbone
         self.pretrained = pretrained
         self.clip = create_clip(backbone, pretrained)
@@ -68,13 +70,7 @@ class CLIPHBA(nn.Module):
         targets += [f"transformer.resblocks.{i}.attn.out_proj" for i in range(self.text_split, len(text_blocks))]
         for p in self.clip.parameters():
             p.requires_grad_(False)
-        if targets:
-            # A regex (full match) rather than a list: peft matches list entries as name suffixes, and
-            # "transformer.resblocks.0..." would also adapt "visual.transformer.resblocks.0...".
-            pattern = "|".join(re.escape(t) for t in targets)
-            config = LoraConfig(r=rank, lora_alpha=dora_alpha if dora_alpha is not None else rank,
-                                lora_dropout=dora_dropout, use_dora=True, target_modules=f"^(?:{pattern})$")
-            inject_adapter_in_model(config, self.clip)
+        adapters.attach(self.clip, targets, adapter, rank, dora_alpha, dora_dropout)
         self.adapted_modules = targets
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())
         length = int(tokens.argmax(dim=-1).max()) + 1  # causal tower: positions past the longest prompt are unused
@@ -167,19 +163,30 @@ class CLIPHBA(nn.Module):
 
     # ---- adapters -----------------------------------------------------------------------
     def adapter_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if ADAPTER_MARK in n]
+        return [p for _, p in adapters.named_adapter_parameters(self)]
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained weights only (DoRA A, B and magnitude), detached, on CPU."""
-        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if ADAPTER_MARK in n}
+        """The trained weights only (hba_dora: m, delta_D_A, delta_D_B; peft_dora: A, B, magnitude),
+        detached, on CPU."""
+        return {n: p.detach().cpu().contiguous() for n, p in adapters.named_adapter_parameters(self)}
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load adapter weights; the key set must match exactly."""
-        own = dict(self.named_parameters())
-        expected = {n for n in own if ADAPTER_MARK in n}
-        if set(state) != expected:
-            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        """Load adapter weights; the key set and shapes must match exactly.
+
+        CheckpointError when the state holds the other adapter kind; ValueError for other keys/shapes.
+        """
+        found = adapters.kind_of(state)
+        if found is not None and found != self.adapter:
+            raise CheckpointError(f"the checkpoint holds {found} adapters, this model is built with adapter: "
+                                  f"{self.adapter}. Fix: set adapter: {found} to read it.")
+        own = dict(adapters.named_adapter_parameters(self))
+        if set(state) != set(own):
+            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
             raise ValueError(f"adapter keys do not match this model (missing {missing[:3]}, unexpected {extra[:3]})")
+        wrong = [f"{n} {tuple(v.shape)} (model: {tuple(own[n].shape)})" for n, v in state.items()
+                 if tuple(v.shape) != tuple(own[n].shape)]
+        if wrong:
+            raise ValueError(f"adapter shapes do not match this model: {wrong[:3]}")
         with torch.no_grad():
             for name, value in state.items():
                 own[name].copy_(value.to(own[name].device, own[name].dtype))
@@ -188,9 +195,8 @@ class CLIPHBA(nn.Module):
         """Only adapter dropout reacts to train mode; frozen layers stay in eval."""
         super().train(mode)
         self.clip.eval()
-        for name, module in self.clip.named_modules():
-            if ADAPTER_MARK in name:
-                module.train(mode)
+        for module in adapters.adapter_modules(self.clip):
+            module.train(mode)
         return self
 
     def prefix_key(self) -> str:

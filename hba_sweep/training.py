@@ -264,7 +264,7 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
     with the frozen prefix attached where caching is exact."""
     model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
                     transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
-                    dora_dropout=cfg.dora_dropout).to(device)
+                    dora_dropout=cfg.dora_dropout, adapter=cfg.adapter).to(device)
     train = Images(load_images(cfg, cfg.img_annotations_file, cfg.img_dir, model.image_size))
     rsa = None
     if cfg.behavioral_rsa:
@@ -323,7 +323,7 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
         state.shuffle_generator = shuffle.get_state()
         state.rng = ckpt.capture_rng()
         history.append(metrics)
-        meta = {"run_name": run_name(cfg), "config": cfg.to_dict(), "metrics": history}
+        meta = {"run_name": run_name(cfg), "adapter": model.adapter, "config": cfg.to_dict(), "metrics": history}
         ckpt_dir = ckpt.save_checkpoint(out, model.adapter_state_dict(), state, meta)
         write_metrics(out / "metrics.csv", history)
         log(epoch_summary(metrics))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hba_sweep.adapters import ADAPTERS
 from hba_sweep.backbones import backbone_depths, register_tiny_backbone
 from hba_sweep.model import CLIPHBA, load_prompts
 
@@ -22,11 +23,12 @@ def test_prompts_are_the_66_spose_prompts_in_order(reference_data):
     assert load_prompts() == published
 
 
+@pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (2, 3), (1, 2), (0, 1), (3, 0)])
-def test_only_adapters_on_the_last_blocks_train(vision_layers, transformer_layers):
-    model = tiny(vision_layers=vision_layers, transformer_layers=transformer_layers)
+def test_only_adapters_on_the_last_blocks_train(vision_layers, transformer_layers, adapter):
+    model = tiny(vision_layers=vision_layers, transformer_layers=transformer_layers, adapter=adapter)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n for n in trainable)
+    assert trainable and trainable == set(model.adapter_state_dict())
     blocks = {n.split(".attn.")[0] for n in trainable}
     n_vis, n_txt = backbone_depths("hba-tiny")
     expected = {f"clip.visual.transformer.resblocks.{i}" for i in range(n_vis - vision_layers, n_vis)}
@@ -36,8 +38,8 @@ def test_only_adapters_on_the_last_blocks_train(vision_layers, transformer_layer
 
 
 def test_matches_open_clip_full_path_before_training():
-    """Untrained DoRA is the identity; truncated prompts and the prefix split change nothing."""
-    model = tiny()
+    """Untrained peft DoRA is the identity; truncated prompts and the prefix split change nothing."""
+    model = tiny(adapter="peft_dora")
     images = torch.randn(3, 3, model.image_size, model.image_size)
     clip = model.clip
     with torch.no_grad():
@@ -51,13 +53,14 @@ def test_matches_open_clip_full_path_before_training():
     assert model.text_tokens.shape[1] < 77
 
 
-def test_every_adapter_gets_a_gradient_and_changes_the_output():
-    model = tiny()
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_every_adapter_gets_a_gradient_and_changes_the_output(adapter):
+    model = tiny(adapter=adapter)
     model.train()
     images = torch.randn(4, 3, model.image_size, model.image_size)
     target = torch.rand(4, 66) * 50
     optimizer = torch.optim.AdamW(model.adapter_parameters(), lr=1e-2)
-    for _ in range(2):  # DoRA's B starts at zero: A's gradient appears from the second step
+    for _ in range(2):  # peft DoRA's B starts at zero: A's gradient appears from the second step
         optimizer.zero_grad()
         F.mse_loss(model(images), target).backward()
         optimizer.step()
@@ -94,8 +97,9 @@ def test_adapter_on_default_attention_would_be_ignored():
         assert torch.equal(clip.encode_image(images), before)  # silently unused
 
 
-def test_adapter_state_roundtrip():
-    a, b = tiny(), tiny()
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_adapter_state_roundtrip(adapter):
+    a, b = tiny(adapter=adapter), tiny(adapter=adapter)
     with torch.no_grad():
         for p in a.adapter_parameters():
             p.add_(torch.randn_like(p))
@@ -107,9 +111,10 @@ def test_adapter_state_roundtrip():
         b.load_adapter_state_dict({})
 
 
-def test_cached_text_prefix_equals_full_text_tower():
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_cached_text_prefix_equals_full_text_tower(adapter):
     """Truncated prompts through cached frozen blocks == all 77 positions through every block."""
-    model = tiny(transformer_layers=1)
+    model = tiny(transformer_layers=1, adapter=adapter)
     with torch.no_grad():
         for p in model.adapter_parameters():
             p.add_(0.1 * torch.randn_like(p))  # adapters that change the output
@@ -126,7 +131,8 @@ def test_local_checkpoint_of_a_default_block_model_loads_into_custom_blocks(tmp_
     reference = open_clip.create_model("hba-tiny").eval()  # default block type, its own random weights
     path = tmp_path / "hba_tiny_weights.pt"
     torch.save(reference.state_dict(), path)
-    model = CLIPHBA(backbone="hba-tiny", pretrained=str(path), vision_layers=2, transformer_layers=1, rank=4).eval()
+    model = CLIPHBA(backbone="hba-tiny", pretrained=str(path), vision_layers=2, transformer_layers=1, rank=4,
+                    adapter="peft_dora").eval()  # starts as the identity
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         text = F.normalize(reference.encode_text(model.text_tokens_full), dim=-1)

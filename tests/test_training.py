@@ -103,10 +103,12 @@ def test_fork_refuses_changed_model_settings(demo_config, tmp_path):
         run_training_experiment(fork)
 
 
-@pytest.mark.parametrize("perturb_type", ["none", "random_target", "label_shuffle", "image_noise",
-                                          "uniform_images", "blank_target"])
-def test_cached_prefix_equals_uncached_path(demo_config, tmp_path, perturb_type):
-    settings = dict(epochs=3, perturb_type=perturb_type, perturb_epoch=1, perturb_length=1, dora_dropout=0.0)
+@pytest.mark.parametrize("perturb_type,adapter", [(p, "hba_dora") for p in ("none", "random_target", "label_shuffle",
+                                                                         "image_noise", "uniform_images", "blank_target")]
+                         + [("none", "peft_dora"), ("image_noise", "peft_dora")])
+def test_cached_prefix_equals_uncached_path(demo_config, tmp_path, perturb_type, adapter):
+    settings = dict(epochs=3, perturb_type=perturb_type, perturb_epoch=1, perturb_length=1, dora_dropout=0.0,
+                    adapter=adapter)
     cached = demo_config(save_path=str(tmp_path / "cached"), **settings)
     plain = demo_config(save_path=str(tmp_path / "plain"), cache_frozen_prefix=False, **settings)
     run_training_experiment(cached)
