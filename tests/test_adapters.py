@@ -283,3 +283,20 @@ def test_adapter_state_round_trip_and_shape_check():
     a.eval(), c.eval()
     with torch.no_grad():
         assert torch.equal(a(images), c(images))
+
+
+@pytest.mark.parametrize("adapter", adapters.ADAPTERS)
+def test_prefix_split_is_exact_in_float64(adapter):
+    """Cached vision prefix + truncated text prefix == the full path; in float64 to 1e-10, so the
+    float32 differences (about 1e-5 on logit_scale * cos) are rounding only."""
+    model = tiny(adapter=adapter, transformer_layers=3, rank=8).eval()
+    with torch.no_grad():
+        for p in model.adapter_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.double()
+    model.text_prefix = model._text_prefix()
+    images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        full = model(images)
+        cached = torch.cat([model.forward_from_prefix(model.vision_prefix(images[i:i + 4])) for i in (0, 4)])
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)

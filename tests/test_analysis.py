@@ -205,7 +205,8 @@ def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> N
         oracle.load_adapter_state_dict(adapters)
         with torch.no_grad():
             full = oracle(images).double().numpy()
-        np.testing.assert_allclose(batched, full, rtol=1e-5, atol=1e-5)
+        # float32 rounding of logit_scale * cos (scale 100); the paths agree to 1e-10 in float64 (test_adapters)
+        np.testing.assert_allclose(batched, full, rtol=1e-5, atol=1e-4)
     assert inference.COUNTERS["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
 
 
