@@ -11,13 +11,14 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis import evaluate, gather, tables
+from analysis import definitions, evaluate, gather, tables
 from hba_sweep.errors import ConfigError, DataError
 from hba_sweep.inference import DATASETS, ScoreSettings
 from hba_sweep.io_utils import atomic_write_text
@@ -32,6 +33,7 @@ class Summary:
     computed: int
     results: pd.DataFrame
     training: pd.DataFrame
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     figures: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -55,10 +57,24 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
             pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
+def plan_line(study: gather.Study, todo: dict, cache_keys: set) -> str:
+    """What analyze will evaluate and why the rest is not evaluated again."""
+    keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
+    inherited = sum(e.inherited for e in study.entries)
+    cached = len({k for k in keys if k not in todo})
+    return (f"{len(todo)} of {len(study.entries)} (trial, epoch) checkpoints to evaluate: {inherited} are inherited "
+            f"from baselines (evaluated once, with the baseline), {cached} distinct checkpoint(s) are already in "
+            f"{evaluate.CACHE_FILE}" + (f", {len(keys) - inherited - len(set(keys))} repeat another's adapters"
+                                        if len(keys) - inherited - len(set(keys)) > 0 else ""))
+
+
 def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
-            storage: str | None = None, log=print) -> Summary:
+            storage: str | None = None, log=print, truncate: str = "min_val_loss") -> Summary:
     """Analyse every checkpoint of a study; compute only evaluations not in the cache yet."""
+    started = time.perf_counter()
     opts = opts or evaluate.Options()
+    if truncate not in definitions.TRUNCATE_RULES:
+        raise ConfigError(f"--truncate {truncate!r}: unknown rule. Fix: use one of {list(definitions.TRUNCATE_RULES)}.")
     fs, root = gather.open_experiment(experiment, storage)
     study = gather.gather(fs, root)
     if not study.entries:
@@ -73,8 +89,8 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
-    log(f"{len(study.trials)} trials, {len(study.entries)} (trial, epoch) checkpoints; datasets {', '.join(names)}; "
-        f"{len(todo)} checkpoint(s) to evaluate")
+    log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
+    log(plan_line(study, todo, set(cache["checkpoint_key"])))
     state = {"cache": cache}
 
     def save(rows: list[dict[str, Any]]) -> None:
@@ -85,41 +101,75 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
 
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
-    computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save)
-    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log)
+    computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
+    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log,
+                             truncate)
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         sync(fs, str(out_dir), remote, files, download=False)
         shutil.rmtree(out_dir, ignore_errors=True)
         summary.out_dir = Path(remote)
         log(f"uploaded {len(files)} files to {remote}")
+    log(f"analyze took {time.perf_counter() - started:.1f} s")
     return summary
 
 
+def best_trial(study: gather.Study, training: pd.DataFrame) -> tuple[dict | None, str | None, str | None]:
+    """The best trial under the manifest's metric/mode (with its label and searched settings)."""
+    manifest = study.manifest or {}
+    metric, mode = manifest.get("metric"), manifest.get("mode")
+    if not metric or not mode:
+        return None, metric, mode
+    keys = tables.searched_keys(study)
+    configs = {t.trial_id: {k: t.config.get(k) for k in keys} for t in study.trials.values()}
+    best = definitions.best_trial(training, metric, mode, configs)
+    if best:
+        best["label"] = study.trials[best["trial_id"]].label
+    return best, metric, mode
+
+
+def best_trial_summary(experiment: str, storage: str | None = None) -> str | None:
+    """One line naming a study's best trial and its searched config under the study's metric/mode
+    (for ``run`` and ``status`` to print); None when the study names no metric or nothing logged it."""
+    fs, root = gather.open_experiment(experiment, storage)
+    study = gather.gather(fs, root)
+    best, metric, mode = best_trial(study, tables.training_table(study))
+    if not best:
+        return None
+    config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+    return (f"best trial ({metric}, {mode}): {best['label']} [{best['trial_id']}] {metric}={best['value']:.4f} "
+            f"at epoch {best['epoch']}" + (f"; {config}" if config else ""))
+
+
 def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
-                   csv: bool, computed: int, log) -> Summary:
+                   csv: bool, computed: int, log, truncate: str) -> Summary:
     results = tables.results_table(study, cache, [es.key() for es in evalsets])
     training = tables.training_table(study)
+    summary = tables.summary_table(results, training, truncate)
     out_dir.mkdir(parents=True, exist_ok=True)
-    evaluate.write_parquet(out_dir / "results.parquet", results)
-    evaluate.write_parquet(out_dir / "training_metrics.parquet", training)
-    if csv:
-        atomic_write_text(out_dir / "results.csv", results.to_csv(index=False))
-        atomic_write_text(out_dir / "training_metrics.csv", training.to_csv(index=False))
+    outputs = {"results": results, "training_metrics": training, "summary": summary}
+    for name, frame in outputs.items():
+        evaluate.write_parquet(out_dir / f"{name}.parquet", frame)
+        if csv:
+            atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     from analysis import figures, report  # matplotlib only here: `run`/`status` never load it (it writes a cache in ~)
 
-    paths, notes = figures.draw_all(results, training, out_dir)
+    per_epoch = tables.per_epoch_measures(results, training)
+    paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, opts.score.n_boot, opts.score.seed)
+    best, metric, mode = best_trial(study, training)
+    skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
+                                     for t in study.trials.values() if t.status and t.status != "done"]
     info = {"root": study.root, "n_trials": len(study.trials),
             "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),
             "n_inherited": sum(e.inherited for e in study.entries),
             "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
             "datasets": names, "evalsets_source": source, "score": opts.score, "computed": computed,
-            "skipped": study.skipped}
-    atomic_write_text(out_dir / "report.md", report.write_report(out_dir / "report.md", info, results, training,
-                                                                 paths, notes))
-    log(f"computed {computed} checkpoint(s); {len(results)} result rows -> {out_dir}/results.parquet, report.md, "
-        f"{len(paths)} figures")
-    return Summary(out_dir, computed, results, training, paths, study.skipped + notes)
+            "skipped": skipped, "truncate": truncate, "best": best, "metric": metric, "mode": mode,
+            "diverged": tables.diverged_trials(training), "n_results": len(results), "n_training": len(training)}
+    atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes))
+    log(f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
+        f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures")
+    return Summary(out_dir, computed, results, training, summary, paths, skipped + notes)
 
 
 def _datasets(value: str | None) -> list[str] | None:
@@ -143,7 +193,7 @@ def options_from_args(args: argparse.Namespace) -> evaluate.Options:
 def _analyze(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     analyze(args.experiment, opts, args.out, args.csv, args.storage,
-            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True))
+            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate)
     return 0
 
 
@@ -168,9 +218,16 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--local", action="store_true", help="run in this process (same as --workers 0)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray resources of each task")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs of each task (fractions allowed)")
-    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap draws for RSA confidence intervals (0: none)")
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="bootstrap draws for RSA confidence intervals and the figures' seed bands (0: none; bands "
+                        "show the seed range)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--model-rdm-distance", default="pearson", choices=DISTANCE_METRICS)
+    p.add_argument("--model-rdm-distance", default=None, choices=DISTANCE_METRICS,
+                   help="model RDM distance for every RSA set (default: the set's model_rdm_distance_metric, else "
+                        "1 - Pearson for behaviour and 1 - cosine for brains, as published)")
+    p.add_argument("--truncate", default="min_val_loss", choices=definitions.TRUNCATE_RULES,
+                   help="summary over each run's own epochs up to its minimum validation loss (default, as "
+                        "published) or all of them (none)")
     p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
     p.set_defaults(func=_analyze)
     return p

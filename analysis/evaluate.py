@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -140,8 +141,10 @@ def pending(study: Study, evalsets: Sequence[EvalSet], cache: pd.DataFrame) -> d
 
 # ---- computing --------------------------------------------------------------------------
 def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
-                         device: str, cache_root: str, batch_size: int) -> list[dict[str, Any]]:
-    """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set."""
+                         device: str, cache_root: str, batch_size: int,
+                         progress: Callable[[Checkpoint], None] | None = None) -> list[dict[str, Any]]:
+    """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set;
+    ``progress(checkpoint)`` after each."""
     by_key = {es.key(): es for es in evalsets}  # each key once: it stats every image of the set
     predictor: Predictor | None = None  # one model in memory at a time (work is sorted by layout)
     rows = []
@@ -155,6 +158,8 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
         for key, es in zip(eval_keys, chosen):
             rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": es.dataset, **r}
                      for r in scores[es.dataset][1]]
+        if progress is not None:
+            progress(ckpt)
     return rows
 
 
@@ -164,23 +169,33 @@ def _by_layout(todo: dict[str, tuple[Checkpoint, list[str]]]) -> list[tuple[str,
 
 
 def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
-                opts: Options, out_dir: Path, save: Callable[[list[dict[str, Any]]], None]) -> int:
-    """Compute the pending evaluations (in process or as Ray tasks); ``save`` is called per chunk."""
+                opts: Options, out_dir: Path, save: Callable[[list[dict[str, Any]]], None],
+                log: Callable[[str], None] = lambda m: None) -> int:
+    """Compute the pending evaluations (in process or as Ray tasks); ``save`` is called per chunk,
+    ``log`` with a line per checkpoint done."""
     work = _by_layout(todo)
     if not work:
         return 0
     cache_root = str(out_dir / "prefix_cache")
+    done = [0]
+    start_time = time.perf_counter()
+
+    def progress(ckpt: Checkpoint, n: int = 1) -> None:
+        done[0] += n
+        log(f"[{done[0]}/{len(work)}] {posixpath.relpath(ckpt.path, study.root)} (epoch {ckpt.epoch}), "
+            f"{time.perf_counter() - start_time:.1f} s")
+
     if opts.workers and opts.workers > 0:
-        return _run_ray(study, work, evalsets, opts, cache_root, save)
+        return _run_ray(study, work, evalsets, opts, cache_root, save, progress)
     chunk = 16
     for start in range(0, len(work), chunk):
         save(evaluate_checkpoints(study.filesystem, work[start:start + chunk], evalsets, opts.device, cache_root,
-                                  opts.batch_size))
+                                  opts.batch_size, progress))
     return len(work)
 
 
 def _run_ray(study: Study, work: list, evalsets: Sequence[EvalSet], opts: Options, cache_root: str,
-             save: Callable[[list[dict[str, Any]]], None]) -> int:
+             save: Callable[[list[dict[str, Any]]], None], progress: Callable[..., None]) -> int:
     """Split the work into ``workers`` contiguous chunks (layout-sorted), one Ray task each."""
     import ray
 
@@ -191,11 +206,14 @@ def _run_ray(study: Study, work: list, evalsets: Sequence[EvalSet], opts: Option
         task = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker)(evaluate_checkpoints)
         size = -(-len(work) // opts.workers)
         device = "cuda" if opts.gpus_per_worker > 0 else ("cpu" if opts.device == "auto" else opts.device)
-        refs = [task.remote(study.filesystem, work[i:i + size], list(evalsets), device, cache_root, opts.batch_size)
-                for i in range(0, len(work), size)]
+        chunks = {task.remote(study.filesystem, work[i:i + size], list(evalsets), device, cache_root,
+                              opts.batch_size): work[i:i + size] for i in range(0, len(work), size)}
+        refs = list(chunks)
         while refs:
             ready, refs = ray.wait(refs, num_returns=1)
             save(ray.get(ready[0]))
+            part = chunks[ready[0]]
+            progress(part[-1][1], len(part))
     finally:
         if started:
             ray.shutdown()

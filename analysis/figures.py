@@ -1,11 +1,20 @@
-"""The study's figures (PNG), drawn from the tidy tables.
+"""The study's figures (PNG), drawn from the tidy tables with :mod:`analysis.definitions`.
 
-- ``baseline_curves.png``: behavioural alignment and validation loss over training, baselines, per seed.
-- ``single_epoch_effects.png``: change vs the baseline (same seed, same epoch, at the trial's last
-  epoch) in behavioural alignment, validation loss and neural alignment, for single-epoch
-  perturbations, per type, against the perturbed epoch; seeds as spread.
-- ``heatmap_max_alignment.png`` / ``heatmap_min_loss.png``: deviation of the maximum behavioural
-  alignment / minimum validation loss from the baseline's, over start epoch x length, per type.
+Each ``*_figure`` function returns a matplotlib Figure (tests read the plotted data back from it);
+:func:`draw_all` writes them:
+
+- ``baseline_curves.png``: behavioural alignment and validation loss of the baselines over training.
+- ``change_<type>.png``: per perturbation type, the per-epoch change vs the baseline (same seed,
+  same epoch) in behavioural alignment and validation loss; one panel per (start epoch, length),
+  the window shaded, mean over seeds with a band (seed range, or bootstrap CI with --bootstrap).
+- ``ba_vs_loss.png``: behavioural alignment against validation loss (the published curve), every
+  trial over its truncated own epochs, baselines in black; ``na_vs_loss_<dataset>.png`` the same
+  per neural ROI.
+- ``single_epoch_effects.png``: single-epoch perturbations, change vs the baseline at the perturbed
+  epoch (as the published single-epoch figures), one panel per measure: behavioural alignment,
+  validation loss, every evaluation set/ROI, NIGHTS, CKA (biased and unbiased).
+- ``heatmap_<measure>.png``: the summary deviations (max alignment, min validation loss, ...)
+  over start epoch x length, per type, on one symmetric colour scale shared by the types.
 
 A figure without data is still written, saying why, and the reason goes into the report.
 """
@@ -13,6 +22,7 @@ A figure without data is still written, saying why, and the reason goes into the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -20,149 +30,291 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
+from analysis import definitions as d  # noqa: E402
 from hba_sweep.io_utils import atomic_write  # noqa: E402
 
-FIGURES = ("baseline_curves.png", "single_epoch_effects.png", "heatmap_max_alignment.png", "heatmap_min_loss.png")
 NEURAL = ("things_fmri", "nod")
-MEASURES = {"behavioral": "behavioural alignment (RSA)", "val_loss": "validation loss (MSE)",
-            "neural": "neural alignment (RSA, mean over ROIs)"}
+LABELS = {"alignment": "behavioural alignment (triplet RSA)", "val_loss": "validation loss (MSE)",
+          "target_rsa": "target RSA"}
+HEATMAPS = {"max_alignment_deviation": "max behavioural alignment - baseline's",
+            "min_val_loss_deviation": "min validation loss - baseline's",
+            "max_target_rsa_deviation": "max target RSA - baseline's"}
 
 
-def per_epoch(results: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
-    """(trial, epoch) -> behavioral, neural, val_loss, plus the trial's settings."""
-    rsa = results[results["metric"].str.startswith("rsa_")]
-    beh = rsa[rsa["dataset"] == "things"].groupby(["trial_id", "epoch"])["value"].mean().rename("behavioral")
-    neu = rsa[rsa["dataset"].isin(NEURAL)].groupby(["trial_id", "epoch"])["value"].mean().rename("neural")
-    loss = training.set_index(["trial_id", "epoch"])["val_loss"]
-    frame = pd.concat([beh, neu, loss], axis=1).reset_index()
-    settings = training.drop_duplicates("trial_id").set_index("trial_id")[
-        ["perturb_type", "perturb_epoch", "perturb_length", "random_seed", "baseline_id"]]
-    if settings.empty and not results.empty:
-        settings = results.drop_duplicates("trial_id").set_index("trial_id")[settings.columns]
-    frame = frame.join(settings, on="trial_id")
-    return frame.astype({"epoch": "int64"}) if len(frame) else frame
+class NoData(Exception):
+    """A figure has nothing to draw; the message says why."""
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+def _save(fig: Figure, path: Path) -> None:
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 
-def _placeholder(path: Path, title: str, reason: str) -> str:
+def _placeholder(title: str, reason: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 2.5))
     ax.axis("off")
     ax.set_title(title)
     ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
-    _save(fig, path)
-    return f"{path.name}: {reason}"
+    return fig
 
 
-def baseline_curves(frame: pd.DataFrame, path: Path) -> str | None:
-    base = frame[frame["perturb_type"] == "none"]
+def label_of(measure: str) -> str:
+    return LABELS.get(measure, measure.replace("/", " · "))
+
+
+def _gapped(epochs: Sequence[int], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Every integer epoch in range, NaN where there is no value: lines break over missing epochs."""
+    s = pd.Series(np.asarray(values, dtype=float), index=np.asarray(epochs, dtype=int))
+    s = s[~s.index.duplicated()].sort_index()
+    if s.empty:
+        return np.array([]), np.array([])
+    full = np.arange(s.index.min(), s.index.max() + 1)
+    return full.astype(float), s.reindex(full).to_numpy(dtype=float)
+
+
+# ---- baselines ------------------------------------------------------------------------------
+def baseline_curves_figure(training: pd.DataFrame) -> Figure:
+    base = training[training["is_baseline"]] if len(training) else training
     if base.empty:
-        return _placeholder(path, "Baselines over training", "no baseline trials (perturb_type none) in this study")
+        raise NoData("no baseline trials (perturb_type none) in this study")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, rows in base.sort_values("epoch").groupby("random_seed"):
-        for ax, col in zip(axes, ("behavioral", "val_loss")):
-            ax.plot(rows["epoch"], rows[col], marker="o", label=f"seed {seed}")
-    for ax, col in zip(axes, ("behavioral", "val_loss")):
+    for tid, rows in base.sort_values("epoch").groupby("trial_id"):
+        label = f"{rows['trial_label'].iloc[0]} (seed {rows['random_seed'].iloc[0]})"
+        for ax, col in zip(axes, ("behavioral_rsa_rho", "val_loss")):
+            ax.plot(*_gapped(rows["epoch"], rows[col]), marker="o", ms=3, label=label)
+    for ax, name in zip(axes, ("alignment", "val_loss")):
         ax.set_xlabel("epoch (-1: before training)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(MEASURES[col])
+        ax.set_ylabel(label_of(name))
         ax.grid(alpha=0.3)
-        ax.legend(title="baseline")
+    axes[1].legend(title="baseline", fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     axes[0].set_title("Behavioural alignment over training")
     axes[1].set_title("Validation loss over training")
-    _save(fig, path)
-    return None
+    return fig
 
 
-def deviations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per perturbed trial: change vs its baseline at the last shared epoch, and of max/min over training."""
-    by = {tid: rows.set_index("epoch") for tid, rows in frame.groupby("trial_id")}
+# ---- per-epoch change vs baseline -------------------------------------------------------
+def epoch_deltas(training: pd.DataFrame) -> pd.DataFrame:
+    """Per perturbed trial and epoch (>= 0): the change vs its baseline in alignment and val loss."""
+    frame = training[training["epoch"] >= 0].rename(columns={"behavioral_rsa_rho": "alignment"})
+    out = None
+    for col in ("alignment", "val_loss"):
+        part = d.add_baseline_delta(frame.rename(columns={col: "_v"}), ["epoch"], value="_v")
+        part = part[~part["is_baseline"] & part["baseline_id"].notna()]
+        part = part[["trial_id", "epoch", *d.WINDOW, "random_seed", "delta"]].rename(columns={"delta": col})
+        out = part if out is None else out.merge(part[["trial_id", "epoch", col]], on=["trial_id", "epoch"])
+    return out
+
+
+def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int = 0) -> Figure:
+    """Panels (measure x length) by start epoch for one perturbation type; mean over seeds with a band."""
+    rows = deltas[deltas["perturb_type"] == ptype]
+    if rows.empty:
+        raise NoData(f"no {ptype} trials with a baseline")
+    starts = sorted(rows["perturb_epoch"].dropna().unique())
+    lengths = sorted(rows["perturb_length"].dropna().unique())
+    measures = ("alignment", "val_loss")
+    grid = [(m, n) for m in measures for n in lengths]
+    fig, axes = plt.subplots(len(grid), len(starts), figsize=(3.2 * len(starts) + 1, 2.4 * len(grid)),
+                             squeeze=False, sharex=True)
+    band = f"bootstrap {95}% CI of the mean ({n_boot} draws)" if n_boot else "range over seeds"
+    for (measure, length), ax_row in zip(grid, axes):
+        for start, ax in zip(starts, ax_row):
+            cell = rows[(rows["perturb_epoch"] == start) & (rows["perturb_length"] == length)]
+            ax.axvspan(start - 0.5, start + length - 0.5, color="orange", alpha=0.15, lw=0)
+            ax.axhline(0, color="k", lw=0.7)
+            if not cell.empty:
+                stats = [(e, *d.seed_band(g[measure].tolist(), n_boot, seed)) for e, g in cell.groupby("epoch")]
+                e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
+                x, m = _gapped(e, mean)
+                ax.plot(x, m, color="C0", marker="o", ms=3, label="mean over seeds")
+                ax.fill_between(x, _gapped(e, low)[1], _gapped(e, high)[1], color="C0", alpha=0.25, lw=0)
+            else:
+                ax.text(0.5, 0.5, "no trials", transform=ax.transAxes, ha="center", va="center", color="gray")
+            ax.set_title(f"start {int(start)}, length {int(length)}", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+        ax_row[0].set_ylabel(f"Δ {label_of(measure)}", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"{ptype}: change vs baseline per epoch (window shaded; band: {band})", fontsize=10)
+    return fig
+
+
+# ---- alignment vs loss ----------------------------------------------------------------
+def _truncated_rows(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str) -> list[tuple[pd.Series, pd.DataFrame]]:
     out = []
-    for tid, rows in by.items():
-        first = rows.iloc[0]
-        if first["perturb_type"] == "none" or first["baseline_id"] not in by:
-            continue
-        base = by[first["baseline_id"]]
-        shared = sorted(set(rows.index) & set(base.index))
-        if not shared:
-            continue
-        last = shared[-1]
-        record = {"trial_id": tid, "perturb_type": first["perturb_type"], "perturb_epoch": first["perturb_epoch"],
-                  "perturb_length": first["perturb_length"], "random_seed": first["random_seed"], "epoch": last}
-        for col in MEASURES:
-            record[f"delta_{col}"] = rows.at[last, col] - base.at[last, col]
-        record["max_alignment_dev"] = rows.loc[shared, "behavioral"].max() - base.loc[shared, "behavioral"].max()
-        record["min_loss_dev"] = rows.loc[shared, "val_loss"].min() - base.loc[shared, "val_loss"].min()
-        out.append(record)
-    return pd.DataFrame(out)
+    for _, t in trials.iterrows():
+        rows = per_epoch[per_epoch["trial_id"] == t["trial_id"]]
+        own = d.own_epochs(rows, None if t["is_baseline"] else t["perturb_epoch"])
+        out.append((t, d.truncate(own, rule)[0]))
+    return out
 
 
-def single_epoch_effects(dev: pd.DataFrame, path: Path) -> str | None:
-    single = dev[dev["perturb_length"] == 1] if len(dev) else dev
-    if single.empty:
-        return _placeholder(path, "Single-epoch perturbations vs baseline",
-                            "no single-epoch perturbed trials with a baseline in this study")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ptype, rows in single.groupby("perturb_type"):
-        for ax, col in zip(axes, MEASURES):
-            stats = rows.groupby("perturb_epoch")[f"delta_{col}"].agg(["mean", "min", "max"]).dropna()
-            if stats.empty:
+def vs_loss_figure(per_epoch: pd.DataFrame, trials: pd.DataFrame, measures: Sequence[str], rule: str,
+                   title: str) -> Figure:
+    """One panel per measure: the measure against validation loss (x inverted), baselines in black."""
+    measures = [m for m in measures if m in per_epoch and per_epoch[m].notna().any()]
+    if not measures:
+        raise NoData("no values for these measures")
+    cols = min(4, len(measures))
+    nrows = -(-len(measures) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols + 1.5, 3.2 * nrows), squeeze=False)
+    types = sorted(t for t in trials.loc[~trials["is_baseline"], "perturb_type"].dropna().unique())
+    colors = {t: f"C{i + 1}" for i, t in enumerate(types)}
+    runs = _truncated_rows(per_epoch, trials, rule)
+    for ax, measure in zip(axes.flat, measures):
+        for t, rows in sorted(runs, key=lambda r: bool(r[0]["is_baseline"])):  # baselines drawn last (on top)
+            rows = rows.dropna(subset=[measure, "val_loss"])
+            if rows.empty:
                 continue
-            line = ax.plot(stats.index, stats["mean"], marker="o", label=ptype)[0]
-            ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2, color=line.get_color())
-            ax.scatter(rows["perturb_epoch"], rows[f"delta_{col}"], s=12, color=line.get_color(), alpha=0.6)
-    for ax, col in zip(axes, MEASURES):
-        ax.axhline(0, color="k", lw=0.8)
+            if t["is_baseline"]:
+                ax.plot(rows["val_loss"], rows[measure], color="k", lw=2, marker="o", ms=3, zorder=3)
+            else:
+                ax.plot(rows["val_loss"], rows[measure], color=colors[t["perturb_type"]], lw=0.8, alpha=0.7)
+        ax.invert_xaxis()
+        ax.set_xlabel("validation loss (MSE), decreasing →")
+        ax.set_ylabel(label_of(measure), fontsize=8)
+        ax.set_title(label_of(measure), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(measures):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color="k", lw=2, label="baseline")]
+    handles += [plt.Line2D([], [], color=c, lw=1, label=t) for t, c in colors.items()]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+# ---- single-epoch effects ---------------------------------------------------------------
+def single_epoch_effects(per_epoch: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per single-epoch perturbed trial and measure: value at the perturbed epoch minus the baseline's there."""
+    single = trials[~trials["is_baseline"] & (trials["perturb_length"] == 1) & trials["baseline_id"].notna()]
+    measures = [c for c in per_epoch.columns if c not in ("trial_id", "epoch", "inherited")]
+    at = per_epoch.set_index(["trial_id", "epoch"])
+    records = []
+    for _, t in single.iterrows():
+        key, base_key = (t["trial_id"], int(t["perturb_epoch"])), (t["baseline_id"], int(t["perturb_epoch"]))
+        if key not in at.index or base_key not in at.index:
+            continue
+        for m in measures:
+            records.append({"trial_id": t["trial_id"], "perturb_type": t["perturb_type"],
+                            "perturb_epoch": int(t["perturb_epoch"]), "measure": m,
+                            "delta": at.at[key, m] - at.at[base_key, m]})
+    return pd.DataFrame(records, columns=["trial_id", "perturb_type", "perturb_epoch", "measure", "delta"])
+
+
+def single_epoch_figure(effects: pd.DataFrame, n_boot: int = 0, seed: int = 0) -> Figure:
+    effects = effects.dropna(subset=["delta"]) if len(effects) else effects
+    if effects.empty:
+        raise NoData("no single-epoch perturbed trials with a baseline in this study")
+    measures = list(dict.fromkeys(effects["measure"]))
+    cols = min(4, len(measures))
+    nrows = -(-len(measures) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols + 1.5, 3 * nrows), squeeze=False)
+    types = sorted(effects["perturb_type"].unique())
+    for ax, measure in zip(axes.flat, measures):
+        for i, ptype in enumerate(types):
+            rows = effects[(effects["measure"] == measure) & (effects["perturb_type"] == ptype)]
+            if rows.empty:
+                continue
+            stats = [(e, *d.seed_band(g["delta"].tolist(), n_boot, seed)) for e, g in rows.groupby("perturb_epoch")]
+            e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
+            x, m = _gapped(e, mean)
+            ax.plot(x, m, marker="o", ms=4, color=f"C{i + 1}", label=ptype)
+            ax.fill_between(x, _gapped(e, low)[1], _gapped(e, high)[1], color=f"C{i + 1}", alpha=0.2, lw=0)
+        ax.axhline(0, color="k", lw=0.7)
+        ax.set_title(f"Δ {label_of(measure)}", fontsize=9)
         ax.set_xlabel("perturbed epoch")
-        ax.set_title(MEASURES[col])
-        ax.set_ylabel("trial - baseline")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(title="perturbation (mean; band: seed range)", fontsize=8)
-    fig.suptitle("Single-epoch perturbations: change vs baseline at the last epoch")
-    _save(fig, path)
-    return None
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(measures):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i + 1}", marker="o", label=t) for i, t in enumerate(types)]
+    band = f"bootstrap 95% CI ({n_boot} draws)" if n_boot else "range over seeds"
+    fig.legend(handles=handles, title=f"mean; band: {band}", loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8)
+    fig.suptitle("Single-epoch perturbations: trial - baseline at the perturbed epoch", fontsize=10)
+    return fig
 
 
-def heatmap(dev: pd.DataFrame, column: str, title: str, path: Path) -> str | None:
-    rows = dev.dropna(subset=[column]) if len(dev) else dev
-    if rows.empty:
-        return _placeholder(path, title, "no perturbed trials with a baseline in this study")
-    types = sorted(rows["perturb_type"].unique())
-    fig, axes = plt.subplots(1, len(types), figsize=(5 * len(types), 4), squeeze=False)
-    for ax, ptype in zip(axes[0], types):
-        grid = rows[rows["perturb_type"] == ptype].pivot_table(index="perturb_length", columns="perturb_epoch",
-                                                               values=column, aggfunc="mean")
-        limit = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
-        image = ax.imshow(grid.to_numpy(), cmap="coolwarm", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
-        ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
-        ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
-        for (i, j), value in np.ndenumerate(grid.to_numpy()):
+# ---- heatmaps -----------------------------------------------------------------------------
+def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
+    """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns)."""
+    rows = summary.dropna(subset=[column]) if column in summary else summary.iloc[0:0]
+    return {ptype: g.pivot_table(index="perturb_length", columns="perturb_epoch", values=column, aggfunc="mean")
+            .sort_index().sort_index(axis=1) for ptype, g in rows.groupby("perturb_type")}
+
+
+def heatmap_figure(summary: pd.DataFrame, column: str, label: str) -> Figure:
+    grids = heatmap_grids(summary, column)
+    if not grids:
+        raise NoData(f"no perturbed trials with a baseline and a value of {column}")
+    limit = max(float(np.nanmax(np.abs(g.to_numpy(dtype=float)))) for g in grids.values()) or 1.0
+    cmap = plt.get_cmap("RdBu_r")
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 1.5, 3.4), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, (ptype, grid) in zip(axes[0], grids.items()):
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, origin="lower",
+                          aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [str(int(c)) for c in grid.columns])
+        ax.set_yticks(range(len(grid.index)), [str(int(i)) for i in grid.index])
+        for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8)
+                r, g, b, _ = cmap((value + limit) / (2 * limit))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(j, i, f"{value:+.3g}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
         ax.set_xlabel("start epoch")
         ax.set_ylabel("length (epochs)")
-        ax.set_title(ptype)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"{title} (mean over seeds)")
-    _save(fig, path)
-    return None
+        ax.set_title(ptype, fontsize=10)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds)")
+    fig.suptitle(f"{label}: over each trial's own epochs", fontsize=10)
+    return fig
 
 
-def draw_all(results: pd.DataFrame, training: pd.DataFrame, out_dir: Path) -> tuple[list[Path], list[str]]:
+# ---- all ----------------------------------------------------------------------------------
+def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
+             rule: str = "min_val_loss", n_boot: int = 0, seed: int = 0) -> tuple[list[Path], list[str]]:
     """Write every figure; returns (paths, notes on figures drawn without data)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = per_epoch(results, training)
-    dev = deviations(frame) if len(frame) else pd.DataFrame()
-    paths = [out_dir / name for name in FIGURES]
-    notes = [baseline_curves(frame, paths[0]) if len(frame) else _placeholder(paths[0], "Baselines", "no data"),
-             single_epoch_effects(dev, paths[1]),
-             heatmap(dev, "max_alignment_dev", "Max behavioural alignment: trial - baseline", paths[2]),
-             heatmap(dev, "min_loss_dev", "Min validation loss: trial - baseline", paths[3])]
-    return paths, [n for n in notes if n]
+    trials = training.drop_duplicates("trial_id") if len(training) else training
+    jobs: list[tuple[str, str, callable]] = [
+        ("baseline_curves.png", "Baselines over training", lambda: baseline_curves_figure(training))]
+    deltas = epoch_deltas(training) if len(training) else pd.DataFrame(columns=d.WINDOW)
+    types = sorted(deltas["perturb_type"].dropna().unique()) if len(deltas) else []
+    for ptype in types:
+        jobs.append((f"change_{ptype}.png", f"{ptype} vs baseline", lambda p=ptype: change_figure(deltas, p, n_boot,
+                                                                                                    seed)))
+    jobs.append(("ba_vs_loss.png", "Behavioural alignment vs validation loss",
+                 lambda: vs_loss_figure(per_epoch, trials, ["alignment", "target_rsa"], rule,
+                                        "Alignment vs validation loss (truncated own epochs; baselines black)")))
+    for dataset in NEURAL:
+        measures = [c for c in per_epoch.columns if c.startswith(f"{dataset}/")]
+        if measures:
+            jobs.append((f"na_vs_loss_{dataset}.png", f"{dataset} vs validation loss",
+                         lambda m=measures, ds=dataset: vs_loss_figure(
+                             per_epoch, trials, m, rule, f"{ds}: neural alignment per ROI vs validation loss "
+                                                         "(truncated own epochs; baselines black)")))
+    jobs.append(("single_epoch_effects.png", "Single-epoch perturbations vs baseline",
+                 lambda: single_epoch_figure(single_epoch_effects(per_epoch, trials), n_boot, seed)))
+    for column, label in HEATMAPS.items():
+        if column in summary or column != "max_target_rsa_deviation":
+            name = column.replace("_deviation", "")
+            jobs.append((f"heatmap_{name}.png", label, lambda c=column, lb=label: heatmap_figure(summary, c, lb)))
+    paths, notes = [], []
+    for name, title, make in jobs:
+        try:
+            fig = make()
+        except NoData as reason:
+            fig = _placeholder(title, str(reason))
+            notes.append(f"{name}: {reason}")
+        _save(fig, out_dir / name)
+        paths.append(out_dir / name)
+    return paths, notes

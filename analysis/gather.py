@@ -43,15 +43,21 @@ class Checkpoint:
 class Trial:
     """One trial (or run): its settings, training history and checkpoints by epoch."""
 
-    trial_id: str
+    trial_id: str        # Tune's trial id (unique per trial), else the run directory's name
     directory: str
     config: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     baseline_id: str | None = None
+    label: str = ""      # readable name: the trial's run_name (the study manifest's key)
+    role: str | None = None  # from the manifest: "baseline", "perturbed", "trial"; None without one
+    status: str | None = None  # from the manifest, e.g. "skipped", with its reason in ``note``
+    note: str | None = None
 
     @property
     def is_baseline(self) -> bool:
+        if self.role is not None:
+            return self.role == "baseline"
         return self.config.get("perturb_type", "none") == "none"
 
     @property
@@ -146,8 +152,22 @@ def _trial_dir(meta_path: str) -> str:
     return parent  # a Tune trial directory (checkpoint_00000N/)
 
 
-def _trial_id(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
-    """params.json's run_name (Tune), else the run name in meta.json, else one built from the config."""
+def tune_trial_id(fs: pafs.FileSystem, trial_dir: str) -> str | None:
+    """Tune's id of the trial in ``trial_dir`` (from the first line of its result.json), if it has one."""
+    path = posixpath.join(trial_dir, "result.json")
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    try:
+        with fs.open_input_stream(path) as fh:
+            first = fh.read(1 << 16).split(b"\n", 1)[0]
+        value = json.loads(first.decode("utf-8")).get("trial_id")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _label(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
+    """A readable name: params.json's run_name (Tune), else the run name in meta.json, else the directory."""
     params = posixpath.join(trial_dir, "params.json")
     if fs.get_file_info(params).type == pafs.FileType.File:
         try:
@@ -159,14 +179,13 @@ def _trial_id(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
     name = meta.get("run_name")
     if name and name != "run":
         return str(name)
-    try:
-        from hba_sweep.config import run_name
-        from hba_sweep.config import TrainConfig
+    return posixpath.basename(trial_dir)
 
-        cfg = {k: v for k, v in meta.get("config", {}).items() if k in TrainConfig.__dataclass_fields__}
-        return run_name(TrainConfig(**{**cfg, "run_name": None}))
-    except (TypeError, ValueError):
-        return posixpath.basename(trial_dir)
+
+def _trial_id(fs: pafs.FileSystem, root: str, trial_dir: str) -> str:
+    """Tune's trial id; else the trial directory relative to the experiment (unique per run)."""
+    rel = posixpath.relpath(trial_dir, root)
+    return tune_trial_id(fs, trial_dir) or (posixpath.basename(trial_dir) if rel == "." else rel)
 
 
 def _identity(config: dict[str, Any]) -> str:
@@ -176,6 +195,7 @@ def _identity(config: dict[str, Any]) -> str:
 def gather(fs: pafs.FileSystem, root: str) -> Study:
     """Every trial and epoch checkpoint under ``root``; inherited epochs resolved to the baseline's."""
     trials: dict[str, Trial] = {}
+    ids: dict[str, str] = {}
     skipped: list[str] = []
     for meta_path in _meta_files(fs, root):
         try:
@@ -185,15 +205,20 @@ def gather(fs: pafs.FileSystem, root: str) -> Study:
             skipped.append(f"{meta_path}: unreadable meta.json (truncated?); checkpoint left out")
             continue
         trial_dir = _trial_dir(meta_path)
-        tid = _trial_id(fs, trial_dir, meta)
         config = run_config(meta)
-        trial = trials.setdefault(tid, Trial(tid, trial_dir, dict(config)))
+        if trial_dir not in ids:
+            ids[trial_dir] = _trial_id(fs, root, trial_dir)
+        tid = ids[trial_dir]
+        if tid not in trials:
+            trials[tid] = Trial(tid, trial_dir, dict(config), label=_label(fs, trial_dir, meta))
+        trial = trials[tid]
         history = list(meta.get("metrics", []))
         if len(history) >= len(trial.history):
             trial.history, trial.config = history, dict(config)
         ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""), config)
         trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
     manifest = _read_manifest(fs, root)
+    _apply_manifest(trials, manifest)
     entries = _entries(trials, skipped)
     return Study(root, fs, trials, entries, manifest, skipped)
 
@@ -209,12 +234,40 @@ def _read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
                         "checkpoints without it.") from None
 
 
+ROLES = {"baselines": "baseline", "perturbed": "perturbed", "trials": "trial"}  # manifest phase -> role
+
+
+def _apply_manifest(trials: dict[str, Trial], manifest: dict[str, Any] | None) -> None:
+    """Roles, baselines and status from study.json (keyed by trial name), where it lists the trial."""
+    planned = (manifest or {}).get("trials") or {}
+    by_label = {t.label: t for t in trials.values()}
+    for trial in trials.values():
+        entry = planned.get(trial.label)
+        if not isinstance(entry, dict):
+            continue
+        role = entry.get("role") or ROLES.get(str(entry.get("phase", "")).split("_")[0])
+        if entry.get("baseline"):
+            trial.role = "perturbed"
+        elif role == "baseline":
+            trial.role = "baseline"
+        # otherwise (independent trials) the role follows the config, the baseline the settings
+        trial.status = entry.get("status")
+        trial.note = entry.get("skip_reason") or entry.get("reason") or entry.get("note")
+        base = by_label.get(entry.get("baseline") or "")
+        trial.baseline_id = base.trial_id if base else None
+
+
 def _entries(trials: dict[str, Trial], skipped: list[str]) -> list[EpochEntry]:
     """One entry per (trial, epoch): own checkpoints, plus inherited epochs from the baseline."""
     baselines = {_identity(t.config): t for t in trials.values() if t.is_baseline}
     entries = []
     for trial in sorted(trials.values(), key=lambda t: t.trial_id):
-        base = None if trial.is_baseline else baselines.get(_identity(trial.config))
+        if trial.is_baseline:
+            base = None
+        elif trial.baseline_id is not None:
+            base = trials.get(trial.baseline_id)
+        else:
+            base = baselines.get(_identity(trial.config))
         trial.baseline_id = base.trial_id if base else None
         for epoch, ckpt in sorted(trial.checkpoints.items()):
             entries.append(EpochEntry(trial.trial_id, epoch, False, ckpt))

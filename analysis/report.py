@@ -1,4 +1,5 @@
-"""``report.md``: what was analysed, headline numbers per perturbation type, figures, what was skipped."""
+"""``report.md``: the definitions used, what was analysed, per-window deviations from the baseline
+(mean ± sd over seeds), the best trial of a searcher study, figures, diverged and skipped trials."""
 
 from __future__ import annotations
 
@@ -7,66 +8,85 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.figures import deviations, per_epoch
+from analysis import definitions as d
+
+HEADLINE = {"max_alignment_deviation": "Δ max alignment", "min_val_loss_deviation": "Δ min val loss",
+            "max_target_rsa_deviation": "Δ max target RSA"}
 
 
-def _fmt(mean: float, std: float | None = None) -> str:
+def preface(rule: str) -> list[str]:
+    trunc = ("each run's own epochs up to and including its minimum validation loss (`--truncate min_val_loss`, "
+             "as the published notebooks); the baseline is truncated the same way" if rule == "min_val_loss" else
+             "all of each run's own epochs (`--truncate none`; the published notebooks truncate at the minimum "
+             "validation loss)")
+    return ["## Definitions", "",
+            "- **Own epochs**: the epochs a run trained itself: never epoch -1 (before training), never epochs a "
+            "fork inherited from its baseline; a perturbed trial's start at its window (`perturb_epoch`).",
+            f"- **Truncation**: {trunc}.",
+            "- **Max alignment deviation** = max over the trial's truncated own epochs of the triplet behavioural "
+            "RSA − the same max over its baseline's truncated own epochs (same settings and seed). **Min val loss "
+            "deviation** likewise with the minimum validation loss. The same for the target RSA and for every "
+            "evaluation set/ROI in `summary.parquet` (columns `max_<dataset>/<reference>/<metric>...`).",
+            "- **delta** (results.parquet) = value − the baseline's value at the same epoch, same dataset, "
+            "reference and metric.",
+            "- Neural RSA: model RDM 1 − cosine unless the evaluation set sets `model_rdm_distance_metric`; "
+            "behavioural RSA: 1 − Pearson; Spearman between upper triangles. NIGHTS 2AFC on the `test` split, "
+            "a distance tie counts as the left image (as published); accuracy as a fraction.", ""]
+
+
+def _fmt(mean: float, sd: float | None = None, digits: int = 4) -> str:
     if pd.isna(mean):
         return "n/a"
-    return f"{mean:+.4f}" if std is None or pd.isna(std) else f"{mean:+.4f} ± {std:.4f}"
+    return f"{mean:+.{digits}f}" if sd is None or pd.isna(sd) else f"{mean:+.{digits}f} ± {sd:.{digits}f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def baseline_section(results: pd.DataFrame) -> list[str]:
-    base = results[results["perturb_type"] == "none"]
-    if base.empty:
-        return ["No baseline trials."]
-    last = base[base["epoch"] == base.groupby("trial_id")["epoch"].transform("max")]
-    stats = last.groupby(["dataset", "reference", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
-    rows = [(r["dataset"], r["reference"], r["metric"], f"{r['mean']:.4f}",
-             "" if pd.isna(r["std"]) else f"{r['std']:.4f}", int(r["count"])) for _, r in stats.iterrows()]
-    return _table(["dataset", "reference", "metric", "mean", "sd over seeds", "baselines"], rows)
-
-
-def perturbation_section(results: pd.DataFrame, training: pd.DataFrame) -> list[str]:
-    frame = per_epoch(results, training)
-    dev = deviations(frame) if len(frame) else pd.DataFrame()
-    if dev.empty:
+def window_section(summary: pd.DataFrame) -> list[str]:
+    columns = [c for c in HEADLINE if c in summary]
+    table = d.window_table(summary, columns)
+    if table.empty:
         return ["No perturbed trial with its baseline in this study: nothing to compare."]
-    rows = []
-    for ptype, g in dev.groupby("perturb_type"):
-        rows.append((ptype, len(g), _fmt(g["delta_behavioral"].mean(), g["delta_behavioral"].std()),
-                     _fmt(g["delta_val_loss"].mean(), g["delta_val_loss"].std()),
-                     _fmt(g["delta_neural"].mean(), g["delta_neural"].std()),
-                     _fmt(g["max_alignment_dev"].mean()), _fmt(g["min_loss_dev"].mean())))
-    header = ["perturbation", "trials", "Δ behavioural RSA (last epoch)", "Δ val loss (last epoch)",
-              "Δ neural RSA (last epoch)", "Δ max behavioural RSA", "Δ min val loss"]
-    return _table(header, rows) + ["", "Δ = trial − its baseline (same settings and seed, same epoch); "
-                                       "mean ± sd over trials."]
+    rows = [(r["perturb_type"], int(r["perturb_epoch"]), int(r["perturb_length"]), int(r["n"]),
+             *[_fmt(r[f"{c}_mean"], r[f"{c}_sd"]) for c in columns]) for _, r in table.iterrows()]
+    return _table(["perturbation", "start epoch", "length", "seeds", *[HEADLINE[c] for c in columns]], rows) + [
+        "", "Mean ± sd over seeds (trials of the same window); per-trial values and every evaluation set/ROI in "
+            "`summary.parquet`."]
 
 
-def write_report(path: Path, info: dict[str, Any], results: pd.DataFrame, training: pd.DataFrame,
-                 figures: Sequence[Path], notes: Sequence[str]) -> str:
+def best_trial_lines(best: dict | None, metric: str | None, mode: str | None) -> list[str]:
+    if not best:
+        return []
+    config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+    return ["## Best trial", "",
+            f"Under the study's metric `{metric}` ({mode}): **{best.get('label') or best['trial_id']}** "
+            f"(trial id {best['trial_id']}), {metric} = {best['value']:.4f} at epoch {best['epoch']}.",
+            "", f"Config: {config or '(no searched settings)'}", ""]
+
+
+def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[Path], notes: Sequence[str]) -> str:
     """Compose the report text (the caller writes it atomically)."""
-    lines = [f"# Analysis of `{info['root']}`", "",
+    lines = [f"# Analysis of `{info['root']}`", "", *preface(info["truncate"]),
              "## What was analysed", "",
-             f"- trials: {info['n_trials']} ({info['n_baselines']} baselines, {info['n_trials'] - info['n_baselines']} "
-             "perturbed or other)",
+             f"- trials: {info['n_trials']} ({info['n_baselines']} baselines, "
+             f"{info['n_trials'] - info['n_baselines']} perturbed or other)",
              f"- (trial, epoch) checkpoints: {info['n_entries']} ({info['n_inherited']} inherited from baselines), "
              f"{info['n_unique']} distinct checkpoints",
              f"- datasets: {', '.join(info['datasets'])} (evaluation sets from {info['evalsets_source']})",
-             f"- RSA: model RDM {info['score'].model_rdm_distance_metric}, similarity "
-             f"{info['score'].rsa_similarity_metric}, bootstrap draws {info['score'].n_boot or 'none'}",
+             f"- RSA similarity {info['score'].rsa_similarity_metric}, bootstrap draws {info['score'].n_boot or 'none'}",
              f"- this run computed {info['computed']} checkpoint(s); the rest came from `evaluations.parquet`",
-             f"- tables: `results.parquet` ({len(results)} rows), `training_metrics.parquet` ({len(training)} rows)",
-             "", "## Baselines at their last epoch", "", *baseline_section(results),
-             "", "## Perturbations vs baseline", "", *perturbation_section(results, training),
-             "", "## Figures", ""]
+             f"- tables: `results.parquet` ({info['n_results']} rows), `training_metrics.parquet` "
+             f"({info['n_training']} rows), `summary.parquet` ({len(summary)} perturbed trials)", "",
+             *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
+             "## Perturbation windows vs baseline", "", *window_section(summary), "", "## Figures", ""]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
+    diverged = info.get("diverged") or []
+    lines += ["", "## Diverged trials", ""]
+    lines += ([f"- {t}: non-finite loss on an own epoch; those epochs hold NaN and never count as a minimum"
+               for t in diverged] if diverged else ["None."])
     lines += ["", "## Skipped", ""]
     skipped = list(info.get("skipped", [])) + list(notes)
     lines += [f"- {s}" for s in skipped] if skipped else ["Nothing was skipped."]

@@ -155,9 +155,13 @@ def load_references(paths: Mapping[str, str], n: int, distance: str = "pearson")
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    """How predictions are compared with references."""
+    """How predictions are compared with references.
 
-    model_rdm_distance_metric: str = "pearson"
+    ``model_rdm_distance_metric`` None: each evaluation set's own ``model_rdm_distance_metric``,
+    else the published default for its dataset (:data:`MODEL_RDM_DEFAULTS`).
+    """
+
+    model_rdm_distance_metric: str | None = None
     rsa_similarity_metric: str = "spearman"
     reference_rdm_distance_metric: str = "pearson"
     n_boot: int = 0
@@ -165,6 +169,21 @@ class ScoreSettings:
 
 
 RSA_DATASETS = ("things", "things_fmri", "nod")
+# Published model RDMs: behaviour 1 - Pearson (as in training), brains 1 - cosine.
+MODEL_RDM_DEFAULTS = {"things": "pearson", "things_fmri": "cosine", "nod": "cosine"}
+NIGHTS_DEFAULT_SPLIT = "test"  # the published NIGHTS evaluation; `split: all` scores every split
+
+
+def model_rdm_distance(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> str:
+    """The model-RDM distance for an RSA set: the command line's, else the set's, else the published default."""
+    return (settings.model_rdm_distance_metric or spec.get("model_rdm_distance_metric")
+            or MODEL_RDM_DEFAULTS.get(dataset, "pearson"))
+
+
+def nights_split(spec: Mapping[str, Any]) -> str | None:
+    """The NIGHTS split to score: ``test`` unless the set names one (``all``: every split)."""
+    split = spec.get("split", NIGHTS_DEFAULT_SPLIT)
+    return None if split in (None, "all") else str(split)
 TABLE_KEYS = ("annotations_file", "metadata_csv", "index_csv", "data_csv")
 
 
@@ -183,7 +202,10 @@ def _evalset_record(dataset: str, spec: Mapping[str, Any], settings: ScoreSettin
     for path in files:
         st = os.stat(path)
         stamps[path] = [st.st_size, st.st_mtime_ns]
-    return {"spec": used, "files": stamps, **(settings.__dict__ if rsa_set else {})}
+    scoring = {**settings.__dict__, "model_rdm_distance_metric": model_rdm_distance(dataset, spec, settings)}
+    if dataset == "nights":
+        used = {**used, "split": nights_split(spec)}
+    return {"spec": used, "files": stamps, **(scoring if rsa_set else {})}
 
 
 def build_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> EvalSet:
@@ -198,7 +220,7 @@ def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings
 
     def rsa_scorer_for(n: int, groups: Sequence[Any] | None = None) -> Scorer:
         references = load_references(spec.get("reference_rdms") or {}, n, settings.reference_rdm_distance_metric)
-        return rsa_scorer(references, settings.model_rdm_distance_metric, settings.rsa_similarity_metric,
+        return rsa_scorer(references, model_rdm_distance(dataset, spec, settings), settings.rsa_similarity_metric,
                           settings.n_boot, settings.seed, groups)
 
     if dataset in ("things", "cka"):
@@ -214,8 +236,8 @@ def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings
                        int(spec.get("seed", 0)))
         return list(nod.image_paths), rsa_scorer_for(len(nod.images))
     if dataset == "nights":
-        nights = load_nights(spec["data_csv"], spec["img_dir"], spec.get("split"))
-        return list(nights.image_paths), two_afc_scorer(nights, spec.get("split"))
+        nights = load_nights(spec["data_csv"], spec["img_dir"], nights_split(spec))
+        return list(nights.image_paths), two_afc_scorer(nights, nights_split(spec))
     raise DataError(f"unknown dataset {dataset!r}. Fix: use one of {list(DATASETS)}.")
 
 

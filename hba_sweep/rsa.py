@@ -271,7 +271,8 @@ def two_afc_accuracy(
     d_left = _cosine_distance_rows(r[decided], a[decided])
     d_right = _cosine_distance_rows(r[decided], b[decided])
     human_left = lv[decided] > rv[decided]
-    correct = np.where(human_left, d_left < d_right, d_right < d_left)
+    model_right = d_right < d_left
+    correct = model_right != human_left
     return float(np.mean(correct))
 
 

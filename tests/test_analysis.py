@@ -14,7 +14,6 @@ import torch
 from analysis import gather
 from analysis.cli import analyze
 from analysis.evaluate import Options
-from analysis.figures import FIGURES
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import inference
 from hba_sweep.cli import main
@@ -23,6 +22,8 @@ DOCUMENTED = ["trial_id", "epoch", "inherited", "dataset", "reference", "metric"
               "ci_high", "perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "random_seed"]
 # demo evalsets: things (1 reference), things_fmri (2 ROIs), nod (2 ROIs), nights (1), cka (2 metrics)
 ROWS_PER_CHECKPOINT = 1 + 2 + 2 + 1 + 2
+FIGURES = ["baseline_curves.png", "change_label_shuffle.png", "ba_vs_loss.png", "na_vs_loss_things_fmri.png",
+           "na_vs_loss_nod.png", "single_epoch_effects.png", "heatmap_max_alignment.png", "heatmap_min_val_loss.png"]
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +178,11 @@ def test_gather_reads_tune_trial_layout(study: dict, tmp_path: Path) -> None:
         (exp / f"checkpoint_{i:06d}" / "meta.json").write_text(json.dumps({**meta, "run_name": "run"}))
     (exp / "params.json").write_text(json.dumps({"run_name": "seed1_baseline"}))
     (exp / "params.pkl").write_bytes(b"not to be read")
+    (exp / "result.json").write_text(json.dumps({"trial_id": "5f2c1_00000", "epoch": -1}) + "\n")
     fs, root = gather.open_experiment(str(tmp_path / "exp"))
     found = gather.gather(fs, root)
-    assert list(found.trials) == ["seed1_baseline"]
+    assert list(found.trials) == ["5f2c1_00000"]  # Tune's trial id; the run name is the label
+    assert found.trials["5f2c1_00000"].label == "seed1_baseline"
     assert [(e.epoch, e.inherited) for e in found.entries] == [(-1, False), (0, False), (1, False)]
 
 

@@ -310,3 +310,14 @@ def test_published_behavioural_check():
     assert p == pytest.approx(expected_p, rel=1e-6)
     assert rho > 0.5  # SPoSE embeddings predict the triplet RDM well
     print(f"published behavioural check: rho={rho:.6f} p={p:.3g}")
+
+
+def test_two_afc_distance_tie_counts_as_left():
+    """Published NIGHTS rule: the model picks right only when strictly closer (prediction = d1 < d0)."""
+    ref = np.array([[1.0, 0.0]] * 4)
+    side = np.array([[1.0, 1.0]] * 4)  # left and right identical: every distance ties
+    human_left = np.array([1, 1, 0, 0])
+    # oracle: model choice is "left" on every triplet, so it is right exactly where humans chose left
+    assert rsa.two_afc_accuracy(ref, side, side, human_left, 1 - human_left) == pytest.approx(0.5)
+    assert rsa.two_afc_accuracy(ref, side, side, np.ones(4), np.zeros(4)) == pytest.approx(1.0)
+    assert rsa.two_afc_accuracy(ref, side, side, np.zeros(4), np.ones(4)) == pytest.approx(0.0)
