@@ -12,13 +12,42 @@ import ray
 
 from analysis.cli import analyze  # noqa: E402
 from analysis.evaluate import Options  # noqa: E402
-from analysis.figures import FIGURES  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ROWS_PER_CHECKPOINT = 8  # things 1 + things_fmri 2 ROIs + nod 2 ROIs + nights 1 + cka 2
+FIGURES = ["baseline_curves.png", "change_label_shuffle.png", "change_random_target.png", "ba_vs_loss.png",
+           "na_vs_loss_things_fmri.png", "na_vs_loss_nod.png", "single_epoch_effects.png",
+           "heatmap_max_alignment.png", "heatmap_min_val_loss.png"]
+
+
+def recompute_summary(training: pd.DataFrame) -> pd.DataFrame:
+    """The published definitions, written again from training_metrics.parquet: own epochs (>= 0, not
+    inherited, from the window start), truncated at the first minimum val loss; max/min vs the baseline's."""
+    def best(rows: pd.DataFrame, start: int) -> tuple[float, float]:
+        rows = rows[(rows["epoch"] >= max(start, 0)) & ~rows["inherited"]].sort_values("epoch").reset_index()
+        rows = rows.iloc[: int(rows["val_loss"].to_numpy().argmin()) + 1]
+        return rows["behavioral_rsa_rho"].max(), rows["val_loss"].min()
+
+    out = []
+    for tid, rows in training.groupby("trial_id"):
+        first = rows.iloc[0]
+        if first["is_baseline"]:
+            continue
+        align, loss = best(rows, int(first["perturb_epoch"]))
+        b_align, b_loss = best(training[training["trial_id"] == first["baseline_id"]], 0)
+        out.append({"trial_id": tid, "max_alignment_deviation": align - b_align,
+                    "min_val_loss_deviation": loss - b_loss})
+    return pd.DataFrame(out).set_index("trial_id").sort_index()
+
+
+def check_summary(out: Path) -> None:
+    summary = pd.read_parquet(out / "summary.parquet").set_index("trial_id").sort_index()
+    expected = recompute_summary(pd.read_parquet(out / "training_metrics.parquet"))
+    assert list(summary.index) == list(expected.index)
+    pd.testing.assert_frame_equal(summary[expected.columns], expected, check_exact=False, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +88,9 @@ def test_analyze_demo_study(demo_study: str, monkeypatch: pytest.MonkeyPatch) ->
     for name in FIGURES:
         assert (out / name).stat().st_size > 1000
     assert len(pd.read_parquet(out / "training_metrics.parquet")) == 50
+    check_summary(out)
+    report = (out / "report.md").read_text()
+    assert report.count("| label_shuffle |") == 2 and report.count("| random_target |") == 2  # one row per window
     n = len(calls)
     assert analyze(demo_study, log=lambda m: None).computed == 0 and len(calls) == n
 
