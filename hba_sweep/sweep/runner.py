@@ -20,7 +20,6 @@ from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
 
 METRIC_COLUMNS = {"epoch": "epoch", "val_loss": "val_loss", "behavioral_rsa_rho": "rsa_rho"}
-TOKEN_FILE = "~/.ray/auth_token"
 
 
 @dataclass
@@ -61,26 +60,15 @@ class StudyOutcome:
 
 # ---- Ray --------------------------------------------------------------------------------
 def connect(opts: RunOptions) -> bool:
-    """Start or join Ray; print the dashboard and how to authenticate. True if we started it."""
+    """Start or join Ray (hba_sweep/sweep/cluster.py); True if this call connected."""
     import ray
+
+    from hba_sweep.sweep import cluster
 
     if ray.is_initialized():
         return False
-    address = opts.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ctx = ray.init(address=address, **opts.ray_init)
-    else:
-        ctx = ray.init(include_dashboard=opts.dashboard, dashboard_host=opts.dashboard_host, **opts.ray_init)
-    url = getattr(ctx, "dashboard_url", None)
-    if url:
-        opts.echo(f"Ray dashboard: http://{url}")
-        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-            opts.echo("  token authentication is DISABLED (RAY_AUTH_MODE=disabled): anyone who reaches it has control.")
-        else:
-            opts.echo(f"  authenticate with the token in {TOKEN_FILE} (header 'Authorization: Bearer <token>'; "
-                      "`ray get-auth-token` prints it)")
-        if opts.dashboard_host not in ("127.0.0.1", "localhost") and not address:
-            opts.echo(f"  note: bound to {opts.dashboard_host}, reachable from other machines.")
+    address, origin = (opts.address, "--address") if opts.address else (os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")
+    cluster.connect(address, origin, opts.dashboard, opts.dashboard_host, opts.echo, **opts.ray_init)
     return True
 
 
