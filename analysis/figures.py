@@ -140,6 +140,7 @@ def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int =
         ax_row[0].set_ylabel(f"Δ {label_of(measure)}", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"{ptype}: change vs baseline per epoch (window shaded; band: {band})", fontsize=10)
     return fig
 

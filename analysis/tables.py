@@ -42,7 +42,7 @@ def searched_keys(study: Study) -> list[str]:
         for k, v in t.config.items():
             if k not in NOT_SEARCHED and isinstance(v, (int, float, str, bool, type(None))):
                 keys.setdefault(k, set()).add(v)
-    return sorted(k for k, vals in keys.items() if len(vals) > 1 and k not in TRIAL_COLUMNS)
+    return sorted(k for k, vals in keys.items() if len(vals) > 1)
 
 
 def trial_settings(trial: Trial, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def trial_settings(trial: Trial, extra: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def settings_table(study: Study) -> pd.DataFrame:
-    extra = searched_keys(study)
+    extra = [k for k in searched_keys(study) if k not in TRIAL_COLUMNS]
     columns = ["trial_id", "trial_label", *TRIAL_COLUMNS, *extra]
     rows = [{"trial_id": t.trial_id, **trial_settings(t, extra)} for t in study.trials.values()]
     return _typed(pd.DataFrame(rows, columns=columns))

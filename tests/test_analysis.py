@@ -226,3 +226,40 @@ def test_remote_storage_uploads_outputs_and_reuses_cache(study: dict, tmp_path: 
     assert analyze("exp", opts, storage="mock://", log=lambda m: None).computed == 4
     assert (remote / "exp" / "analysis" / "results.parquet").is_file()
     assert analyze("exp", opts, storage="mock://", log=lambda m: None).computed == 0
+
+
+def test_searcher_trials_differing_only_in_searched_values_stay_apart(study: dict, tmp_path: Path) -> None:
+    """Two Tune trials of a searcher (no run_name in params.json, run_name 'run' in meta) that differ only in
+    lr and dora_alpha: two trials, each with its own checkpoints, lr and dora_alpha as columns."""
+    exp = tmp_path / "exp" / "trials"
+    for n, (lr, alpha) in enumerate([(1e-3, 8.0), (1e-4, 16.0)]):
+        trial = exp / f"train_hba_{n:05d}"
+        for i, epoch in enumerate(ckpt.list_epochs(study["baseline"])):
+            target = trial / f"checkpoint_{i:06d}"
+            shutil.copytree(ckpt.epoch_dir(study["baseline"], epoch), target)
+            meta = json.loads((target / "meta.json").read_text())
+            meta["config"].update(lr=lr, dora_alpha=alpha, run_name="run")
+            meta["metrics"] = [{**row, "val_loss": row["val_loss"] / (n + 1)} for row in meta["metrics"]]
+            (target / "meta.json").write_text(json.dumps({**meta, "run_name": "run"}))
+        (trial / "params.json").write_text(json.dumps({"lr": lr, "dora_alpha": alpha}))
+        (trial / "result.json").write_text(json.dumps({"trial_id": f"ab12c_{n:05d}"}) + "\n")
+    (tmp_path / "exp" / "study.json").write_text(json.dumps({"metric": "val_loss", "mode": "min", "trials": {}}))
+    fs, root = gather.open_experiment(str(tmp_path / "exp"))
+    found = gather.gather(fs, root)
+    assert sorted(found.trials) == ["ab12c_00000", "ab12c_00001"]
+    for tid, folder in (("ab12c_00000", "train_hba_00000"), ("ab12c_00001", "train_hba_00001")):
+        # every epoch of each trial, none spliced in from the other
+        assert [(e.epoch, e.checkpoint.path.split("/")[-2]) for e in found.entries if e.trial_id == tid] == [
+            (-1, folder), (0, folder), (1, folder)]
+    from analysis import tables
+
+    settings = tables.settings_table(found).set_index("trial_id")
+    assert settings.loc["ab12c_00000", "lr"] == 1e-3 and settings.loc["ab12c_00001", "dora_alpha"] == 16.0
+    training = tables.training_table(found)
+    assert training.groupby("trial_id").size().to_dict() == {"ab12c_00000": 3, "ab12c_00001": 3}
+    from analysis.cli import best_trial_summary
+
+    own = training[training["epoch"] >= 0]
+    best = own.loc[own["val_loss"].idxmin()]
+    line = best_trial_summary(str(tmp_path / "exp"))
+    assert best["trial_id"] in line and f"lr={best['lr']}" in line
