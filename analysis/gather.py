@@ -87,7 +87,9 @@ class Study:
 
 def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, root) of an experiment: a local dir, a URI, or a name under ``storage``."""
-    target = f"{storage.rstrip('/')}/{path}" if storage else path
+    from hba_sweep.sweep.storage import experiment_path
+
+    target = experiment_path(path, storage)  # the name joins a URI's path, before its ?query
     try:
         if "://" in target:
             fs, root = pafs.FileSystem.from_uri(target)

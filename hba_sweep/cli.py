@@ -24,6 +24,8 @@ COMMANDS = {
     "run": ("hba_sweep.sweep.cli", "add_run_parser", "run a study from a search-space file on Ray Tune"),
     "status": ("hba_sweep.sweep.cli", "add_status_parser",
                "done / running / failed / pending per trial of an experiment"),
+    "logs": ("hba_sweep.sweep.jobs", "add_logs_parser", "the output of a study submitted with run --submit"),
+    "stop": ("hba_sweep.sweep.jobs", "add_stop_parser", "stop a study submitted with run --submit"),
     "analyze": ("analysis.cli", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
     "infer": ("hba_sweep.inference", "add_infer_parser",
               "evaluate a run's checkpoint(s) from the study's inference YAML"),

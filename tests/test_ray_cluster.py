@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,40 @@ def test_missing_or_wrong_token_is_exit_2_with_the_fix(cluster, env, tmp_path, t
     assert f"RAY_ADDRESS={cluster.address}: the cluster" in out.stdout and expected in out.stdout, out
     assert "ray get-auth-token" in out.stdout and "Traceback" not in out.stderr
     print(out.stdout.split(":")[0])  # the time to the message (-s shows it): one short attempt, not 20 s of retries
+
+
+def wait_for_job(cluster, submission_id: str, timeout: float = 500) -> str:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    jobs = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token_text()}"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = jobs.get_job_status(submission_id)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return str(status.value)
+        time.sleep(3)
+    return "TIMEOUT"
+
+
+@pytest.mark.timeout(900)
+def test_study_submitted_as_a_ray_job(cluster, env, demo_dir, tmp_path):
+    space = space_file(tmp_path, demo_dir, "jobstudy")
+    storage = tmp_path / "job storage"
+    sub = cli(["run", str(space), "--submit", cluster.dashboard, "--storage", str(storage)], env, tmp_path)
+    assert sub.returncode == 0, sub.stdout + sub.stderr[-3000:]
+    exp = storage / "jobstudy"
+    job = json.loads((exp / "job.json").read_text())
+    assert job["submission_id"].startswith("hba_jobstudy_") and job["dashboard"] == cluster.dashboard
+    assert f"{cluster.dashboard}/#/jobs/{job['submission_id']}" in sub.stdout
+    assert "ray get-auth-token" in sub.stdout and cluster.token_text() not in sub.stdout + json.dumps(job)
+    assert f"python -m hba_sweep status '{exp}'" in sub.stdout  # quoted: the path has a space
+
+    state = wait_for_job(cluster, job["submission_id"])
+    logs = cli(["logs", str(exp)], env, tmp_path, timeout=120)
+    assert state == "SUCCEEDED", logs.stdout[-4000:] + logs.stderr[-2000:]
+    assert "Trial name" in logs.stdout and "3 trials finished, 0 failed" in logs.stdout  # Tune's table, the summary
+    status = cli(["status", str(exp)], env, tmp_path, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert f"Ray job {job['submission_id']}: SUCCEEDED" in status.stdout and "3 done (3 trials)" in status.stdout
+    stop = cli(["stop", "jobstudy", "--storage", str(storage)], env, tmp_path, timeout=120)
+    assert stop.returncode == 0 and "not running" in stop.stdout, stop.stdout + stop.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hba_sweep.errors import ConfigError
-
 DEFAULT_STORAGE = "ray_results"
 
 
@@ -48,6 +46,10 @@ def run_command(args: argparse.Namespace) -> int:
     from hba_sweep.sweep.runner import RunOptions, run_study
     from hba_sweep.sweep.spec import load_search_space
 
+    if args.submit is not None and not args.dry_run:  # the study runs as a Ray Job on the cluster
+        from hba_sweep.sweep.jobs import submit
+
+        return submit(args)
     space = load_search_space(args.search_space)
     if args.dry_run:
         expansion = expand(space, check_files=True)
@@ -70,23 +72,50 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  failed: {name}")
     for name in outcome.skipped:
         print(f"  not started (its baseline failed): {name}")
-    if outcome.exit_code:
-        where = (f" --storage {storage.redact(args.storage)}" if args.storage != DEFAULT_STORAGE else "") + \
-            (f" --name {args.name}" if args.name else "")  # --resume must find this experiment again
-        print(f"next: python -m hba_sweep run {args.search_space}{where} --resume   "
-              "(finishes unfinished, retries failed trials)")
-    print(f"status: python -m hba_sweep status {root}")
+    for line in next_steps(args, outcome.exit_code, root):
+        print(line)
     return outcome.exit_code
+
+
+def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]:
+    """The commands to go on with, exactly as a shell takes them (paths and URIs quoted)."""
+    import shlex
+
+    from hba_sweep.sweep import storage
+
+    lines = []
+    if exit_code:
+        where = (["--storage", storage.redact(args.storage)] if args.storage != DEFAULT_STORAGE else []) + \
+            (["--name", args.name] if args.name else [])  # --resume must find this experiment again
+        lines.append("next: " + shlex.join(["python", "-m", "hba_sweep", "run", args.search_space, *where, "--resume"])
+                     + "   (finishes unfinished, retries failed trials)")
+    lines.append("status: " + shlex.join(["python", "-m", "hba_sweep", "status", root]))
+    lines.append("analyze: " + shlex.join(["python", "-m", "hba_sweep", "analyze", root]))
+    if "***" in root:
+        lines.append("  (*** stands for the credentials in --storage; give them again, or in the environment)")
+    return lines
 
 
 def status_command(args: argparse.Namespace) -> int:
     """``status DIR``: a table of trials and their states."""
+    from hba_sweep.sweep import jobs, storage
     from hba_sweep.sweep.status import format_status, study_status
 
-    if "://" in args.experiment:
-        raise ConfigError(f"{args.experiment}: status reads a local or mounted directory. "
-                          "Fix: mount or download the experiment first.")
-    print(format_status(study_status(args.experiment)))
+    experiment = storage.experiment_path(args.experiment, args.storage)
+    job = jobs.job_line(experiment)  # a study submitted with run --submit: its Ray job first
+    if job:
+        print(job)
+        if not storage.exists(storage.join(experiment, storage.MANIFEST)):
+            print("the study has not started yet (its job is queued or starting)")
+            return 0
+    if not storage.is_uri(experiment):
+        print(format_status(study_status(experiment)))
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
+        storage.copy_state(experiment, local)
+        print(format_status(study_status(local)))
     return 0
 
 
@@ -100,7 +129,11 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="finish an interrupted experiment (no finished trial re-runs)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiment storage: a path or a pyarrow URI (s3://...)")
     p.add_argument("--name", type=_name, help="experiment name (default: the file's NAME, or its stem)")
-    p.add_argument("--address", help="attach to a running Ray cluster (default: $RAY_ADDRESS, else start one)")
+    p.add_argument("--address", help="attach to a running Ray cluster: host:port from `ray start --head`, or auto "
+                                     "(default: $RAY_ADDRESS, else start one here)")
+    p.add_argument("--submit", nargs="?", const="", metavar="DASHBOARD",
+                   help="submit the study as a Ray Job to the cluster whose dashboard this is (default "
+                        "$RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265); it survives the terminal")
     p.add_argument("--max-concurrent", type=_count, help="at most this many trials at once")
     p.add_argument("--cpus-per-trial", type=_positive, help="override RESOURCES['cpu']")
     p.add_argument("--gpus-per-trial", type=_positive, help="override RESOURCES['gpu'] (fractions share a GPU)")
@@ -117,6 +150,9 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``status EXPERIMENT_DIR``."""
     p = subparsers.add_parser("status", help="done / running / failed / pending per trial of an experiment")
-    p.add_argument("experiment", help="an experiment directory, e.g. ray_results/demo")
+    p.add_argument("experiment", help="an experiment directory or URI, e.g. ray_results/demo (or its name with "
+                                      "--storage)")
+    p.add_argument("--storage", help="storage path or URI holding the experiment, as `run` takes it "
+                                     "(then EXPERIMENT is its name)")
     p.set_defaults(func=status_command)
     return p

@@ -42,6 +42,17 @@ def token_source() -> str | None:
     return TOKEN_HINT if default.is_file() and default.read_text().strip() else None
 
 
+def read_token() -> str | None:
+    """This machine's token, from where ``token_source`` says Ray reads it."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    path = Path(os.environ.get(TOKEN_PATH_ENV) or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def set_auth_mode(mode: str) -> None:
     """Token authentication on or off for this process and its children, as Ray does it itself
     (ray._private.authentication.authentication_token_setup._enable_token_auth)."""

@@ -66,3 +66,35 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as fh:
         fh.write(text.encode("utf-8"))
+
+
+def read_text(path: str) -> str:
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as fh:
+        return fh.read().decode("utf-8")
+
+
+def experiment_path(experiment: str, storage: str | None = None) -> str:
+    """What ``status``/``analyze``/``logs`` name: a directory or URI, or (with ``--storage``, a path or
+    URI as ``run`` takes it) the experiment's name joined into the storage's path, query kept."""
+    return join(storage, experiment) if storage else experiment
+
+
+SKIPPED_IN_COPIES = ("checkpoint_", "prefix_cache", "analysis")
+
+
+def copy_state(root: str, dest: str) -> None:
+    """Copy an experiment's bookkeeping (study.json, Tune's experiment and trial state, results) from
+    object storage to the local folder ``dest``; checkpoints, the prefix cache and the analysis stay."""
+    import pyarrow.fs
+
+    fs, inner = _fs(root)
+    inner = inner.rstrip("/")
+    local = pyarrow.fs.LocalFileSystem()
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True)):
+        rel = info.path[len(inner):].lstrip("/")
+        if info.type != pyarrow.fs.FileType.File or any(part.startswith(SKIPPED_IN_COPIES) for part in rel.split("/")):
+            continue
+        target = os.path.join(dest, *rel.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        pyarrow.fs.copy_files(info.path, target, source_filesystem=fs, destination_filesystem=local)

@@ -1,0 +1,173 @@
+"""Studies as Ray Jobs: ``run --submit [DASHBOARD]`` hands the study driver to a cluster through
+Ray's Job Submission API, so it survives the terminal and its output (Tune's progress table) is on
+the dashboard's job page; ``status``, ``logs`` and ``stop`` follow it.
+
+The submitted entrypoint is the same ``run`` command with absolute paths (the head node must see
+the search-space file, the data and the storage: a shared file system, the same checkout, or
+object storage); the job finds the cluster through the ``RAY_ADDRESS`` Ray gives it. The job is
+recorded in ``<experiment>/job.json`` (submission id and dashboard address; never the token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from typing import Any, Callable
+
+from hba_sweep.errors import ConfigError
+from hba_sweep.sweep import cluster, storage
+
+JOB_FILE = "job.json"
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+FORWARDED = ("max_concurrent", "cpus_per_trial", "gpus_per_trial", "wandb", "mlflow", "verbose")
+
+
+def dashboard_url(address: str | None) -> str:
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_DASHBOARD
+    return (address if "://" in address else f"http://{address}").rstrip("/")
+
+
+def client(url: str):
+    """A JobSubmissionClient for the dashboard at ``url``, with this machine's token if it asks for one."""
+    from ray.job_submission import JobSubmissionClient
+
+    mode = cluster.dashboard_auth_mode(url)
+    if mode is None:
+        raise ConfigError(f"--submit {url}: no Ray dashboard answers there. Fix: give the head's dashboard address "
+                          "(`ray start --head` prints it; port 8265 unless --dashboard-port), e.g. "
+                          f"--submit {DEFAULT_DASHBOARD}.")
+    headers = {}
+    if mode == "token":
+        token = cluster.read_token()
+        if token is None:
+            raise ConfigError(f"--submit {url}: the cluster uses Ray's token authentication and this machine has no "
+                              f"token. Fix: copy the head's token to {cluster.TOKEN_HINT} (on the head, "
+                              "`ray get-auth-token` prints it).")
+        headers = {"Authorization": f"Bearer {token}"}
+    try:
+        return JobSubmissionClient(url, headers=headers)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ConfigError(f"--submit {url}: the dashboard refused the connection ({exc}). "
+                          f"Fix: use the head's token in {cluster.TOKEN_HINT}.") from None
+
+
+def entrypoint(args: argparse.Namespace, name: str, python: str = "python") -> str:
+    """The ``run`` command the job executes: this one, with absolute paths and without --submit."""
+    store = args.storage if storage.is_uri(args.storage) else os.path.abspath(os.path.expanduser(args.storage))
+    words = [python, "-m", "hba_sweep", "run", os.path.abspath(args.search_space), "--storage", store, "--name", name]
+    if args.resume:
+        words.append("--resume")
+    for key in FORWARDED:
+        value = getattr(args, key, None)
+        if value is not None:
+            words += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
+    """Submit the study as a Ray Job; record it in <experiment>/job.json; print how to follow it."""
+    from hba_sweep.sweep.spec import load_search_space
+
+    space = load_search_space(args.search_space)  # syntax and names checked before anything is sent
+    name = args.name or space.name
+    root = storage.experiment_root(args.storage, name)
+    if storage.exists(storage.join(root, storage.MANIFEST)) and not args.resume:
+        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it, "
+                          "or give --name NEW (or another --storage) for a new one.")
+    url = dashboard_url(args.submit)
+    jobs = client(url)
+    submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
+    command = entrypoint(args, name)
+    jobs.submit_job(entrypoint=command, submission_id=submission_id,
+                    metadata={"hba_sweep": "run", "experiment": storage.redact(root)})
+    storage.write_json(storage.join(root, JOB_FILE), {"submission_id": submission_id, "dashboard": url,
+                                                      "entrypoint": storage.redact(command)})
+    where = shlex.quote(storage.redact(root))
+    echo(f"submitted Ray job {submission_id}: the study runs on the cluster, whatever happens to this terminal.")
+    echo(f"  dashboard: {url}/#/jobs/{submission_id}  ({cluster.PASTE_HINT})")
+    echo(f"  status: python -m hba_sweep status {where}")
+    echo(f"  logs:   python -m hba_sweep logs {where} --follow")
+    echo(f"  stop:   python -m hba_sweep stop {where}")
+    return 0
+
+
+def read_job(experiment: str) -> dict[str, Any] | None:
+    """The job.json of an experiment (directory or URI); None if the study was not submitted."""
+    import json
+
+    path = storage.join(experiment, JOB_FILE)
+    if not storage.exists(path):
+        return None
+    return json.loads(storage.read_text(path))
+
+
+def job_line(experiment: str) -> str | None:
+    """'Ray job <id>: RUNNING (dashboard ...)' for a submitted study; None otherwise."""
+    job = read_job(experiment)
+    if job is None:
+        return None
+    try:
+        state = str(client(job["dashboard"]).get_job_status(job["submission_id"]).value)
+    except ConfigError as exc:
+        state = f"unknown ({exc})"
+    return f"Ray job {job['submission_id']}: {state}  (dashboard {job['dashboard']}/#/jobs/{job['submission_id']})"
+
+
+def _job_or_exit(experiment: str) -> dict[str, Any]:
+    job = read_job(experiment)
+    if job is None:
+        raise ConfigError(f"{storage.redact(experiment)}: no {JOB_FILE}, the study was not submitted as a Ray job. "
+                          "Fix: give the experiment `run --submit` printed; a study run in a terminal logs there.")
+    return job
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    """``logs EXPERIMENT [--follow]``: the job driver's output (Tune's progress table)."""
+    experiment = storage.experiment_path(args.experiment, args.storage)
+    job = _job_or_exit(experiment)
+    jobs = client(job["dashboard"])
+    if not args.follow:
+        sys.stdout.write(jobs.get_job_logs(job["submission_id"]))
+        return 0
+    import asyncio
+
+    async def tail() -> None:
+        async for lines in jobs.tail_job_logs(job["submission_id"]):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    asyncio.run(tail())
+    return 0
+
+
+def stop_command(args: argparse.Namespace) -> int:
+    """``stop EXPERIMENT``: stop the job (Tune saves the trials' state; ``run --resume`` finishes them)."""
+    experiment = storage.experiment_path(args.experiment, args.storage)
+    job = _job_or_exit(experiment)
+    stopped = client(job["dashboard"]).stop_job(job["submission_id"])
+    print(f"Ray job {job['submission_id']}: " + ("stop requested" if stopped else "not running"))
+    return 0
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="the experiment `run --submit` printed (a directory or URI, or a name "
+                                      "with --storage)")
+    p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
+
+
+def add_logs_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("logs", help="the output of a study submitted with run --submit")
+    _experiment_args(p)
+    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=logs_command)
+    return p
+
+
+def add_stop_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("stop", help="stop a study submitted with run --submit")
+    _experiment_args(p)
+    p.set_defaults(func=stop_command)
+    return p
