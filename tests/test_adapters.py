@@ -300,3 +300,31 @@ def test_prefix_split_is_exact_in_float64(adapter):
         full = model(images)
         cached = torch.cat([model.forward_from_prefix(model.vision_prefix(images[i:i + 4])) for i in (0, 4)])
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)
+
+
+def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_config, tmp_path):
+    """meta.json names the adapter; a checkpoint written before it did (peft_dora then) resumes only
+    as peft_dora, with a fix naming the key; its adapters still load into a peft_dora predictor."""
+    import json
+
+    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.config import run_dir
+    from hba_sweep.errors import ConfigError
+    from hba_sweep.inference import ModelSpec
+    from hba_sweep.training import run_training_experiment
+
+    old = demo_config(epochs=1, adapter="peft_dora", behavioral_rsa=False)
+    run_training_experiment(old)
+    for epoch in ckpt.list_epochs(run_dir(old)):
+        path = ckpt.epoch_dir(run_dir(old), epoch) / ckpt.META_FILE
+        meta = json.loads(path.read_text())
+        assert meta["adapter"] == meta["config"]["adapter"] == "peft_dora"
+        del meta["adapter"], meta["config"]["adapter"]  # as written before the kind was recorded
+        path.write_text(json.dumps(meta))
+    last = ckpt.epoch_dir(run_dir(old), 0)
+    assert ckpt.read_meta(last)["config"]["adapter"] == "peft_dora"
+    with pytest.raises(ConfigError, match="adapter: 'peft_dora' -> 'hba_dora'"):
+        run_training_experiment(demo_config(epochs=2, behavioral_rsa=False, resume_from=str(run_dir(old))))
+    model = ModelSpec.from_mapping(ckpt.read_meta(last)["config"]).build()
+    assert model.adapter == "peft_dora"
+    model.load_adapter_state_dict(ckpt.load_adapters(last))
