@@ -53,8 +53,9 @@ def _train(args: argparse.Namespace) -> int:
         else:
             print(f"--resume: {run_dir(cfg)} has no checkpoint yet; starting the run.", file=sys.stderr)
     summary = run_training_experiment(cfg)
-    print(f"done: {summary['run_dir']} (last epoch {summary['epoch']}, val_loss {summary['val_loss']:.4g}, "
-          f"behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in {summary['run_dir']}/metrics.csv")
+    print(f"done: {summary['run_dir']} ({summary['status']}, last epoch {summary['epoch']}, val_loss "
+          f"{summary['val_loss']:.4g}, behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in "
+          f"{summary['run_dir']}/metrics.csv")
     return 0
 
 

@@ -13,6 +13,7 @@ import difflib
 import functools
 import math
 import os
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,32 +30,43 @@ ALIASES = {
     "behavioral_rdm48_file": "behavioral_rdm_file",
     "checkpoint_path": "save_path",
     "cuda": "device",
+    "lr_warmup_duration": "lr_warmup_epochs",
 }
+# Published keys whose empty value means "unset": the default applies (the published config leaves
+# perturb_epoch/perturb_length/perturb_seed empty for a baseline).
+EMPTY_IS_DEFAULT = {"perturb_epoch", "perturb_length", "perturb_seed", "lr_warmup_epochs", "max_duration"}
 
 CHOICES = {
     "adapter": ("hba_dora", "peft_dora"),
     "opt": ("adamw", "sgd"),
-    "lr_scheduler": ("none", "cosine", "cosine_warmup"),
+    "lr_scheduler": ("none", "cosineannealinglr", "cosineannealinglrwithwarmup"),
     "criterion": ("mse",),
     "dataset_type": ("things",),
     "model_rdm_distance_metric": ("pearson", "cosine", "euclidean"),
     "rsa_similarity_metric": ("spearman", "pearson", "kendall"),
-    "precision": ("auto", "fp32", "bf16"),
+    "precision": ("fp32", "bf16", "auto"),
+    "fork_early_stopping": ("reset", "inherit"),
     "cache_dtype": ("auto", "float32", "bfloat16"),
 }
 
 # Spellings of the study's criterion names accepted for ``criterion: mse``.
 CRITERION_NAMES = {"mse": "mse", "mseloss": "mse", "mean_squared_error": "mse"}
+# Earlier names of the published schedulers.
+SCHEDULER_NAMES = {"cosine": "cosineannealinglr", "cosine_warmup": "cosineannealinglrwithwarmup"}
+LOWERCASE_CHOICES = ("opt", "lr_scheduler", "precision", "fork_early_stopping", "dataset_type")
 
 PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
 # Settings that do not change what a run computes so far: a resumed run may change them, a fork
 # may also change its perturbation.
 RESUME_MAY_CHANGE = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers",
                      "save_path", "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir",
-                     "keep_images_in_memory", "init_from", "init_epoch"}
+                     "keep_images_in_memory", "init_from", "init_epoch", "cpu_fallback", "wandb_project",
+                     "wandb_entity", "fork_early_stopping", "baseline_checkpoint_path"}
 FORK_MAY_CHANGE = RESUME_MAY_CHANGE | set(PERTURB_FIELDS)
 
 PATH_FIELDS = ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
+# Paths a config file names relative to itself (the data paths, a pinned split, a baseline run).
+RELATIVE_PATHS = PATH_FIELDS + ("split_file", "baseline_checkpoint_path")
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 500
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 1e-4
     opt: str = "adamw"
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -82,7 +94,9 @@ class TrainConfig:
     criterion: str = "mse"
     random_seed: int = 1
     train_portion: float = 0.8
+    split_file: str | None = None  # pin the split: validation image names (JSON/CSV) or dataset_split_indices.pth
     early_stopping_patience: int | None = 20  # None or 0: never stop early
+    fork_early_stopping: str = "reset"  # a fork restarts early stopping (published) or inherits the counter
     # data
     dataset_type: str = "things"
     img_dir: str | None = None
@@ -108,10 +122,14 @@ class TrainConfig:
     resume_from: str | None = None
     init_from: str | None = None
     init_epoch: int | None = None
+    baseline_checkpoint_path: str | None = None  # published key: fork from this run's epoch perturb_epoch - 1
+    cpu_fallback: bool = False  # set by the published `cuda` key: no GPU -> CPU with one log line
+    wandb_project: str | None = None  # empty: W&B off
+    wandb_entity: str | None = None
     # speed (see the performance section of README)
     cache_frozen_prefix: bool = True
-    precision: str = "auto"  # autocast: bf16 on CUDA, fp32 on CPU
-    cache_dtype: str = "auto"  # frozen-prefix cache: bfloat16 on CUDA, float32 on CPU
+    precision: str = "fp32"  # as published; bf16: autocast, bf16 prefix cache and TF32 on CUDA; auto: bf16 on CUDA
+    cache_dtype: str = "auto"  # frozen-prefix cache: bfloat16 when precision resolves to bf16, else float32
     cache_dir: str | None = None  # None: <save_path>/prefix_cache
     keep_images_in_memory: bool = True
     progress: bool = True
@@ -183,33 +201,49 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
-def _normalise(raw: Mapping[str, Any], source: str, problems: list[str]) -> dict[str, Any]:
-    """Rename aliases, reject unknown keys, coerce types."""
+def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
+               notes: list[str] | None = None) -> dict[str, Any]:
+    """Rename aliases, read the published keys, reject unknown keys, coerce types."""
+    from hba_sweep import published
+
     values: dict[str, Any] = {}
+    problems += published.check_training_mode(dict(raw), source)
+    ignored = []
     for key, value in raw.items():
+        if key in published.TRAIN_IGNORED:
+            ignored.append(key)
+            continue
+        if key in published.TRAIN_CHECKED:
+            continue
         name = ALIASES.get(key, key)
         if name not in FIELD_TYPES:
             problems.append(f"{source}: unknown key {key!r}. Fix: {_fix_for_unknown(key)}")
             continue
-        if name == "device":
-            value = _device_value(value)
+        if (key in EMPTY_IS_DEFAULT or name in EMPTY_IS_DEFAULT) and (value is None or value == ""):
+            continue
+        if name in ("wandb_project", "wandb_entity") and value == "":
+            value = None
         try:
+            if key in ("max_duration", "lr_warmup_duration") and value is not None:
+                value = published.epoch_duration(value, key)
+            if key == "cuda":
+                value = published.published_device(value)
+                values["cpu_fallback"] = True
             values[name] = _coerce(name, value)
         except ValueError as exc:
             problems.append(f"{source}: {key}={value!r} {exc}. Fix: give a valid value.")
+    if ignored and notes is not None:
+        notes.append(f"{source}: published keys with no effect here, ignored: "
+                     + "; ".join(f"{k} ({published.TRAIN_IGNORED[k]})" for k in ignored))
+    for key in LOWERCASE_CHOICES:
+        if isinstance(values.get(key), str):
+            values[key] = values[key].strip().lower()
+    if "lr_scheduler" in values:
+        values["lr_scheduler"] = SCHEDULER_NAMES.get(values["lr_scheduler"], values["lr_scheduler"])
     if "criterion" in values:
         crit = str(values["criterion"]).lower()
         values["criterion"] = CRITERION_NAMES.get(crit, crit)
     return values
-
-
-def _device_value(value: Any) -> Any:
-    """The study's ``cuda`` key: -1/false -> cpu, N -> cuda:N, true -> cuda."""
-    if isinstance(value, bool):
-        return "cuda" if value else "cpu"
-    if isinstance(value, int):
-        return "cpu" if value < 0 else f"cuda:{value}"
-    return value
 
 
 def _check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]:
@@ -245,7 +279,7 @@ def _check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]
         bad("vision_layers", "and transformer_layers are both 0: nothing would train", "adapt at least one block.")
     problems += _check_backbone(cfg, source)
     problems += _check_perturbation(cfg, source)
-    if cfg.lr_scheduler == "cosine_warmup" and cfg.lr_warmup_epochs >= cfg.epochs:
+    if cfg.lr_scheduler == "cosineannealinglrwithwarmup" and cfg.lr_warmup_epochs >= cfg.epochs:
         bad("lr_warmup_epochs", f"must be below epochs ({cfg.epochs})", "shorten the warm-up.")
     if (cfg.init_from is None) != (cfg.init_epoch is None):
         bad("init_from", "and init_epoch must be given together", "set both (fork from a run's epoch) or neither.")
@@ -307,8 +341,9 @@ def _check_perturbation(cfg: TrainConfig, source: str) -> list[str]:
 
 
 def split_sizes(n: int, train_portion: float) -> tuple[int, int]:
-    """(training, validation) image counts of a split of ``n`` rows."""
-    n_train = int(round(train_portion * n))
+    """(training, validation) image counts of a split of ``n`` rows: ``int(train_portion * n)`` for
+    training, as the published ``random_split`` sizes (1444/362 of 1806)."""
+    n_train = int(train_portion * n)
     return n_train, n - n_train
 
 
@@ -352,15 +387,32 @@ def _check_files(cfg: TrainConfig, source: str) -> list[str]:
             problems.append(f"{source}: {key}={value!r}: no such file. Fix: correct the path.")
         elif kind == "dir" and not os.path.isdir(value):
             problems.append(f"{source}: {key}={value!r}: no such directory. Fix: correct the path.")
-    if cfg.img_annotations_file is not None and os.path.isfile(cfg.img_annotations_file):
+    if cfg.img_annotations_file is not None and os.path.isfile(cfg.img_annotations_file) and cfg.split_file is None:
         problems += _check_split(cfg, source)
+    if cfg.split_file is not None and not os.path.isfile(cfg.split_file):
+        problems.append(f"{source}: split_file={cfg.split_file!r}: no such file. Fix: give a JSON/CSV list of "
+                        "validation image names or a published dataset_split_indices.pth, or remove the key.")
+    if uses_baseline_path(cfg) and not os.path.isdir(str(cfg.baseline_checkpoint_path)):
+        problems.append(f"{source}: baseline_checkpoint_path={cfg.baseline_checkpoint_path!r}: no such directory "
+                        f"(perturb_epoch={cfg.perturb_epoch} forks from its epoch {cfg.perturb_epoch - 1}). Fix: give "
+                        "the baseline run's folder (a published one or one of ours), or set perturb_epoch: 0.")
     return problems
 
 
-def from_dict(raw: Mapping[str, Any], source: str = "<config>", check_files: bool = True) -> TrainConfig:
-    """Validate a mapping of study keys into a TrainConfig; raise ConfigError listing every problem."""
+def uses_baseline_path(cfg: TrainConfig) -> bool:
+    """Whether the run forks from ``baseline_checkpoint_path`` (published: only when perturb_epoch > 0)."""
+    return (bool(cfg.baseline_checkpoint_path) and cfg.perturb_epoch > 0 and cfg.init_from is None
+            and cfg.resume_from is None)
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "<config>", check_files: bool = True,
+              notes: list[str] | None = None) -> TrainConfig:
+    """Validate a mapping of study keys into a TrainConfig; raise ConfigError listing every problem.
+
+    Published keys that have no effect here are appended to ``notes`` (if given), not refused.
+    """
     problems: list[str] = []
-    values = _normalise(raw, source, problems)
+    values = _normalise(raw, source, problems, notes)
     if problems:
         raise ConfigError("\n".join(problems))
     cfg = TrainConfig(**values)
@@ -405,7 +457,7 @@ def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     out = dict(raw)
     for key, value in raw.items():
         name = ALIASES.get(key, key)
-        if name in PATH_FIELDS and isinstance(value, str) and not os.path.isabs(value):
+        if name in RELATIVE_PATHS and isinstance(value, str) and value and not os.path.isabs(value):
             if (base / value).exists() or not os.path.exists(value):
                 out[key] = os.path.normpath(base / value)
     return out
@@ -422,7 +474,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | Ma
     extra = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     if extra:
         source = f"{source} (with --set {', '.join(f'{k}={v}' for k, v in extra.items())})"
-    return from_dict({**raw, **extra}, source=source, check_files=check_files)
+    overridden = {ALIASES.get(k, k) for k in extra}
+    raw = {k: v for k, v in raw.items() if ALIASES.get(k, k) not in overridden}  # --set wins over any spelling
+    notes: list[str] = []
+    cfg = from_dict({**raw, **extra}, source=source, check_files=check_files, notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return cfg
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

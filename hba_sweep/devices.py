@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 import torch
 
 from hba_sweep.errors import ConfigError
 
 
-def resolve_device(name: str | int | bool | None) -> torch.device:
-    """auto | cpu | cuda[:N]; the study's ``cuda`` key (-1: cpu, N: cuda:N) is accepted."""
+def resolve_device(name: str | int | bool | None, fallback: bool = False,
+                   log: Callable[[str], None] | None = None) -> torch.device:
+    """auto | cpu | cuda[:N], or the published ``cuda`` key (an int: -1 all GPUs -> cuda, 0/1 -> cuda:0/1,
+    other -> cpu). With ``fallback`` (always for the published int form) a CUDA device on a machine
+    without one becomes the CPU with one log line, as the published code does; otherwise it is an error."""
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(name, bool):
-        name = "cuda" if name else "cpu"
-    elif isinstance(name, int):
-        name = "cpu" if name < 0 else f"cuda:{name}"
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: CUDA is not available on this machine. Fix: use device: cpu or auto.")
+    if isinstance(name, (bool, int)):
+        from hba_sweep.published import published_device
+
+        name, fallback = published_device(name), True
+    index = str(name).partition(":")[2]
+    missing = not torch.cuda.is_available() or (index.isdigit() and int(index) >= torch.cuda.device_count())
+    if str(name).startswith("cuda") and missing:
+        if not fallback:
+            raise ConfigError(f"device={name!r}: this machine has no such CUDA device. Fix: use device: cpu or auto.")
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"{name} requested (published cuda key) but this machine has no such GPU: running on the CPU")
+        return torch.device("cpu")
     return torch.device(str(name))

@@ -246,7 +246,7 @@ class Predictor:
     """One model layout on one device; frozen prefix per image set computed once (cached on disk)."""
 
     def __init__(self, spec: ModelSpec, device: torch.device | str = "cpu", cache_root: str | os.PathLike | None = None,
-                 batch_size: int = 64, precision: str = "auto") -> None:
+                 batch_size: int = 64, precision: str = "fp32") -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.model = spec.build().to(self.device).eval()
@@ -318,21 +318,33 @@ INFER_DEFAULTS: dict[str, Any] = {
     "max_images_per_category": None, "random_seed": 0, "batch_size": 64, "inference_save_dir": "inference_results",
     "backbone": None, "pretrained": None, "adapter": None, "vision_layers": None, "transformer_layers": None, "rank": None,
     "dora_alpha": None, "device": "auto", "split": None, "n_bootstrap": 0, "save_predictions": True,
-    "cache_dir": None,
+    "cache_dir": None, "precision": "fp32",
 }
 INFER_ALIASES = {"inference_annotations_file": "annotations_file", "clip_hba_backbone": "backbone", "cuda": "device",
                  "bootstrap": "n_bootstrap"}
 PATH_KEYS = ("model_weights_path", "img_dir", "annotations_file", "inference_save_dir", "cache_dir")
 
 
-def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Path | None = None) -> dict[str, Any]:
-    """Normalise the study's inference keys; ConfigError listing every problem."""
+def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Path | None = None,
+                      notes: list[str] | None = None) -> dict[str, Any]:
+    """Normalise the study's inference keys; ConfigError listing every problem. Published keys with
+    no effect here are appended to ``notes`` (if given)."""
     from hba_sweep.config import ALIASES as TRAIN_ALIASES
     from hba_sweep.config import FIELD_NAMES
+    from hba_sweep.published import INFER_IGNORED, TRAIN_IGNORED
 
     cfg = dict(INFER_DEFAULTS)
     problems = []
+    if raw.get("load_hba") is False or str(raw.get("load_hba", "")).lower() == "false":
+        problems.append(f"{source}: load_hba=false (evaluate plain CLIP without the adapters) is not supported. "
+                        "Fix: set load_hba: true and point model_weights_path at a CLIP-HBA checkpoint.")
+    ignored = [k for k in raw if k in INFER_IGNORED or k in TRAIN_IGNORED]
+    if ignored and notes is not None:
+        notes.append(f"{source}: published keys with no effect here, ignored: "
+                     + "; ".join(f"{k} ({INFER_IGNORED.get(k) or TRAIN_IGNORED[k]})" for k in ignored))
     for key, value in raw.items():
+        if key in ignored:
+            continue
         name = INFER_ALIASES.get(key, key)
         if name != key and key in raw and name in raw and raw[name] != value:
             problems.append(f"{source}: {key}={value!r} and {name}={raw[name]!r} disagree. Fix: keep one of them.")
@@ -343,8 +355,8 @@ def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Pa
             problems.append(f"{source}: unknown key {key!r}. Fix: " + (f"did you mean {close[0]!r}?" if close
                                                                         else "remove it."))
     if cfg["model_weights_path"] in (None, ""):
-        problems.append(f"{source}: model_weights_path is missing. Fix: give a run directory (with epoch) "
-                        "or a checkpoint's adapter.safetensors.")
+        problems.append(f"{source}: model_weights_path is missing. Fix: give a run directory (with epoch), "
+                        "a checkpoint's adapter.safetensors or a published epoch<e>_dora_params.pth.")
     etype = cfg["evaluation_type"]
     if etype not in EVAL_TYPES:
         problems.append(f"{source}: evaluation_type={etype!r} is not known. Fix: use one of {list(EVAL_TYPES)}.")
@@ -418,13 +430,40 @@ def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
     return build_evalset("cka" if etype == "cka" else dataset, spec, settings)
 
 
+def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
+    """The published ``epoch{e}_dora_params.pth`` files ``model_weights_path``/``epoch`` name (a file:
+    itself, whatever ``epoch`` says; a published run folder: its epoch(s)), or None if it is not one."""
+    from hba_sweep.published import PublishedRun, dora_params_epoch
+
+    if path.is_file():
+        return [path] if dora_params_epoch(path) is not None else None
+    if not path.is_dir() or ckpt.list_epochs(path) or not (path / "dora_params").is_dir():
+        return None
+    run = PublishedRun.open(path)
+    if epoch == "all":
+        return [run.dora_path(e) for e in run.epochs()]
+    epochs = epoch if isinstance(epoch, (list, tuple)) else [run.epochs()[-1] if epoch is None else epoch]
+    missing = [int(e) for e in epochs if not run.dora_path(int(e)).is_file()]
+    if missing:
+        have = run.epochs()
+        raise CheckpointError(f"{path}: no dora_params/epoch<e>_dora_params.pth for epoch(s) {missing} (it has "
+                              f"{f'epochs {have[0]}..{have[-1]}' if have else 'none'}). Fix: choose epochs the run "
+                              "finished.")
+    return [run.dora_path(int(e)) for e in epochs]
+
+
 def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
-    """Checkpoint directories named by ``model_weights_path`` and ``epoch`` (int, list, 'all' or none: latest)."""
+    """Checkpoints named by ``model_weights_path`` and ``epoch`` (int, list, 'all' or none: latest): our
+    checkpoint directories, or published ``epoch{e}_dora_params.pth`` files."""
     path = Path(weights)
+    published = published_checkpoints(path, epoch)
+    if published is not None:
+        return published
     if path.is_file():
         if path.suffix in (".pt", ".pth", ".bin", ".pkl"):
             raise CheckpointError(f"{path}: pickled weights are not loaded (they can run code). Fix: point at a "
-                                  "run directory or a checkpoint's adapter.safetensors.")
+                                  "run directory, a checkpoint's adapter.safetensors or a published "
+                                  "epoch<e>_dora_params.pth (read with weights_only).")
         path = path.parent
     if not path.exists():
         raise CheckpointError(f"{path}: model_weights_path does not exist. Fix: correct the path.")
@@ -441,12 +480,21 @@ def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
 
 
 def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Verified adapters and meta (no pickle: safetensors and JSON only)."""
+    """Verified adapters and meta (no pickle: safetensors and JSON, or a published .pth read weights_only)."""
+    if ckpt_dir.is_file():  # a published epoch{e}_dora_params.pth
+        return ckpt.load_published_adapters(ckpt_dir), _read_meta(ckpt_dir)
     meta = ckpt.verify_checkpoint(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
     return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), meta
 
 
 def _read_meta(ckpt_dir: Path) -> dict[str, Any]:
+    """Our checkpoint's meta.json; for a published file its epoch and run name (the model settings
+    then come from the inference YAML, as in the published script)."""
+    if ckpt_dir.is_file():
+        from hba_sweep.published import dora_params_epoch
+
+        run = ckpt_dir.parent.parent if ckpt_dir.parent.name == "dora_params" else ckpt_dir.parent
+        return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True}
     return ckpt.read_meta(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
 
 
@@ -478,10 +526,21 @@ def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Pred
     return result
 
 
-def load_infer_config(path: str | os.PathLike) -> dict[str, Any]:
-    from hba_sweep.config import read_yaml
+def load_infer_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read an inference YAML (relative paths next to it), with ``--set key=value`` overrides on top."""
+    from hba_sweep.config import parse_overrides, read_yaml
 
-    return read_infer_config(read_yaml(path), str(path), Path(path).parent)
+    raw = read_yaml(path)
+    extra = parse_overrides(overrides)
+    source = str(path) + (f" (with --set {', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
+    if extra:
+        overridden = {INFER_ALIASES.get(k, k) for k in extra}
+        raw = {**{k: v for k, v in raw.items() if INFER_ALIASES.get(k, k) not in overridden}, **extra}
+    notes: list[str] = []
+    cfg = read_infer_config(raw, source, Path(path).parent, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return cfg
 
 
 def _json_safe(value: Any) -> Any:
@@ -514,7 +573,7 @@ def write_result(result: Mapping[str, Any], cfg: Mapping[str, Any]) -> Path:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    cfg = load_infer_config(args.config)
+    cfg = load_infer_config(args.config, args.overrides)
     if args.device:
         cfg["device"] = args.device
     dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
@@ -533,7 +592,8 @@ def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
 
 
 def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:
-    return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"])
+    return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"],
+                     precision=cfg.get("precision", "fp32"))
 
 
 def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -545,6 +605,8 @@ def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                     "to inference_save_dir.")
     p.add_argument("--config", required=True, help="inference YAML (the study's keys)")
     p.add_argument("--device", default=None, help="override the device (cpu, cuda, cuda:N, auto)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the inference YAML (repeatable)")
     p.set_defaults(func=_infer)
     return p
 

@@ -1,14 +1,18 @@
 """One CLIP-HBA training run: ``run_training_experiment(config, report=None)``.
 
 The story, top to bottom: seed, load data and split, build the model, set up (or restore)
-optimizer, scheduler and RNG state, evaluate once (epoch -1), then per epoch train with the
-perturbation strategy, evaluate, checkpoint, write the metrics row and report it.
+optimizer, scheduler and RNG state, evaluate once (epoch -1; a fork re-evaluates its start),
+then per epoch train with the perturbation strategy, evaluate, checkpoint, write the metrics
+row and report it; stop early after ``early_stopping_patience`` epochs without improvement.
+The run ends with a status (:func:`run_status`): ``finished``, ``early_stopped`` or, for a
+perturbed run stopped before its window ended, ``window_incomplete``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import random
 import sys
@@ -24,18 +28,21 @@ from torch import nn
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache
 from hba_sweep.config import (FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_dir, run_name, save_config,
-                              split_sizes)
+                              uses_baseline_path)
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.devices import resolve_device
-from hba_sweep.errors import ConfigError
+from hba_sweep.errors import CheckpointError, ConfigError
 from hba_sweep.io_utils import atomic_write_text
 from hba_sweep.model import CLIPHBA
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
-from hba_sweep.rsa import behavioral_rsa
+from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
+from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_file, write_split_json
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
-                  "perturbation_active", "lr", "epoch_seconds", "images_per_second", "inherited"]
+                  "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",
+                  "images_per_second", "inherited"]
+STATUS_FILE = "run_status.json"
 Report = Callable[[dict, str], None]
 
 
@@ -62,10 +69,9 @@ def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def make_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
-    """``train_portion`` of the rows for training, the rest for validation, drawn with ``seed``."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_train, _ = split_sizes(n, train_portion)
-    return sorted(order[:n_train].tolist()), sorted(order[n_train:].tolist())
+    """``int(train_portion * n)`` rows for training, the rest for validation, as the published
+    ``random_split`` draws them after seeding with ``seed`` (see :func:`hba_sweep.split.draw_split`)."""
+    return draw_split(n, train_portion, seed)
 
 
 def load_images(cfg: TrainConfig, annotations: str, img_dir: str, image_size: int) -> ThingsDataset:
@@ -83,15 +89,19 @@ def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torc
 
 
 # ---- precision and device ---------------------------------------------------------------
+def precision_used(device: torch.device, cfg: TrainConfig) -> str:
+    """``bf16`` when asked for (``precision: bf16``, or ``auto``) on CUDA; ``fp32`` otherwise (published)."""
+    return "bf16" if device.type == "cuda" and cfg.precision in ("auto", "bf16") else "fp32"
+
+
 def autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
-    """bf16 autocast on CUDA unless ``precision: fp32``; plain fp32 on CPU."""
-    enabled = device.type == "cuda" and cfg.precision in ("auto", "bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast when :func:`precision_used` is bf16; plain fp32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_used(device, cfg) == "bf16")
 
 
 def cache_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype:
     if cfg.cache_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and cfg.precision != "fp32" else torch.float32
+        return torch.bfloat16 if precision_used(device, cfg) == "bf16" else torch.float32
     return getattr(torch, cfg.cache_dtype)
 
 
@@ -127,25 +137,31 @@ def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-epoch schedule: none, cosine over all epochs, or linear warm-up then cosine."""
+    """The published per-epoch schedules (stepped once after each epoch):
+
+    - ``cosineannealinglr``: ``CosineAnnealingLR(T_max=epochs, eta_min=0)``;
+    - ``cosineannealinglrwithwarmup`` with ``lr_warmup_epochs`` w > 0: ``LinearLR(start_factor=1e-6,
+      end_factor=1, total_iters=w)`` then ``CosineAnnealingLR(T_max=max(1, epochs - w), eta_min=0)``
+      (``SequentialLR``, milestone w); with w = 0 the plain cosine.
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
     if cfg.lr_scheduler == "none":
         return None
-    warm = cfg.lr_warmup_epochs if cfg.lr_scheduler == "cosine_warmup" else 0
-
-    def factor(epoch: int) -> float:
-        if epoch < warm:
-            return (epoch + 1) / (warm + 1)
-        progress = (epoch - warm) / max(1, cfg.epochs - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    warm = cfg.lr_warmup_epochs if cfg.lr_scheduler == "cosineannealinglrwithwarmup" else 0
+    if warm == 0:
+        return CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=0)
+    warmup = LinearLR(optimizer, start_factor=1e-6, end_factor=1.0, total_iters=warm)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs - warm), eta_min=0)
+    return SequentialLR(optimizer, schedulers=[warmup, cosine], milestones=[warm])
 
 
 # ---- one epoch --------------------------------------------------------------------------
 def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order: torch.Tensor, strategy: Any,
                     optimizer: torch.optim.Optimizer, epoch: int, cfg: TrainConfig, device: torch.device,
                     progress: Callable[[int], None]) -> float:
-    """One pass over the training rows in ``order``; returns the mean batch loss."""
+    """One pass over the training rows in ``order``; returns the mean loss per image (each batch's
+    mean loss weighted by its size, as published)."""
     model.train()
     active = strategy.is_active_epoch(epoch)
     losses = []
@@ -162,9 +178,9 @@ def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.detach())
+        losses.append(loss.detach() * len(idx))
         progress(len(idx))
-    return float(torch.stack(losses).mean())
+    return float(torch.stack(losses).sum()) / len(order)
 
 
 def perturbed_inputs(model: CLIPHBA, train: Images, idx: torch.Tensor, targets: torch.Tensor, strategy: Any,
@@ -196,16 +212,29 @@ def predict(model: CLIPHBA, images: Images, cfg: TrainConfig, device: torch.devi
     return torch.cat(out) if out else torch.empty(0, 66)
 
 
-def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: tuple[Images, np.ndarray] | None,
+@dataclass
+class RSAImages:
+    """The behavioural-RSA images and their two references: the triplet RDM and the RDM of their
+    own SPoSE targets (``model_rdm_distance_metric`` of the targets: 1 - Pearson by default)."""
+
+    images: Images
+    triplet_rdm: np.ndarray
+    target_rdm: np.ndarray
+
+
+def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages | None,
              cfg: TrainConfig, device: torch.device) -> dict[str, float]:
-    """Validation loss and (if enabled) behavioural RSA."""
+    """Validation loss and (if enabled) behavioural RSA against both references."""
     preds = predict(model, train, cfg, device, val_idx)
     val_loss = float(nn.functional.mse_loss(preds, train.dataset.targets[val_idx]))
-    rho = p = float("nan")
-    if rsa is not None:
-        rho, p = behavioral_rsa(predict(model, rsa[0], cfg, device).numpy(), rsa[1],
-                                cfg.model_rdm_distance_metric, cfg.rsa_similarity_metric)
-    return {"val_loss": val_loss, "behavioral_rsa_rho": float(rho), "behavioral_rsa_p": float(p)}
+    scores = {"val_loss": val_loss}
+    nan = (float("nan"), float("nan"))
+    rsa_preds = predict(model, rsa.images, cfg, device).numpy() if rsa is not None else None
+    for name, ref in (("behavioral", rsa and rsa.triplet_rdm), ("target", rsa and rsa.target_rdm)):
+        rho, p = nan if rsa is None else behavioral_rsa(rsa_preds, ref, cfg.model_rdm_distance_metric,
+                                                        cfg.rsa_similarity_metric)
+        scores.update({f"{name}_rsa_rho": float(rho), f"{name}_rsa_p": float(p)})
+    return scores
 
 
 # ---- bookkeeping ------------------------------------------------------------------------
@@ -259,7 +288,7 @@ def epoch_summary(row: dict) -> str:
 
 
 def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
-                         ) -> tuple[CLIPHBA, Images, tuple[Images, np.ndarray] | None]:
+                         ) -> tuple[CLIPHBA, Images, RSAImages | None]:
     """The model, the training images and (if enabled) the RSA images with their reference RDM,
     with the frozen prefix attached where caching is exact."""
     model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
@@ -269,81 +298,234 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
     rsa = None
     if cfg.behavioral_rsa:
         rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
-        rsa = (rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)))
+        rsa = RSAImages(rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)),
+                        compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric))
     model.cache_text = cfg.cache_frozen_prefix  # the 66 prompts' frozen text blocks: once, truncated
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")
         return model, train, rsa
-    for images in [train] + ([rsa[0]] if rsa else []):
+    for images in [train] + ([rsa.images] if rsa else []):
         attach_prefix(images, model, cfg, device, cache_dtype(device, cfg), log)
     return model, train, rsa
 
 
-# ---- the run ----------------------------------------------------------------------------
-def run_training_experiment(config: TrainConfig, report: Report | None = None) -> dict:
-    """Train one run with the study's semantics; return a summary of the last epoch.
+# ---- where a run starts -----------------------------------------------------------------
+@dataclass
+class Start:
+    """Where a run starts: ``fresh``, ``resumed`` (our checkpoint), ``forked`` (our checkpoint of another
+    run) or ``forked_published`` (a published run folder's ``dora_params``, at ``epoch``)."""
 
-    Writes ``save_path/<run name>/`` (config.yaml, split.json, metrics.csv, checkpoints/) and
-    calls ``report(metrics, checkpoint_dir)`` after the initial evaluation and every epoch.
+    kind: str
+    path: Path | None = None
+    epoch: int | None = None
+
+
+def start_source(cfg: TrainConfig, out: Path) -> Start:
+    """Where the run starts. A fork whose source lacks the epoch it needs is an error, never a fresh run."""
+    if cfg.resume_from is not None:
+        return Start("resumed", ckpt.resolve_checkpoint(cfg.resume_from))
+    if cfg.init_from is not None:
+        return Start("forked", fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
+    if uses_baseline_path(cfg):
+        from hba_sweep.published import PublishedRun
+
+        epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
+        if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
+            run = PublishedRun.open(root)
+            if not run.dora_path(epoch).is_file():
+                have = run.epochs()
+                fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
+                                                  f"{f'epochs {have[0]}..{have[-1]}' if have else 'no epoch'}).")
+            return Start("forked_published", root, epoch)
+        return Start("forked", fork_checkpoint(root, epoch, cfg), epoch)
+    if ckpt.list_epochs(out):
+        raise ConfigError(f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
+                          "continue it, choose another save_path/run_name, or delete the directory.")
+    return Start("fresh")
+
+
+def fork_checkpoint(source: str | Path, epoch: int | None, cfg: TrainConfig) -> Path:
+    try:
+        return ckpt.resolve_checkpoint(source, epoch)
+    except CheckpointError as exc:
+        fork_checkpoint_error(cfg, epoch, str(exc))
+
+
+def fork_checkpoint_error(cfg: TrainConfig, epoch: int | None, detail: str) -> None:
+    raise CheckpointError(
+        f"fork of run {run_name(cfg)} (perturb_epoch={cfg.perturb_epoch}) starts from its baseline's state after "
+        f"epoch {epoch}, which does not exist: {detail} A fork is never trained from scratch instead. Fix: the "
+        "baseline stopped early (or is unfinished): drop this trial, or finish the baseline first.")
+
+
+def fresh_state(cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int], list[int]] | None = None,
+                epoch: int = -2) -> ckpt.TrainingState:
+    """The state before the initial evaluation (epoch -2): the split (drawn as published, or pinned by
+    ``split_file``) and a shuffle generator seeded with ``random_seed``."""
+    if cfg.split_file is not None:
+        split = split_from_file(cfg.split_file, dataset.names, dataset.annotations_file)
+    train_idx, val_idx = split or make_split(len(dataset), cfg.train_portion, cfg.random_seed)
+    if not train_idx or not val_idx:
+        raise ConfigError(f"{dataset.annotations_file}: the split of {len(dataset)} images leaves "
+                          f"{len(train_idx)} for training and {len(val_idx)} for validation. Fix: set train_portion "
+                          "so both get at least one image, or give more images.")
+    state = ckpt.TrainingState(epoch=epoch, optimizer={}, scheduler=None,
+                               shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state())
+    set_split(state, SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx), train_idx, val_idx)
+    return state
+
+
+def set_split(state: ckpt.TrainingState, record: SplitRecord, train_idx: list[int], val_idx: list[int]) -> None:
+    state.train_indices, state.val_indices = list(train_idx), list(val_idx)
+    state.train_names, state.val_names, state.target_digests = record.train, record.val, record.digests
+
+
+def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any,
+                dataset: ThingsDataset, log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+    """The training state and the metrics rows so far, for each kind of start."""
+    if start.kind == "fresh":
+        return fresh_state(cfg, dataset), []
+    if start.kind == "forked_published":
+        return published_fork_state(start, cfg, model, scheduler, dataset, log)
+    state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler)
+    if state.train_names:  # the split by image name, mapped onto the current annotation file
+        record = SplitRecord(state.train_names, state.val_names, state.target_digests)
+        train_idx, val_idx = record.indices(dataset.names, dataset.targets, dataset.annotations_file, start.path)
+    else:  # a checkpoint written before splits were recorded by name
+        train_idx, val_idx = state.train_indices, state.val_indices
+        if max(train_idx + val_idx, default=-1) >= len(dataset):
+            raise ConfigError(f"{dataset.annotations_file}: has {len(dataset)} rows but the split of {start.path} "
+                              "names higher rows. Fix: use the annotation file the run was started with.")
+        record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx)
+    set_split(state, record, train_idx, val_idx)
+    log(f"{start.kind} from {start.path} (epoch {state.epoch})")
+    return state, history
+
+
+def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, scheduler: Any, dataset: ThingsDataset,
+                         log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+    """A fork of a published run folder after epoch ``start.epoch``.
+
+    Restored: the adapters of ``dora_params/epoch{e}_dora_params.pth``; the split of
+    ``random_states/dataset_split_indices.pth`` (else drawn as published); the LR schedule and the
+    shuffle generator, which depend only on the seed, advanced through epochs 0..e. Not restored (a
+    documented difference): AdamW's moments start fresh (the published ``epoch{e}_random_states.pth``
+    is a pickle keyed by the published model's parameter order and is not read).
+    """
+    from hba_sweep.checkpoint import load_published_adapters
+    from hba_sweep.published import PublishedRun
+
+    run = PublishedRun.open(start.path)
+    model.load_adapter_state_dict(load_published_adapters(run.dora_path(start.epoch)))
+    split = run.split()
+    if split is not None:
+        if max(split["train"] + split["val"], default=-1) >= len(dataset):
+            raise ConfigError(f"{run.root}: its dataset split names rows beyond the {len(dataset)} of "
+                              f"{dataset.annotations_file}. Fix: use the annotation file that run was trained on.")
+        split = (split["train"], split["val"])
+    state = fresh_state(cfg, dataset, split, epoch=start.epoch)
+    shuffle = torch.Generator().set_state(state.shuffle_generator)
+    for _ in range(start.epoch + 1):
+        epoch_order(len(state.train_indices), shuffle)
+        if scheduler is not None:
+            scheduler.step()
+    state.shuffle_generator = shuffle.get_state()
+    state.scheduler = scheduler.state_dict() if scheduler is not None else None
+    history = [{**row, "inherited": True, "perturbation_active": False} for row in run.metrics()
+               if row["epoch"] <= start.epoch]
+    log(f"forked from the published run {run.root} after epoch {start.epoch}: adapters restored, optimizer state "
+        "fresh (not in the published adapters), LR schedule and shuffle order advanced to that epoch")
+    return state, history
+
+
+# ---- the run ----------------------------------------------------------------------------
+def run_status(cfg: TrainConfig, last_epoch: int, stopped_early: bool) -> dict[str, Any]:
+    """How the run ended: ``status`` finished | early_stopped | window_incomplete (a perturbed run that
+    stopped before the last epoch of its window), ``stop_reason`` max_epochs | early_stopping,
+    ``last_epoch``, and ``window_completed`` (None for an unperturbed run)."""
+    perturbed = cfg.perturb_type != "none"
+    window_completed = last_epoch >= cfg.perturb_epoch + cfg.perturb_length - 1 if perturbed else None
+    status = ("window_incomplete" if perturbed and not window_completed else
+              "early_stopped" if stopped_early else "finished")
+    return {"status": status, "stop_reason": "early_stopping" if stopped_early else "max_epochs",
+            "last_epoch": last_epoch, "window_completed": window_completed}
+
+
+def run_training_experiment(config: TrainConfig, report: Report | None = None) -> dict:
+    """Train one run with the study's semantics; return a summary of the last epoch and the run status.
+
+    Writes ``save_path/<run name>/`` (config.yaml, split.json, metrics.csv, checkpoints/, run_status.json)
+    and calls ``report(metrics, checkpoint_dir)`` after the initial evaluation and every epoch.
     """
     cfg = config
     out = run_dir(cfg)
     log = make_logger(cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and cfg.precision != "fp32":
+    device = resolve_device(cfg.device, fallback=cfg.cpu_fallback, log=log)
+    precision = precision_used(device, cfg)
+    if precision == "bf16":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    elif cfg.precision == "bf16":
+        log("precision: bf16 applies on CUDA only; this run computes in fp32")
+    if cfg.wandb_project:
+        log(f"W&B project {cfg.wandb_project!r} (entity {cfg.wandb_entity!r}) recorded in config.yaml for a "
+            "sweep's W&B logger; `train` itself writes metrics.csv only")
 
-    source, source_kind = start_source(cfg, out)
+    start = start_source(cfg, out)
     seed_everything(cfg.random_seed)
     model, train, rsa = build_model_and_data(cfg, device, log)
-
     optimizer = make_optimizer(cfg, model.adapter_parameters())
     scheduler = make_scheduler(cfg, optimizer)
-    if source is None:
-        state, history = fresh_state(cfg, len(train.dataset)), []
-    else:
-        state, history = restore(source, source_kind, cfg, model, optimizer, scheduler)
-        log(f"{source_kind} from {source} (epoch {state.epoch})")
+    state, history = start_state(start, cfg, model, optimizer, scheduler, train.dataset, log)
     shuffle = torch.Generator().manual_seed(cfg.random_seed)
     shuffle.set_state(state.shuffle_generator)
     targets = train.dataset.targets
     train_idx, val_idx = state.train_indices, state.val_indices
-    mean, std = target_stats(targets[train_idx])  # scalar mean/std of all training target values
+    mean, std = target_stats(targets)  # scalar mean/std of ALL target values of the annotation file (published)
     strategy = choose_perturbation_strategy(cfg.perturb_type, cfg.perturb_epoch, cfg.perturb_length, cfg.perturb_seed,
                                             target_mean=mean, target_std=std, perturb_fraction=cfg.perturb_fraction)
-    prepare_run_dir(cfg, out, train.dataset.names, train_idx, val_idx)
+    prepare_run_dir(cfg, out, train.dataset, state)
+    if history:  # a fork shows its inherited rows even if it stops before training an epoch
+        write_metrics(out / "metrics.csv", history)
     train_rows = torch.as_tensor(train_idx)
+    run_meta: dict[str, Any] = {"precision_used": precision, "start": start.kind,
+                                "start_from": None if start.path is None else str(start.path)}
 
-    def finish_epoch(epoch: int, metrics: dict) -> None:
+    def finish_epoch(epoch: int, metrics: dict, status: dict | None = None) -> None:
         state.epoch = epoch
         state.optimizer = optimizer.state_dict()
         state.scheduler = scheduler.state_dict() if scheduler else None
         state.shuffle_generator = shuffle.get_state()
         state.rng = ckpt.capture_rng()
         history.append(metrics)
-        meta = {"run_name": run_name(cfg), "adapter": model.adapter, "config": cfg.to_dict(), "metrics": history}
+        meta = {"run_name": run_name(cfg), "adapter": model.adapter, "config": cfg.to_dict(), "metrics": history,
+                **run_meta, "run_status": status or {"status": "running"}}
         ckpt_dir = ckpt.save_checkpoint(out, model.adapter_state_dict(), state, meta)
         write_metrics(out / "metrics.csv", history)
         log(epoch_summary(metrics))
         if report is not None:
-            report(dict(metrics), str(ckpt_dir))
+            report({**metrics, **{k: v for k, v in (status or {}).items() if v is not None}}, str(ckpt_dir))
 
     if state.epoch == -2:  # a fresh run: the initial evaluation is epoch -1
         started = time.perf_counter()
         scores = evaluate(model, train, val_idx, rsa, cfg, device)
         state.best_val_loss = scores["val_loss"]
         finish_epoch(-1, metrics_row(-1, None, scores, False, optimizer, time.perf_counter() - started, 0))
+    elif start.kind.startswith("forked") and cfg.fork_early_stopping == "reset":
+        scores = evaluate(model, train, val_idx, rsa, cfg, device)  # published: a fork re-evaluates its start
+        state.best_val_loss, state.epochs_without_improvement = scores["val_loss"], 0
+        run_meta["fork_start_val_loss"] = scores["val_loss"]
+        log(f"early stopping restarts at the fork: best val_loss {scores['val_loss']:.4g}, counter 0")
 
     patience = cfg.early_stopping_patience or 0
+    stopped = bool(patience) and state.epochs_without_improvement >= patience
     for epoch in range(state.epoch + 1, cfg.epochs):
-        if patience and state.epochs_without_improvement >= patience:
-            log(f"early stopping: no val_loss improvement for {patience} epochs")
+        if stopped:
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        order = train_rows[torch.randperm(len(train_rows), generator=shuffle)]
+        order = train_rows[epoch_order(len(train_rows), shuffle)]
         bar = progress_bar(cfg, len(order), epoch)
         train_loss = train_one_epoch(model, train, targets, order, strategy, optimizer, epoch, cfg, device,
                                      bar.update if bar else lambda n: None)
@@ -356,10 +538,20 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
             state.best_val_loss, state.epochs_without_improvement = scores["val_loss"], 0
         else:
             state.epochs_without_improvement += 1
+        stopped = bool(patience) and state.epochs_without_improvement >= patience
+        last = stopped or epoch == cfg.epochs - 1
         seconds = time.perf_counter() - started
         finish_epoch(epoch, metrics_row(epoch, train_loss, scores, strategy.is_active_epoch(epoch), optimizer,
-                                        seconds, len(order), lr=lr))
-    return {"run_dir": str(out), **history[-1]}
+                                        seconds, len(order), lr=lr),
+                     run_status(cfg, epoch, stopped) if last else None)
+        if stopped:
+            log(f"early stopping: no val_loss improvement for {patience} epochs")
+    status = run_status(cfg, int(history[-1]["epoch"]), stopped)
+    atomic_write_text(out / STATUS_FILE, json.dumps({**status, "precision_used": precision}))
+    if status["status"] == "window_incomplete":
+        log(f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
+            f"not completed: the run stopped after epoch {status['last_epoch']}")
+    return {"run_dir": str(out), **history[-1], **status, "precision_used": precision}
 
 
 def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool, optimizer: torch.optim.Optimizer,
@@ -367,26 +559,6 @@ def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool
     return {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
             "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
             "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False}
-
-
-def fresh_state(cfg: TrainConfig, n_images: int) -> ckpt.TrainingState:
-    """The state before the initial evaluation (epoch -2): a new seeded split and shuffle generator."""
-    train_idx, val_idx = make_split(n_images, cfg.train_portion, cfg.random_seed)
-    return ckpt.TrainingState(epoch=-2, optimizer={}, scheduler=None,
-                              shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state(),
-                              train_indices=train_idx, val_indices=val_idx)
-
-
-def start_source(cfg: TrainConfig, out: Path) -> tuple[Path | None, str]:
-    """Where the run starts from: None (fresh), a checkpoint to resume, or one to fork from."""
-    if cfg.resume_from is not None:
-        return ckpt.resolve_checkpoint(cfg.resume_from), "resumed"
-    if cfg.init_from is not None:
-        return ckpt.resolve_checkpoint(cfg.init_from, cfg.init_epoch), "forked"
-    if ckpt.list_epochs(out):
-        raise ConfigError(f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
-                          "continue it, choose another save_path/run_name, or delete the directory.")
-    return None, ""
 
 
 def restore(source: Path, kind: str, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,
@@ -405,12 +577,9 @@ def restore(source: Path, kind: str, cfg: TrainConfig, model: CLIPHBA, optimizer
     return state, history
 
 
-def prepare_run_dir(cfg: TrainConfig, out: Path, names: list[str], train_idx: list[int], val_idx: list[int]) -> None:
-    """config.yaml and split.json (the split is reused by every fork of the run)."""
-    import json
-
+def prepare_run_dir(cfg: TrainConfig, out: Path, dataset: ThingsDataset, state: ckpt.TrainingState) -> None:
+    """config.yaml and split.json (the split by image name, reused by every fork; never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    split = {"train": [names[i] for i in train_idx], "val": [names[i] for i in val_idx],
-             "train_indices": train_idx, "val_indices": val_idx}
-    atomic_write_text(out / "split.json", json.dumps(split))
+    record = SplitRecord(state.train_names, state.val_names, state.target_digests)
+    write_split_json(out / "split.json", record, dataset.annotations_file, state.train_indices, state.val_indices)

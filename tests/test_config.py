@@ -62,8 +62,11 @@ def test_study_aliases_and_values(demo_dir):
     study = {k: v for k, v in base(demo_dir).items() if k not in ("backbone", "epochs", "device", "save_path")}
     cfg = from_dict(study | {"clip_hba_backbone": "hba-tiny", "max_duration": 7, "cuda": -1,
                              "checkpoint_path": "/tmp/x", "criterion": "MSELoss"})
-    assert (cfg.backbone, cfg.epochs, cfg.device, cfg.save_path, cfg.criterion) == ("hba-tiny", 7, "cpu", "/tmp/x", "mse")
+    # the published cuda key: -1 all GPUs (here: cuda), 1 GPU 1, 2 the CPU; no GPU: the CPU, with one log line
+    assert (cfg.backbone, cfg.epochs, cfg.device, cfg.save_path, cfg.criterion) == ("hba-tiny", 7, "cuda", "/tmp/x", "mse")
+    assert cfg.cpu_fallback
     assert from_dict(study | {"cuda": 1}, check_files=False).device == "cuda:1"
+    assert from_dict(study | {"cuda": 2}, check_files=False).device == "cpu"
 
 
 def test_relative_paths_resolve_against_the_yaml(demo_dir, tmp_path, monkeypatch):

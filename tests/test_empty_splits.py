@@ -15,12 +15,12 @@ def invoke(argv: list) -> int:
 
 
 def test_split_sizes_follow_train_portion():
-    assert split_sizes(1806, 0.8) == (1445, 361)  # the product's rounding of train_portion * N
-    assert split_sizes(40, 0.99) == (40, 0) and split_sizes(40, 0.01) == (0, 40)
+    assert split_sizes(1806, 0.8) == (1444, 362)  # int(train_portion * N), as the published random_split
+    assert split_sizes(40, 0.99) == (39, 1) and split_sizes(40, 0.01) == (0, 40)
 
 
-@pytest.mark.parametrize("rows,portion,n_train,n_val", [(SMALL_ROWS, 0.99, 40, 0), (SMALL_ROWS, 0.01, 0, 40),
-                                                        (1, 0.8, 1, 0), (2, 0.8, 2, 0)])
+# int(train_portion * N) < N for train_portion < 1: only the training side can be empty
+@pytest.mark.parametrize("rows,portion,n_train,n_val", [(SMALL_ROWS, 0.01, 0, 40), (1, 0.8, 0, 1), (2, 0.4, 0, 2)])
 def test_empty_split_is_refused_with_the_numbers(demo_dir, tmp_path, capsys, monkeypatch, rows, portion, n_train,
                                                  n_val):
     import hba_sweep.training

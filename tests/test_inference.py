@@ -34,7 +34,7 @@ def study_yaml(path: Path, run: Path, demo_dir: Path, **changes) -> Path:
         "model_rdm_distance_metric": "pearson", "rsa_similarity_metric": "spearman",
         "reference_rdm_distance_metric": "pearson", "max_images_per_category": None, "batch_size": 16,
         "inference_save_dir": str(path.parent / "results"), "backbone": "hba-tiny", "vision_layers": 2, "transformer_layers": 3,
-        "rank": 16, "cuda": -1, **changes,
+        "rank": 16, "cuda": 2, **changes,  # the published cuda key: 2 = the CPU (-1 = all GPUs)
     }
     path.write_text(yaml.safe_dump(values))
     return path

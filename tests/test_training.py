@@ -117,11 +117,13 @@ def test_cached_prefix_equals_uncached_path(demo_config, tmp_path, perturb_type,
     assert not (tmp_path / "plain" / "prefix_cache").exists()
     a, b = by_epoch(run_dir(cached)), by_epoch(run_dir(plain))
     for e in a:
-        for key in ("train_loss", "val_loss", "behavioral_rsa_rho"):
+        for key in ("train_loss", "val_loss"):
             if a[e][key]:
                 assert float(a[e][key]) == pytest.approx(float(b[e][key]), rel=1e-5), (e, key)
+        for key in ("behavioral_rsa_rho", "target_rsa_rho"):  # ranks of 1128 distances: near-ties may swap
+            assert float(a[e][key]) == pytest.approx(float(b[e][key]), abs=1e-4), (e, key)
     for name, value in adapters(run_dir(cached), 2).items():
-        torch.testing.assert_close(value, adapters(run_dir(plain), 2)[name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(value, adapters(run_dir(plain), 2)[name], rtol=1e-5, atol=1e-5)
 
 
 def test_existing_run_needs_resume(demo_config):

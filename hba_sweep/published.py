@@ -1,0 +1,255 @@
+"""Readers of what the published CLIP-HBA code wrote: its configs, run folders and checkpoints.
+
+Everything the published trainer (``src/training/trainer.py`` and the older
+``cvpr_train_behavior_things_pipeline.py``) leaves on disk has one reader here:
+
+- ``training_config.yaml`` / ``inference_config.yaml``: :data:`TRAIN_IGNORED`,
+  :data:`INFER_IGNORED` name the keys that only steer the published code; :func:`epoch_duration`
+  parses ``max_duration`` / ``lr_warmup_duration`` (``500``, ``'5ep'``);
+  :func:`published_device` gives the ``cuda`` key its published meaning.
+- ``training_res.csv`` (:func:`read_training_res`): ``epoch,train_loss,test_loss|val_loss[,rho,p]``.
+  Epoch numbering: the older pipeline wrote ``epoch + 1`` in the CSV (1-based; its header ends in
+  ``behavioral_rsa_p_value``) but saved ``dora_params/epoch{epoch}_dora_params.pth`` 0-based; the
+  current trainer writes the 0-based epoch in both. Rows are returned with our 0-based epoch (the
+  epoch of the checkpoint after it), so CSV row ``k`` of a 1-based file is epoch ``k - 1``.
+- ``dora_params/epoch{e}_dora_params.pth`` (:func:`read_dora_params`): a dict of tensors, read
+  with ``torch.load(weights_only=True)`` only.
+- ``random_states/dataset_split_indices.pth`` (:func:`read_split_indices`): ``train_indices``,
+  ``test_indices`` (row numbers of the annotation CSV, in ``random_split`` order), read safely.
+- A run folder (:class:`PublishedRun`): ``training_res.csv`` + ``dora_params/`` (+ ``random_states/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hba_sweep.errors import CheckpointError, ConfigError, DataError
+
+# Keys of the published training_config.yaml that steer only the published code (logging, its
+# W&B extras, multi-GPU); accepted and reported once as ignored.
+TRAIN_IGNORED = {
+    "debug_logging": "prints tensors of the first batch each epoch in the published code",
+    "logger": "the published code's logger choice; this tool logs to stderr and metrics.csv",
+    "wandb_tags": "W&B run tags", "wandb_notes": "W&B run notes", "wandb_run_name": "W&B run name",
+    "wandb_run_id": "W&B run id", "wandb_watch_model": "W&B gradient watching", "wandb_log_freq": "W&B log frequency",
+    "pin_memory": "DataLoader pinning (this tool pins on CUDA itself)",
+    "use_ddp": "multi-GPU DDP (one GPU per run here; run a sweep for parallelism)",
+    "num_classes": "classes of scratch training (not supported)",
+}
+# Keys of the published inference_config.yaml that change nothing here.
+INFER_IGNORED = {
+    "load_hba": "the published script's switch between CLIP-HBA and plain CLIP; CLIP-HBA checkpoints are what is evaluated",
+    "num_workers": "DataLoader worker count (images are decoded in-process)",
+    "cka_unbiased": "both the biased and the unbiased CKA are always reported",
+}
+# Keys checked against the one value this tool supports (the published finetune mode).
+TRAIN_CHECKED = {"training_mode": "finetune", "architecture": "clip-hba"}
+
+DORA_PARAMS = "dora_params"
+RANDOM_STATES = "random_states"
+SPLIT_INDICES = "dataset_split_indices.pth"
+TRAINING_RES = "training_res.csv"
+_DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
+
+# training_res.csv column spellings of the published trainers -> our metrics columns.
+COLUMN_NAMES = {
+    "epoch": "epoch", "train_loss": "train_loss", "val_loss": "val_loss", "test_loss": "val_loss",
+    "behavioral_rsa_rho": "behavioral_rsa_rho", "rsa_behavioral_corr": "behavioral_rsa_rho",
+    "behavioral_rsa_p": "behavioral_rsa_p", "behavioral_rsa_p_value": "behavioral_rsa_p",
+    "rsa_behavioral_p": "behavioral_rsa_p",
+}
+ONE_BASED_MARKER = "behavioral_rsa_p_value"  # header of the older pipeline, which wrote epoch + 1
+
+
+def epoch_duration(value: Any, key: str = "max_duration") -> int:
+    """``500`` or ``'500ep'`` -> 500 (the published ``parse_epoch_duration``); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number of epochs such as 5 or '5ep'")
+    text = str(value).strip().lower()
+    text = text[:-2] if text.endswith("ep") else text
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{key} must be a number of epochs such as 5 or '5ep'") from None
+    if not number.is_integer():
+        raise ValueError(f"{key} must be a whole number of epochs")
+    return int(number)
+
+
+def published_device(value: Any) -> str:
+    """The published ``cuda`` key: -1 all GPUs (here: ``cuda``, one GPU), 0 ``cuda:0``, 1 ``cuda:1``,
+    any other value the CPU (as the config's own comment, ``2 for CPU``, and the original trainer)."""
+    if isinstance(value, bool):
+        return "cuda" if value else "cpu"
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return value
+    if isinstance(value, int):
+        return {-1: "cuda", 0: "cuda:0", 1: "cuda:1"}.get(value, "cpu")
+    return str(value)
+
+
+# ---- training_res.csv --------------------------------------------------------------------
+def read_training_res(path: str | os.PathLike, one_based: bool | None = None) -> list[dict[str, Any]]:
+    """Rows of a published ``training_res.csv`` as our metrics rows (0-based ``epoch``, ``val_loss``...).
+
+    ``one_based`` None: decided by the header (``behavioral_rsa_p_value`` = the older, 1-based writer).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: training_res.csv not found. Fix: point at a published run folder.")
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: empty. Fix: a published training_res.csv starts with a header line.")
+        header = [h.strip() for h in header]
+        unknown = [h for h in header if h and h not in COLUMN_NAMES]
+        if "epoch" not in header or not ({"val_loss", "test_loss"} & set(header)) or unknown:
+            raise DataError(f"{path}: header {header} is not a published training_res.csv "
+                            "(epoch,train_loss,test_loss|val_loss[,behavioral_rsa_rho,behavioral_rsa_p[_value]]). "
+                            "Fix: point at the training_res.csv the published trainer wrote.")
+        shift = 1 if (ONE_BASED_MARKER in header if one_based is None else one_based) else 0
+        rows = []
+        for line_no, cells in enumerate(reader, start=2):
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) < len(header) - 2 or len(cells) > len(header):
+                raise DataError(f"{path}: line {line_no} has {len(cells)} cells for {len(header)} columns. "
+                                "Fix: repair or truncate the file at that line.")
+            row: dict[str, Any] = {}
+            for name, cell in zip(header, cells):
+                try:
+                    row[COLUMN_NAMES[name]] = float(cell) if cell.strip() else math.nan
+                except ValueError:
+                    raise DataError(f"{path}: line {line_no}: {name}={cell!r} is not a number. "
+                                    "Fix: repair the file.") from None
+            row["epoch"] = int(row["epoch"]) - shift
+            row.setdefault("behavioral_rsa_rho", math.nan)
+            row.setdefault("behavioral_rsa_p", math.nan)
+            rows.append(row)
+    return rows
+
+
+# ---- checkpoints and split -----------------------------------------------------------------
+def _safe_load(path: Path, what: str, fix: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {what} not found. Fix: {fix}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = f"it asks to run {found.group(1)}" if found else str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path}: refused as {what} ({detail}); it is read with weights_only=True and "
+                              f"nothing in it was executed. Fix: {fix}") from None
+
+
+def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A published ``epoch{e}_dora_params.pth``: a dict of tensors (weights_only; nothing executes)."""
+    path = Path(path)
+    data = _safe_load(path, "a published DoRA checkpoint", "point at dora_params/epoch<e>_dora_params.pth.")
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: not a dict of tensors (the published epoch<e>_dora_params.pth format). "
+                              "Fix: point at a file the published trainer's save_dora_parameters wrote.")
+    return {str(k): v for k, v in data.items()}
+
+
+def dora_params_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch in a published checkpoint's file name (``epoch12_dora_params.pth`` -> 12)."""
+    found = _DORA_FILE.match(Path(path).name)
+    return int(found.group(1)) if found else None
+
+
+def read_split_indices(path: str | os.PathLike) -> dict[str, list[int]]:
+    """The published ``dataset_split_indices.pth``: ``{"train": [...], "val": [...]}`` row numbers in the
+    published (``random_split``) order."""
+    path = Path(path)
+    data = _safe_load(path, "a published dataset split", "point at random_states/dataset_split_indices.pth.")
+    try:
+        train = [int(i) for i in data["train_indices"]]
+        val = [int(i) for i in data["test_indices"]]
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: no train_indices/test_indices lists. Fix: point at the "
+                              "dataset_split_indices.pth the published trainer wrote.") from None
+    return {"train": train, "val": val}
+
+
+# ---- a run folder -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishedRun:
+    """A folder the published trainer wrote: ``training_res.csv``, ``dora_params/``, ``random_states/``."""
+
+    root: Path
+
+    @staticmethod
+    def looks_like(path: str | os.PathLike) -> bool:
+        path = Path(path)
+        return (path / DORA_PARAMS).is_dir() or (path / TRAINING_RES).is_file() and not (path / "checkpoints").is_dir()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "PublishedRun":
+        root = Path(path)
+        if not (root / DORA_PARAMS).is_dir():
+            raise CheckpointError(f"{root}: no {DORA_PARAMS}/ folder. Fix: point at a published run folder "
+                                  f"(training_res.csv and {DORA_PARAMS}/epoch<e>_dora_params.pth) or one of ours.")
+        return cls(root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def epochs(self) -> list[int]:
+        """Epochs with a ``dora_params/epoch{e}_dora_params.pth``, ascending."""
+        found = (dora_params_epoch(p) for p in (self.root / DORA_PARAMS).iterdir())
+        return sorted(e for e in found if e is not None)
+
+    def dora_path(self, epoch: int) -> Path:
+        return self.root / DORA_PARAMS / f"epoch{epoch}_dora_params.pth"
+
+    def adapters(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The raw published tensors of ``epoch`` (keys ``clip_model....out_proj.{m,delta_D_A,delta_D_B}``)."""
+        path = self.dora_path(epoch)
+        if not path.is_file():
+            have = self.epochs()
+            span = f"it has epochs {have[0]}..{have[-1]}" if have else "it has none"
+            raise CheckpointError(f"{path}: no checkpoint for epoch {epoch} ({span}; the run may have stopped "
+                                  "early). Fix: choose a finished epoch.")
+        return read_dora_params(path)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """``training_res.csv`` rows (0-based epochs); empty if the file is absent."""
+        path = self.root / TRAINING_RES
+        return read_training_res(path) if path.is_file() else []
+
+    def split(self) -> dict[str, list[int]] | None:
+        """The split the run used, if it saved ``random_states/dataset_split_indices.pth``."""
+        path = self.root / RANDOM_STATES / SPLIT_INDICES
+        return read_split_indices(path) if path.is_file() else None
+
+
+def check_training_mode(raw: dict[str, Any], source: str) -> list[str]:
+    """Problems with the published keys whose one supported value is fixed (training_mode, architecture)."""
+    problems = []
+    for key, wanted in TRAIN_CHECKED.items():
+        if key in raw and raw[key] is not None and str(raw[key]).strip().lower() != wanted:
+            problems.append(
+                f"{source}: {key}={raw[key]!r} is not supported: this tool fine-tunes CLIP-HBA with DoRA "
+                f"(the published training_mode: finetune, architecture: CLIP-HBA). Fix: set {key}: "
+                f"{'finetune' if key == 'training_mode' else 'CLIP-HBA'}; training from scratch is not supported.")
+    return problems
+
+
+__all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch",
+           "epoch_duration", "published_device", "TRAIN_IGNORED", "INFER_IGNORED", "TRAIN_CHECKED",
+           "check_training_mode", "ConfigError"]
