@@ -494,7 +494,7 @@ def _read_meta(ckpt_dir: Path) -> dict[str, Any]:
         from hba_sweep.published import dora_params_epoch
 
         run = ckpt_dir.parent.parent if ckpt_dir.parent.name == "dora_params" else ckpt_dir.parent
-        return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True}
+        return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True, "adapter": "hba_dora"}
     return ckpt.read_meta(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
 
 

@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -429,7 +430,9 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
     for _ in range(start.epoch + 1):
         epoch_order(len(state.train_indices), shuffle)
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():  # stepped without optimizer steps on purpose: the schedule replayed
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
     state.shuffle_generator = shuffle.get_state()
     state.scheduler = scheduler.state_dict() if scheduler is not None else None
     history = [{**row, "inherited": True, "perturbation_active": False} for row in run.metrics()

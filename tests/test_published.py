@@ -262,7 +262,7 @@ def test_both_behavioural_rsa_references_every_epoch(small, tmp_path):
         row = list(csv.DictReader(fh))[-1]
     model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
                     transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
-                    dora_dropout=cfg.dora_dropout).eval()
+                    dora_dropout=cfg.dora_dropout, adapter=cfg.adapter).eval()
     model.load_adapter_state_dict(ckpt.load_adapters(ckpt.epoch_dir(run_dir(cfg), 0)))
     images = ThingsDataset(cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size)
     with torch.no_grad():
@@ -304,3 +304,78 @@ def test_published_inference_config_runs_unchanged_but_its_paths(reference_data,
     (tmp_path / "inference_config.yaml").write_text(text)
     assert main(["infer", "--config", str(tmp_path / "inference_config.yaml")]) == 2
     assert "load_hba=false" in capsys.readouterr().err
+
+
+def write_published_run(run: Path, dest: Path, epochs: list[int]) -> Path:
+    """Our run rewritten in the published trainer's formats: dora_params/, training_res.csv (current,
+    0-based writer), random_states/dataset_split_indices.pth (row numbers of the annotation CSV)."""
+    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.adapters import to_published_keys
+
+    (dest / "dora_params").mkdir(parents=True)
+    for e in epochs:
+        torch.save(to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
+                   dest / "dora_params" / f"epoch{e}_dora_params.pth")
+    with open(run / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if 0 <= int(r["epoch"]) <= max(epochs)]
+    lines = ["epoch,train_loss,test_loss,rsa_behavioral_corr,rsa_behavioral_p"]
+    lines += [f"{r['epoch']},{r['train_loss']},{r['val_loss']},{r['behavioral_rsa_rho']},{r['behavioral_rsa_p']}"
+              for r in rows]
+    (dest / "training_res.csv").write_text("\n".join(lines) + "\n")
+    split = json.loads((run / "split.json").read_text())
+    (dest / "random_states").mkdir()
+    torch.save({"train_indices": split["train_indices"], "test_indices": split["val_indices"], "random_seed": 1,
+                "train_portion": 0.8}, dest / "random_states" / "dataset_split_indices.pth")
+    return dest
+
+
+def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path):
+    """baseline_checkpoint_path = a published folder: the adapters, split, LR schedule and shuffle order
+    of epoch e are restored (checked against our own baseline's state there); AdamW starts fresh."""
+    from hba_sweep import checkpoint as ckpt
+
+    make, _ = small
+    base = make(run_name="base", epochs=3, lr_scheduler="cosineannealinglr")
+    run_training_experiment(base)
+    folder = write_published_run(run_dir(base), tmp_path / "published_base", [0, 1])
+    fork = make(run_name="fork", epochs=3, lr_scheduler="cosineannealinglr", perturb_type="label_shuffle",
+                perturb_epoch=2, perturb_length=1, baseline_checkpoint_path=str(folder))
+    summary = run_training_experiment(fork)
+    assert summary["window_completed"] is True and summary["epoch"] == 2
+    rows = {int(r["epoch"]): r for r in csv.DictReader(open(run_dir(fork) / "metrics.csv"))}
+    base_rows = {int(r["epoch"]): r for r in csv.DictReader(open(run_dir(base) / "metrics.csv"))}
+    assert rows[1]["inherited"] == "True" and float(rows[1]["val_loss"]) == pytest.approx(float(base_rows[1]["val_loss"]))
+    meta = ckpt.read_meta(ckpt.epoch_dir(run_dir(fork), 2))
+    assert meta["start"] == "forked_published"
+    assert meta["fork_start_val_loss"] == pytest.approx(float(base_rows[1]["val_loss"]), rel=1e-6)  # adapters
+    _, ours, _ = ckpt.load_checkpoint(ckpt.epoch_dir(run_dir(base), 1))
+    _, forked, _ = ckpt.load_checkpoint(ckpt.epoch_dir(run_dir(fork), 2))
+    assert forked.train_names == ours.train_names and forked.val_names == ours.val_names  # the published split
+    assert float(rows[2]["lr"]) == pytest.approx(float(base_rows[2]["lr"]))  # the schedule, advanced
+    # the shuffle order: the fork's generator after epoch 2 equals the baseline's after epoch 2
+    _, base2, _ = ckpt.load_checkpoint(ckpt.epoch_dir(run_dir(base), 2))
+    assert torch.equal(forked.shuffle_generator, base2.shuffle_generator)
+    with pytest.raises(CheckpointError, match="never trained from scratch"):
+        run_training_experiment(make(run_name="late", epochs=4, perturb_type="label_shuffle", perturb_epoch=3,
+                                     perturb_length=1, baseline_checkpoint_path=str(folder)))
+
+
+def test_infer_reads_a_published_dora_params_file(small, tmp_path, demo_dir, capsys):
+    """model_weights_path: a published epoch{e}_dora_params.pth gives the predictions of the same adapters."""
+    from hba_sweep.inference import run_inference
+
+    make, _ = small
+    base = make(run_name="base", epochs=1, transformer_layers=1)
+    run_training_experiment(base)
+    folder = write_published_run(run_dir(base), tmp_path / "published_base", [0])
+    things = yaml.safe_load((demo_dir / "evalsets.yaml").read_text())["things"]
+    common = {"img_dir": str(demo_dir / things["img_dir"]), "annotations_file": str(demo_dir / things["annotations_file"]),
+              "reference_rdm_paths": {"behavior": str(demo_dir / things["reference_rdms"]["behavior"])},
+              "backbone": base.backbone, "pretrained": base.pretrained, "vision_layers": base.vision_layers,
+              "transformer_layers": base.transformer_layers, "rank": base.rank, "evaluation_type": "behavioral"}
+    ours = run_inference({**common, "model_weights_path": str(run_dir(base)), "epoch": 0})
+    theirs = run_inference({**common, "model_weights_path": str(folder / "dora_params" / "epoch0_dora_params.pth")})
+    assert theirs["epoch"] == 0
+    np.testing.assert_allclose(theirs["predictions"], ours["predictions"], rtol=1e-6, atol=1e-6)
+    by_folder = run_inference({**common, "model_weights_path": str(folder), "epoch": 0})
+    np.testing.assert_allclose(by_folder["predictions"], ours["predictions"], rtol=1e-6, atol=1e-6)
