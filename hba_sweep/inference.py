@@ -289,10 +289,12 @@ class Predictor:
         """(N, 66) float64 predictions of the loaded adapters for the images at ``paths``."""
         prefix = self.prefix(paths)
         out = []
+        with self._autocast():
+            text = self.model.text_features()  # once per checkpoint, not per batch
         for start in range(0, len(paths), self.batch_size):
             tokens = prefix.rows(range(start, min(len(paths), start + self.batch_size))).to(self.device)
             with self._autocast():
-                out.append(self.model.forward_from_prefix(tokens).float().cpu())
+                out.append(self.model.forward_from_prefix(tokens, text).float().cpu())
         COUNTERS["checkpoint_predictions"] += 1
         return torch.cat(out).numpy().astype(np.float64)
 

@@ -12,13 +12,16 @@ The network is split where the adapters start:
 
 so the frozen prefixes can be computed once: the text prefix here (the prompts truncated to the
 longest one, exact because the text tower is causal), the vision prefix per image set in
-hba_sweep.prefix_cache. ``forward(images)`` runs everything on full-length prompts and is the
-oracle the cached path is tested against.
+hba_sweep.prefix_cache. The last adapted block of each tower is evaluated at its readout
+positions only (class token, end-of-text tokens; hba_sweep.readout). ``forward(images)`` runs
+every block at every position on full-length prompts and is the oracle the cached path is
+tested against.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from importlib import resources
 
 import open_clip
@@ -27,9 +30,12 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from hba_sweep import adapters
+from hba_sweep import adapters, readout
 from hba_sweep.backbones import create_clip, resolve_backbone, weights_id
 from hba_sweep.errors import CheckpointError
+
+TRUNCATABLE_TEXT_POOLS = ("argmax", "eos", "first")  # pooled position is the end-of-text token or earlier
+logger = logging.getLogger(__name__)
 
 
 def load_prompts() -> list[str]:
@@ -73,11 +79,14 @@ class CLIPHBA(nn.Module):
         adapters.attach(self.clip, targets, adapter, rank, dora_alpha, dora_dropout)
         self.adapted_modules = targets
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())
-        length = int(tokens.argmax(dim=-1).max()) + 1  # causal tower: positions past the longest prompt are unused
         self.register_buffer("text_tokens_full", tokens, persistent=False)
-        self.register_buffer("text_tokens", tokens[:, :length], persistent=False)
+        self.register_buffer("text_tokens", tokens[:, :self._text_length(tokens)], persistent=False)
         self.register_buffer("text_prefix", self._text_prefix(), persistent=False)
         self.cache_text = True  # False: every call runs the whole text tower on full-length prompts
+        self.readout_only = True  # False: forward_from_prefix runs the last adapted blocks at every position
+        self.readout_fallbacks = self._readout_fallbacks(vision_layers, transformer_layers)
+        for tower, why in self.readout_fallbacks.items():
+            logger.warning("%s: the last adapted %s block runs at every position (%s)", backbone, tower, why)
 
     # ---- vision -------------------------------------------------------------------------
     @torch.no_grad()
@@ -89,16 +98,40 @@ class CLIPHBA(nn.Module):
             x = block(x)
         return x
 
-    def vision_suffix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Adapted vision blocks, pooling and projection: prefix tokens -> image features."""
+    def vision_suffix(self, tokens: torch.Tensor, readout_only: bool = False) -> torch.Tensor:
+        """Adapted vision blocks, pooling and projection: prefix tokens -> image features.
+
+        ``readout_only``: the last block at the class token only (exact; full block where the
+        backbone pools otherwise, see ``readout_fallbacks``).
+        """
         visual = self.clip.visual
+        blocks = visual.transformer.resblocks[self.vision_split:]
+        readout_only = readout_only and len(blocks) > 0 and "vision" not in self.readout_fallbacks
         x = tokens
-        for block in visual.transformer.resblocks[self.vision_split:]:
+        for block in blocks[:-1] if readout_only else blocks:
             x = block(x)
+        if readout_only:  # class token, shape (N, 1, C): _pool's per-token ln_post reads the same
+            x = readout.block_at(blocks[-1], x, torch.zeros(len(x), dtype=torch.long))[:, None]
         pooled, _ = visual._pool(x)
         return pooled @ visual.proj if visual.proj is not None else pooled
 
     # ---- text ---------------------------------------------------------------------------
+    def _text_length(self, tokens: torch.Tensor) -> int:
+        """Prompt length the cached text path runs: up to the longest prompt's end-of-text token
+        where that is exact (causal mask, pooled position at or before it), else the full context."""
+        if self.clip.attn_mask is None or self.clip.text_pool_type not in TRUNCATABLE_TEXT_POOLS:
+            return tokens.shape[1]
+        return int(self._text_positions(tokens).max()) + 1
+
+    def _text_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position each prompt's feature is read from (open_clip's text_global_pool)."""
+        pool = self.clip.text_pool_type
+        if pool == "argmax":
+            return tokens.argmax(dim=-1)
+        if pool == "eos":
+            return (tokens == self.clip.text_eos_id).int().argmax(dim=-1)
+        return torch.full((len(tokens),), 0 if pool == "first" else tokens.shape[1] - 1, dtype=torch.long)
+
     def _text_attn_mask(self) -> torch.Tensor | None:
         mask = self.clip.attn_mask
         n = self.text_tokens.shape[1]
@@ -124,9 +157,16 @@ class CLIPHBA(nn.Module):
             return self.text_features_full()
         x = self.text_prefix
         mask = self._text_attn_mask()
-        for block in self.clip.transformer.resblocks[self.text_split:]:
-            x = block(x, attn_mask=None if mask is None else mask.to(x.device))
-        return self._text_readout(x, self.text_tokens)
+        mask = None if mask is None else mask.to(x.device)
+        blocks = self.clip.transformer.resblocks[self.text_split:]
+        if not (self.readout_only and len(blocks) > 0 and "text" not in self.readout_fallbacks):
+            for block in blocks:
+                x = block(x, attn_mask=mask)
+            return self._text_readout(x, self.text_tokens)
+        for block in blocks[:-1]:
+            x = block(x, attn_mask=mask)
+        pooled = readout.block_at(blocks[-1], x, self._text_positions(self.text_tokens), mask)
+        return self._text_project(self.clip.ln_final(pooled))
 
     def text_features_full(self) -> torch.Tensor:
         """The uncached text path: every block, full context length."""
@@ -141,10 +181,32 @@ class CLIPHBA(nn.Module):
         clip = self.clip
         x = clip.ln_final(x)
         x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
-        projection = clip.text_projection
+        return self._text_project(x)
+
+    def _text_project(self, pooled: torch.Tensor) -> torch.Tensor:
+        projection = self.clip.text_projection
         if projection is None:
-            return x
-        return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+            return pooled
+        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+
+    def _readout_fallbacks(self, vision_layers: int, transformer_layers: int) -> dict[str, str]:
+        """Towers whose last adapted block cannot be read out at one position, with the reason."""
+        visual, out = self.clip.visual, {}
+        if vision_layers > 0:
+            why = readout.unsupported(visual.transformer.resblocks[-1])
+            if visual.attn_pool is not None:
+                why = "attention pooling"
+            elif visual.pool_type != "tok":
+                why = f"pool_type {visual.pool_type!r}, not the class token"
+            if why:
+                out["vision"] = why
+        if transformer_layers > 0:
+            why = readout.unsupported(self.clip.transformer.resblocks[-1])
+            if self.clip.text_pool_type not in TRUNCATABLE_TEXT_POOLS + ("last",):
+                why = f"text pool_type {self.clip.text_pool_type!r}"
+            if why:
+                out["text"] = why
+        return out
 
     # ---- head ---------------------------------------------------------------------------
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -153,12 +215,14 @@ class CLIPHBA(nn.Module):
         text_features = F.normalize(text_features, dim=-1)
         return self.clip.logit_scale.exp() * image_features @ text_features.t()
 
-    def forward_from_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Predictions from cached vision-prefix activations."""
-        return self.head(self.vision_suffix(tokens), self.text_features())
+    def forward_from_prefix(self, tokens: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions from cached vision-prefix activations; ``text_features`` (from
+        ``text_features()``) may be passed when the adapters do not change between calls."""
+        text = self.text_features() if text_features is None else text_features
+        return self.head(self.vision_suffix(tokens, readout_only=self.readout_only), text)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Predictions from images through the whole network, nothing cached (the oracle)."""
+        """Predictions from images through every block at every position, nothing cached (the oracle)."""
         return self.head(self.vision_suffix(self.vision_prefix(images)), self.text_features_full())
 
     # ---- adapters -----------------------------------------------------------------------

@@ -206,10 +206,12 @@ def predict(model: CLIPHBA, images: Images, cfg: TrainConfig, device: torch.devi
     model.eval()
     rows = torch.arange(len(images.dataset)) if indices is None else torch.as_tensor(indices)
     out = []
+    with autocast(device, cfg):
+        text = model.text_features()  # the adapters are fixed here: once, not per batch
     for start in range(0, len(rows), cfg.batch_size):
         idx = rows[start:start + cfg.batch_size]
         with autocast(device, cfg):
-            out.append(model.forward_from_prefix(images.inputs(model, idx, device)).float().cpu())
+            out.append(model.forward_from_prefix(images.inputs(model, idx, device), text).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 66)
 
 
@@ -302,6 +304,7 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
         rsa = RSAImages(rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)),
                         compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric))
     model.cache_text = cfg.cache_frozen_prefix  # the 66 prompts' frozen text blocks: once, truncated
+    model.readout_only = cfg.cache_frozen_prefix  # last adapted blocks at the readout positions only
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")

@@ -1,0 +1,142 @@
+"""Readout-only last blocks: the cached path equals the oracle (every block at every position).
+
+The oracle is ``CLIPHBA.forward`` (or the same model with ``readout_only`` off); the backbone
+variants turn on every option of open_clip's custom block (layer scale, ln_attn, inner norm,
+head scaling, qk norm, MLP norm, final LN after pooling, eos and non-causal 'last' text pooling),
+with every parameter of the last blocks randomised so that a skipped or swapped step shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hba_sweep.backbones import register_tiny_backbone
+from hba_sweep.model import CLIPHBA
+
+TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+        "init_logit_scale": 4.605170185988092}
+BLOCK_OPTIONS = {"ls_init_value": 0.5, "qk_norm": True, "scale_heads": True, "scale_attn_inner": True, "scale_attn": True,
+                 "scale_fc": True}
+VARIANTS = {
+    "options": ({**BLOCK_OPTIONS, "final_ln_after_pool": True, "no_ln_pre": True},
+                {**BLOCK_OPTIONS, "pool_type": "eos", "eos_id": 49407}),
+    "bidirectional-last": ({}, {"no_causal_mask": True, "pool_type": "last"}),
+    "mean-pool": ({"pool_type": "avg"}, {}),
+    "attention-pool": ({"attentional_pool": True, "attn_pooler_queries": 1, "attn_pooler_heads": 4}, {}),
+}
+
+
+def register_variant(tmp_path_factory: pytest.TempPathFactory, name: str) -> str:
+    vision, text = VARIANTS[name]
+    cfg = json.loads(json.dumps(TINY))
+    cfg["vision_cfg"].update(vision)
+    cfg["text_cfg"].update(text)
+    path = tmp_path_factory.mktemp("configs") / f"hba-tiny-{name}.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(path))
+    return path.stem
+
+
+def build(backbone: str = "hba-tiny", vision_layers: int = 2, transformer_layers: int = 1) -> CLIPHBA:
+    """A model whose adapters and last adapted blocks all carry random, non-trivial values."""
+    register_tiny_backbone()
+    torch.manual_seed(0)
+    model = CLIPHBA(backbone=backbone, pretrained="none", vision_layers=vision_layers,
+                    transformer_layers=transformer_layers, rank=4, dora_dropout=0.0)
+    last_blocks = [model.clip.visual.transformer.resblocks[-1], model.clip.transformer.resblocks[-1]]
+    with torch.no_grad():
+        for param in model.adapter_parameters():
+            param.add_(0.3 * torch.randn_like(param))
+        for block in last_blocks:
+            for name, param in block.named_parameters():
+                if "lora_" not in name:
+                    param.add_(0.2 * torch.randn_like(param) * (param.abs().mean() + 0.1))
+    model.text_prefix = model._text_prefix()  # the frozen text blocks' output, of the changed weights
+    return model
+
+
+def paths_agree(model: CLIPHBA, images: torch.Tensor, targets: torch.Tensor) -> None:
+    """Readout-only cached path vs the oracle: predictions and every adapter gradient."""
+    params = model.adapter_parameters()
+    oracle = model(images)
+    oracle_grads = torch.autograd.grad(F.mse_loss(oracle, targets), params)
+    model.readout_only = True
+    cached = model.forward_from_prefix(model.vision_prefix(images))
+    cached_grads = torch.autograd.grad(F.mse_loss(cached, targets), params)
+    assert_close_to_scale(cached, oracle)
+    for g_cached, g_oracle in zip(cached_grads, oracle_grads):
+        assert_close_to_scale(g_cached, g_oracle)
+
+
+def assert_close_to_scale(got: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5) -> None:
+    """Equal within ``tol`` of the tensor's largest magnitude (fp32 sums over many terms round)."""
+    scale = float(expected.detach().abs().max())
+    assert scale > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=tol * scale)
+
+
+@pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (1, 2), (1, 1), (4, 3), (0, 1), (2, 0)])
+def test_readout_path_equals_oracle_on_tiny(vision_layers, transformer_layers):
+    model = build(vision_layers=vision_layers, transformer_layers=transformer_layers)
+    assert model.readout_fallbacks == {}
+    paths_agree(model, torch.randn(3, 3, 64, 64), torch.rand(3, 66) * 50)
+
+
+@pytest.mark.parametrize("variant", ["options", "bidirectional-last"])
+def test_readout_path_equals_oracle_with_block_options(tmp_path_factory, variant):
+    model = build(register_variant(tmp_path_factory, variant))
+    assert model.readout_fallbacks == {}
+    if variant == "bidirectional-last":  # no causal mask: truncating the prompts would not be exact
+        assert model.text_tokens.shape[1] == 77
+    paths_agree(model, torch.randn(2, 3, 64, 64), torch.rand(2, 66) * 50)
+
+
+@pytest.mark.parametrize("variant", ["mean-pool", "attention-pool"])
+def test_other_vision_pooling_falls_back_to_the_full_block(tmp_path_factory, caplog, variant):
+    with caplog.at_level(logging.WARNING, logger="hba_sweep.model"):
+        model = build(register_variant(tmp_path_factory, variant))
+    assert set(model.readout_fallbacks) == {"vision"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "hba_sweep.model"]
+    assert len(lines) == 1 and "vision block runs at every position" in lines[0]
+    paths_agree(model, torch.randn(2, 3, 64, 64), torch.rand(2, 66) * 50)
+
+
+def test_readout_only_changes_what_the_last_block_computes():
+    """The readout path really skips work: the last vision block's MLP sees one token per image."""
+    model = build()
+    seen = []
+    hook = model.clip.visual.transformer.resblocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    tokens = model.vision_prefix(torch.randn(3, 3, 64, 64))
+    model.vision_suffix(tokens, readout_only=True)
+    model.vision_suffix(tokens, readout_only=False)
+    hook.remove()
+    assert seen == [torch.Size([3, 128]), torch.Size([3, 17, 128])]
+
+
+def test_readout_on_the_study_architecture():
+    """ViT-B-32 with QuickGELU (the OpenAI architecture), random weights, two images."""
+    torch.manual_seed(0)
+    model = CLIPHBA(backbone="ViT-B-32-quickgelu", pretrained="none", vision_layers=2, transformer_layers=1, rank=4,
+                    dora_dropout=0.0)
+    assert model.readout_fallbacks == {}
+    with torch.no_grad():
+        for param in model.adapter_parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    tokens = model.vision_prefix(torch.randn(2, 3, 224, 224))
+    targets = torch.rand(2, 66) * 50
+    outs, grads = [], []
+    for readout_only in (False, True):
+        model.readout_only = readout_only
+        out = model.forward_from_prefix(tokens)
+        outs.append(out)
+        grads.append(torch.autograd.grad(F.mse_loss(out, targets), model.adapter_parameters()))
+    assert_close_to_scale(outs[1], outs[0])
+    for g_readout, g_full in zip(*grads[::-1]):
+        assert_close_to_scale(g_readout, g_full)
