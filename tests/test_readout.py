@@ -1,6 +1,8 @@
 """Readout-only last blocks: the cached path equals the oracle (every block at every position).
 
-The oracle is ``CLIPHBA.forward`` (or the same model with ``readout_only`` off); the backbone
+The oracle is ``CLIPHBA.forward`` (or the same model with ``readout_only`` off), compared in
+float64 to 1e-10 (so that float32's differences are rounding only) and in float32 to 1e-5 of the
+largest value, with both adapters (the published DoRA and peft's); the backbone
 variants turn on every option of open_clip's custom block (layer scale, ln_attn, inner norm,
 head scaling, qk norm, MLP norm, final LN after pooling, eos and non-causal 'last' text pooling),
 with every parameter of the last blocks randomised so that a skipped or swapped step shows.
@@ -16,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hba_sweep import adapters
 from hba_sweep.backbones import register_tiny_backbone
 from hba_sweep.model import CLIPHBA
 
@@ -44,58 +47,70 @@ def register_variant(tmp_path_factory: pytest.TempPathFactory, name: str) -> str
     return path.stem
 
 
-def build(backbone: str = "hba-tiny", vision_layers: int = 2, transformer_layers: int = 1) -> CLIPHBA:
-    """A model whose adapters and last adapted blocks all carry random, non-trivial values."""
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def build(backbone: str = "hba-tiny", vision_layers: int = 2, transformer_layers: int = 1,
+          adapter: str = adapters.DEFAULT_ADAPTER, dtype: torch.dtype = torch.float64) -> CLIPHBA:
+    """A model whose adapters and last blocks all carry random, non-trivial values."""
     register_tiny_backbone()
     torch.manual_seed(0)
     model = CLIPHBA(backbone=backbone, pretrained="none", vision_layers=vision_layers,
-                    transformer_layers=transformer_layers, rank=4, dora_dropout=0.0)
+                    transformer_layers=transformer_layers, rank=4, dora_dropout=0.0, adapter=adapter)
+    trained = {id(p) for p in model.adapter_parameters()}
     last_blocks = [model.clip.visual.transformer.resblocks[-1], model.clip.transformer.resblocks[-1]]
     with torch.no_grad():
         for param in model.adapter_parameters():
-            param.add_(0.3 * torch.randn_like(param))
+            param.add_(0.3 * torch.randn_like(param) * (param.abs().mean() + 0.1))
         for block in last_blocks:
-            for name, param in block.named_parameters():
-                if "lora_" not in name:
+            for param in block.parameters():
+                if id(param) not in trained:
                     param.add_(0.2 * torch.randn_like(param) * (param.abs().mean() + 0.1))
+    model.to(dtype)
     model.text_prefix = model._text_prefix()  # the frozen text blocks' output, of the changed weights
     return model
 
 
-def paths_agree(model: CLIPHBA, images: torch.Tensor, targets: torch.Tensor) -> None:
+def paths_agree(model: CLIPHBA, n_images: int = 3) -> None:
     """Readout-only cached path vs the oracle: predictions and every adapter gradient."""
+    dtype = model.text_prefix.dtype
+    images = torch.randn(n_images, 3, model.image_size, model.image_size, dtype=dtype)
+    targets = torch.rand(n_images, 66, dtype=dtype) * 50
     params = model.adapter_parameters()
     oracle = model(images)
     oracle_grads = torch.autograd.grad(F.mse_loss(oracle, targets), params)
     model.readout_only = True
     cached = model.forward_from_prefix(model.vision_prefix(images))
     cached_grads = torch.autograd.grad(F.mse_loss(cached, targets), params)
-    assert_close_to_scale(cached, oracle)
+    assert_close_to_scale(cached, oracle, TOLERANCE[dtype])
     for g_cached, g_oracle in zip(cached_grads, oracle_grads):
-        assert_close_to_scale(g_cached, g_oracle)
+        assert_close_to_scale(g_cached, g_oracle, TOLERANCE[dtype])
 
 
 def assert_close_to_scale(got: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5) -> None:
-    """Equal within ``tol`` of the tensor's largest magnitude (fp32 sums over many terms round)."""
+    """Equal within ``tol`` of the tensor's largest magnitude (sums over many terms round)."""
     scale = float(expected.detach().abs().max())
     assert scale > 0
     torch.testing.assert_close(got, expected, rtol=0, atol=tol * scale)
 
 
-@pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (1, 2), (1, 1), (4, 3), (0, 1), (2, 0)])
-def test_readout_path_equals_oracle_on_tiny(vision_layers, transformer_layers):
-    model = build(vision_layers=vision_layers, transformer_layers=transformer_layers)
+@pytest.mark.parametrize("adapter", adapters.ADAPTERS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (1, 2), (4, 3), (0, 1), (2, 0)])
+def test_readout_path_equals_oracle_on_tiny(vision_layers, transformer_layers, dtype, adapter):
+    model = build(vision_layers=vision_layers, transformer_layers=transformer_layers, adapter=adapter, dtype=dtype)
     assert model.readout_fallbacks == {}
-    paths_agree(model, torch.randn(3, 3, 64, 64), torch.rand(3, 66) * 50)
+    paths_agree(model)
 
 
+@pytest.mark.parametrize("adapter", adapters.ADAPTERS)
 @pytest.mark.parametrize("variant", ["options", "bidirectional-last"])
-def test_readout_path_equals_oracle_with_block_options(tmp_path_factory, variant):
-    model = build(register_variant(tmp_path_factory, variant))
+def test_readout_path_equals_oracle_with_block_options(tmp_path_factory, variant, adapter):
+    model = build(register_variant(tmp_path_factory, variant), adapter=adapter)
     assert model.readout_fallbacks == {}
     if variant == "bidirectional-last":  # no causal mask: truncating the prompts would not be exact
         assert model.text_tokens.shape[1] == 77
-    paths_agree(model, torch.randn(2, 3, 64, 64), torch.rand(2, 66) * 50)
+    paths_agree(model, n_images=2)
 
 
 @pytest.mark.parametrize("variant", ["mean-pool", "attention-pool"])
@@ -105,12 +120,12 @@ def test_other_vision_pooling_falls_back_to_the_full_block(tmp_path_factory, cap
     assert set(model.readout_fallbacks) == {"vision"}
     lines = [r.getMessage() for r in caplog.records if r.name == "hba_sweep.model"]
     assert len(lines) == 1 and "vision block runs at every position" in lines[0]
-    paths_agree(model, torch.randn(2, 3, 64, 64), torch.rand(2, 66) * 50)
+    paths_agree(model, n_images=2)
 
 
 def test_readout_only_changes_what_the_last_block_computes():
     """The readout path really skips work: the last vision block's MLP sees one token per image."""
-    model = build()
+    model = build(dtype=torch.float32)
     seen = []
     hook = model.clip.visual.transformer.resblocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
     tokens = model.vision_prefix(torch.randn(3, 3, 64, 64))
@@ -120,15 +135,16 @@ def test_readout_only_changes_what_the_last_block_computes():
     assert seen == [torch.Size([3, 128]), torch.Size([3, 17, 128])]
 
 
-def test_readout_on_the_study_architecture():
-    """ViT-B-32 with QuickGELU (the OpenAI architecture), random weights, two images."""
+@pytest.mark.parametrize("adapter", adapters.ADAPTERS)
+def test_readout_on_the_study_architecture(adapter):
+    """ViT-B-32 with QuickGELU (the OpenAI architecture), random weights, two images, float32."""
     torch.manual_seed(0)
     model = CLIPHBA(backbone="ViT-B-32-quickgelu", pretrained="none", vision_layers=2, transformer_layers=1, rank=4,
-                    dora_dropout=0.0)
+                    dora_dropout=0.0, adapter=adapter)
     assert model.readout_fallbacks == {}
     with torch.no_grad():
         for param in model.adapter_parameters():
-            param.add_(0.05 * torch.randn_like(param))
+            param.add_(0.05 * torch.randn_like(param) * (param.abs().mean() + 0.1))
     tokens = model.vision_prefix(torch.randn(2, 3, 224, 224))
     targets = torch.rand(2, 66) * 50
     outs, grads = [], []
@@ -140,3 +156,27 @@ def test_readout_on_the_study_architecture():
     assert_close_to_scale(outs[1], outs[0])
     for g_readout, g_full in zip(*grads[::-1]):
         assert_close_to_scale(g_readout, g_full)
+
+
+@pytest.mark.parametrize("adapter", adapters.ADAPTERS)
+@pytest.mark.parametrize("vision_layers", [1, 2])
+def test_analysis_predictor_equals_oracle(demo_dir, adapter, vision_layers):
+    """The analysis path (prefix once, readout-only suffix per checkpoint) vs ``forward`` on images."""
+    from hba_sweep import inference
+    from hba_sweep.data.images import ImageStore
+
+    paths = sorted((demo_dir / "eval48" / "images").iterdir())[:10]
+    spec = inference.ModelSpec(backbone="hba-tiny", pretrained="none", adapter=adapter, vision_layers=vision_layers,
+                               transformer_layers=1, rank=4)
+    predictor = inference.Predictor(spec, "cpu", None, batch_size=4)
+    oracle = spec.build().eval()
+    images = ImageStore(paths, oracle.image_size).all()
+    torch.manual_seed(1)
+    for _ in range(2):  # two checkpoints through one predictor
+        state = {k: v + 0.3 * torch.randn_like(v) * (v.abs().mean() + 0.1)
+                 for k, v in oracle.adapter_state_dict().items()}
+        predictor.load(state)
+        oracle.load_adapter_state_dict(state)
+        with torch.no_grad():
+            expected = oracle(images).double()
+        assert_close_to_scale(torch.from_numpy(predictor.predict(paths)), expected)
