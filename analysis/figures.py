@@ -256,7 +256,7 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str) -> Figure:
     if not grids:
         raise NoData(f"no perturbed trials with a baseline and a value of {column}")
     limit = max(float(np.nanmax(np.abs(g.to_numpy(dtype=float)))) for g in grids.values()) or 1.0
-    cmap = plt.get_cmap("RdBu_r")
+    cmap = plt.get_cmap("RdBu_r" if "loss" in column else "RdBu")  # red: worse than the baseline, blue: better
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 1.5, 3.4), squeeze=False,
                              layout="constrained")
     image = None
@@ -275,7 +275,7 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str) -> Figure:
         ax.set_xlabel("start epoch")
         ax.set_ylabel("length (epochs)")
         ax.set_title(ptype, fontsize=10)
-    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds)")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds; red: worse)")
     fig.suptitle(f"{label}: over each trial's own epochs", fontsize=10)
     return fig
 
