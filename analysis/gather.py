@@ -118,9 +118,19 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 
 
 def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
-    """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle)."""
+    """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle);
+    a published ``epoch{e}_dora_params.pth`` through ``load_published_adapters`` (weights_only)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
+
+    from analysis.published_runs import file_sha256, is_published
+
+    if is_published(ckpt.path):
+        from hba_sweep.checkpoint import load_published_adapters
+
+        if file_sha256(ckpt.path) != ckpt.adapter_sha256:
+            raise CheckpointError(f"{ckpt.path}: changed while analyze ran. Fix: run analyze again.")
+        return load_published_adapters(ckpt.path)
 
     data = read_bytes(fs, posixpath.join(ckpt.path, ADAPTER_FILE))
     if ckpt.adapter_sha256 and hashlib.sha256(data).hexdigest() != ckpt.adapter_sha256:
@@ -219,6 +229,10 @@ def gather(fs: pafs.FileSystem, root: str) -> Study:
             trial.history, trial.config = history, dict(config)
         ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""), config)
         trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
+    from analysis.published_runs import published_trials
+
+    for trial in published_trials(fs, root):  # published run folders (training_res.csv + dora_params/)
+        trials.setdefault(trial.trial_id, trial)
     manifest = _read_manifest(fs, root)
     _apply_manifest(trials, manifest)
     entries = _entries(trials, skipped)

@@ -263,3 +263,46 @@ def test_searcher_trials_differing_only_in_searched_values_stay_apart(study: dic
     best = own.loc[own["val_loss"].idxmin()]
     line = best_trial_summary(str(tmp_path / "exp"))
     assert best["trial_id"] in line and f"lr={best['lr']}" in line
+
+
+def test_published_run_folders_analyse_like_our_runs(study: dict, tmp_path: Path) -> None:
+    """Our baseline and fork rewritten as published run folders (training_res.csv, dora_params/,
+    training_config.yaml): the same numbers per epoch, the fork paired with its baseline in summary.parquet."""
+    import yaml
+
+    from hba_sweep.adapters import to_published_keys
+
+    root = tmp_path / "published"
+    config = ckpt.read_meta(ckpt.epoch_dir(study["baseline"], 0))["config"]
+    for run, name, epochs, perturb in ((study["baseline"], "baseline_seed1", [0, 1], {}),
+                                       (study["fork"], "training_run1", [1], {"perturb_type": "label_shuffle",
+                                                                              "perturb_epoch": 1, "perturb_length": 1,
+                                                                              "perturb_seed": config["perturb_seed"]})):
+        dest = root / name
+        (dest / "dora_params").mkdir(parents=True)
+        for e in epochs:
+            torch.save(to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
+                       dest / "dora_params" / f"epoch{e}_dora_params.pth")
+        metrics = pd.read_csv(run / "metrics.csv")
+        metrics = metrics[metrics["epoch"] >= 0].rename(columns={"val_loss": "test_loss"})
+        metrics[["epoch", "train_loss", "test_loss", "behavioral_rsa_rho", "behavioral_rsa_p"]].to_csv(
+            dest / "training_res.csv", index=False)
+        published = {"training_mode": "finetune", "clip_hba_backbone": config["backbone"], "pretrained": "none",
+                     "vision_layers": config["vision_layers"], "transformer_layers": config["transformer_layers"],
+                     "rank": config["rank"], "random_seed": config["random_seed"], "lr": config["lr"],
+                     "perturb_type": "none", "perturb_epoch": None, "perturb_length": None, "perturb_seed": None,
+                     **perturb}
+        (dest / "training_config.yaml").write_text(yaml.safe_dump(published))
+    opts = Options(datasets=["things"], evalsets_file=str(study["evalsets"]))
+    ours = analyze(str(study["root"]), opts, str(tmp_path / "ours"), log=lambda m: None).results
+    theirs = analyze(str(root), opts, str(tmp_path / "theirs"), log=lambda m: None)
+    assert set(theirs.results["trial_id"]) == {"baseline_seed1", "training_run1"}
+    got = theirs.results.set_index(["trial_label", "epoch"])["value"]
+    base, fork = study["baseline"].name, study["fork"].name
+    want = ours.set_index(["trial_label", "epoch"])["value"]
+    for (label, epoch), value in got.items():
+        mine = base if label == "baseline_seed1" else fork
+        assert value == pytest.approx(want[(mine, epoch)], abs=1e-5)
+    summary = theirs.summary
+    assert summary["trial_id"].tolist() == ["training_run1"] and summary["baseline_id"].tolist() == ["baseline_seed1"]
+    assert np.isfinite(summary["max_alignment_deviation"]).all()

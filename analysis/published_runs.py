@@ -1,0 +1,113 @@
+"""Published run folders as trials of a study, so ``analyze`` gives their tables and figures too.
+
+A published run folder holds ``training_res.csv`` and ``dora_params/epoch{e}_dora_params.pth``
+(read by :mod:`hba_sweep.published`); its settings come from the published ``training_config.yaml``
+found in the folder or its parent (the model layout, seed and perturbation window). Epochs are the
+run's own (the published fork's CSV starts at its window; rows before it are dropped by the
+own-epoch rule anyway). Checkpoints are keyed by the SHA-256 of the ``.pth`` file, read with
+``torch.load(weights_only=True)``. Local folders only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from hba_sweep.errors import DataError
+
+DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
+# published training_config.yaml key -> our config key (the model layout and the trial's identity)
+CONFIG_KEYS = {"clip_hba_backbone": "backbone", "vision_layers": "vision_layers",
+               "transformer_layers": "transformer_layers", "rank": "rank", "random_seed": "random_seed",
+               "perturb_type": "perturb_type", "perturb_epoch": "perturb_epoch", "perturb_length": "perturb_length",
+               "perturb_seed": "perturb_seed", "lr": "lr", "batch_size": "batch_size",
+               "train_portion": "train_portion", "max_duration": "epochs",
+               "pretrained": "pretrained"}  # not a published key (they always use openai): for other weights
+
+
+def run_folders(fs: pafs.FileSystem, root: str) -> list[str]:
+    """Folders under ``root`` (or ``root`` itself) holding ``dora_params/epoch{e}_dora_params.pth``."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return []
+    found = set()
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File and DORA_FILE.match(info.base_name):
+            folder = posixpath.dirname(info.path)
+            if posixpath.basename(folder) == "dora_params":
+                found.add(posixpath.dirname(folder))
+    return sorted(found)
+
+
+def _config_file(run: Path) -> Path | None:
+    for folder in (run, run.parent):
+        for path in sorted(folder.glob("*.y*ml")):
+            try:
+                import yaml
+
+                raw = yaml.safe_load(path.read_text())
+            except Exception:  # noqa: BLE001 - not a readable YAML: not the run's config
+                continue
+            if isinstance(raw, dict) and "clip_hba_backbone" in raw:
+                return path
+    return None
+
+
+def run_config(run: Path) -> dict[str, Any]:
+    """Our config keys from the published ``training_config.yaml`` of ``run`` (DataError without one)."""
+    import yaml
+
+    path = _config_file(run)
+    if path is None:
+        raise DataError(f"{run}: a published run folder without its training_config.yaml (model layout, seed and "
+                        "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
+                        "its parent).")
+    raw = yaml.safe_load(path.read_text())
+    config: dict[str, Any] = {"pretrained": "openai", "adapter": "hba_dora", "dora_alpha": None,
+                              "dora_dropout": 0.0, "perturb_type": "none"}
+    for key, ours in CONFIG_KEYS.items():
+        if raw.get(key) not in (None, ""):
+            config[ours] = raw[key]
+    if "epochs" in config:
+        from hba_sweep.published import epoch_duration
+
+        config["epochs"] = epoch_duration(config["epochs"])
+    return config
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
+    """A :class:`analysis.gather.Trial` per published run folder under ``root``."""
+    from analysis.gather import Checkpoint, Trial
+    from hba_sweep.published import read_training_res
+
+    trials = []
+    for folder in run_folders(fs, root):
+        run = Path(folder)
+        config = run_config(run)
+        rel = posixpath.relpath(folder, root)
+        trial = Trial(run.name if rel == "." else rel, folder, config, label=run.name)
+        csv = run / "training_res.csv"
+        trial.history = [{**row, "inherited": False} for row in read_training_res(csv)] if csv.is_file() else []
+        for path in sorted((run / "dora_params").iterdir()):
+            match = DORA_FILE.match(path.name)
+            if match:
+                epoch = int(match.group(1))
+                trial.checkpoints[epoch] = Checkpoint(str(path), epoch, file_sha256(str(path)), config)
+        trials.append(trial)
+    return trials
+
+
+def is_published(path: str) -> bool:
+    return bool(DORA_FILE.match(posixpath.basename(path)))
