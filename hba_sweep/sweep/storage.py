@@ -43,7 +43,15 @@ def _fs(path: str):
     import pyarrow.fs
 
     if is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
+        try:
+            return pyarrow.fs.FileSystem.from_uri(path)
+        except (pyarrow.ArrowInvalid, ValueError) as exc:
+            from hba_sweep.errors import ConfigError
+
+            raise ConfigError(f"{redact(path)}: not a storage URI pyarrow accepts ({redact(str(exc))}). Fix: e.g. "
+                              "s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from the "
+                              "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
+                              "s3://KEY:SECRET@bucket/prefix; percent-encode spaces (%20).") from None
     return pyarrow.fs.LocalFileSystem(), path
 
 
