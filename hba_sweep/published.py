@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from hba_sweep.errors import CheckpointError, ConfigError, DataError
+from hba_sweep.errors import CheckpointError, DataError
 
 # Keys of the published training_config.yaml that steer only the published code (logging, its
 # W&B extras, multi-GPU); accepted and reported once as ignored.
@@ -252,4 +252,4 @@ def check_training_mode(raw: dict[str, Any], source: str) -> list[str]:
 
 __all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch",
            "epoch_duration", "published_device", "TRAIN_IGNORED", "INFER_IGNORED", "TRAIN_CHECKED",
-           "check_training_mode", "ConfigError"]
+           "check_training_mode"]
