@@ -13,6 +13,9 @@ tables, figures and the report all call.
   truncated own epochs and its epoch, the baseline's maximum over *its* truncated own epochs, and
   the deviation ``max - baseline max`` (``plot_behavioral_alignment_heatmap``); likewise the
   minimum validation loss and ``min - baseline min`` (``plot_min_test_loss_heatmap``).
+- **Window completed**: a perturbed trial counts as finished only if it trained through its whole
+  window (its last own epoch >= ``perturb_epoch + perturb_length - 1``); others stay in the summary
+  with ``window_completed`` False and are left out of the per-window report and the heatmaps.
 - **Per-epoch change** (``delta``): a value minus its baseline's at the same epoch (same dataset,
   reference and metric), as the single-epoch notebooks (``single_epoch_dba.py``).
 - **Seed bands**: the mean over seeds with the seed range, or a percentile bootstrap interval of
@@ -96,6 +99,13 @@ def run_extremes(rows: pd.DataFrame, measures: Iterable[str], rule: str,
     return out
 
 
+def window_completed(last_epoch: float, perturb_epoch, perturb_length) -> bool:
+    """Whether a run trained through its whole perturbation window (else it is no finished perturbed trial)."""
+    if pd.isna(last_epoch) or pd.isna(perturb_epoch) or pd.isna(perturb_length):
+        return False
+    return last_epoch >= int(perturb_epoch) + int(perturb_length) - 1
+
+
 def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "min_val_loss") -> pd.DataFrame:
     """One row per perturbed trial with a baseline: the published max/min deviations (module doc).
 
@@ -115,9 +125,14 @@ def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "mi
         if bid not in base_cache:
             base_cache[bid] = run_extremes(by_trial.get(bid, empty), measures, rule)
         base = base_cache[bid]
-        own = run_extremes(by_trial.get(t["trial_id"], empty), measures, rule, t["perturb_epoch"])
+        rows = by_trial.get(t["trial_id"], empty)
+        own = run_extremes(rows, measures, rule, t["perturb_epoch"])
+        trained = own_epochs(rows, t["perturb_epoch"])["epoch"]
+        last = float(trained.max()) if len(trained) else float("nan")
         record = {"trial_id": t["trial_id"], "baseline_id": bid,
                   **{k: t.get(k) for k in ("trial_label", *WINDOW, "random_seed", "perturb_seed")},
+                  "last_epoch": last, "window_completed": window_completed(last, t["perturb_epoch"],
+                                                                           t["perturb_length"]),
                   "truncation_epoch": own["truncation_epoch"], "baseline_truncation_epoch": base["truncation_epoch"],
                   "min_val_loss": own["min_val_loss"], "min_val_loss_epoch": own["min_val_loss_epoch"],
                   "baseline_min_val_loss": base["min_val_loss"],

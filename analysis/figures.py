@@ -245,8 +245,11 @@ def single_epoch_figure(effects: pd.DataFrame, n_boot: int = 0, seed: int = 0) -
 
 # ---- heatmaps -----------------------------------------------------------------------------
 def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
-    """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns)."""
+    """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns); trials whose
+    window did not complete are left out."""
     rows = summary.dropna(subset=[column]) if column in summary else summary.iloc[0:0]
+    if "window_completed" in rows:
+        rows = rows[rows["window_completed"].astype(bool)]
     return {ptype: g.pivot_table(index="perturb_length", columns="perturb_epoch", values=column, aggfunc="mean")
             .sort_index().sort_index(axis=1) for ptype, g in rows.groupby("perturb_type")}
 

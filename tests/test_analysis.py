@@ -49,9 +49,9 @@ class Counter:
         self.calls = 0
         original = CLIPHBA.forward_from_prefix
 
-        def counted(model, tokens):
+        def counted(model, *args, **kwargs):
             self.calls += 1
-            return original(model, tokens)
+            return original(model, *args, **kwargs)
 
         monkeypatch.setattr(CLIPHBA, "forward_from_prefix", counted)
 

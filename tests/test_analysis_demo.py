@@ -71,7 +71,7 @@ def test_analyze_demo_study(demo_study: str, monkeypatch: pytest.MonkeyPatch) ->
 
     calls = []
     original = CLIPHBA.forward_from_prefix
-    monkeypatch.setattr(CLIPHBA, "forward_from_prefix", lambda m, t: calls.append(1) or original(m, t))
+    monkeypatch.setattr(CLIPHBA, "forward_from_prefix", lambda m, *a: calls.append(1) or original(m, *a))
     summary = analyze(demo_study, log=lambda m: None)  # evaluation sets declared by the study (EVALSETS)
     out = Path(demo_study) / "analysis"
     results = pd.read_parquet(out / "results.parquet")

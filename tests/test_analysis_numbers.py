@@ -227,3 +227,17 @@ def test_change_figure_draws_the_seed_mean_and_breaks_over_missing_epochs() -> N
     np.testing.assert_allclose(loss_ax.lines[-1].get_ydata(), [0.0, 2.0, np.nan, 0.5])
     band = align_ax.collections[-1].get_paths()[0].vertices
     assert band[:, 1].min() == pytest.approx(-0.4) and band[:, 1].max() == pytest.approx(0.0)
+
+
+def test_a_window_that_did_not_complete_is_no_finished_perturbed_trial() -> None:
+    per_epoch, trials = toy_training()
+    per_epoch = per_epoch[~((per_epoch["trial_id"] == "P") & (per_epoch["epoch"] >= 3))]  # stopped inside 2..3
+    row = d.summary_table(per_epoch, trials).set_index("trial_id").loc["P"]
+    assert row["last_epoch"] == 2 and not row["window_completed"]
+    assert d.summary_table(toy_training()[0], trials).set_index("trial_id").loc["P", "window_completed"]
+    from analysis.report import window_section
+
+    table = d.summary_table(per_epoch, trials).assign(trial_label="P")
+    assert "No perturbed trial" in window_section(table)[0]
+    with pytest.raises(figures.NoData):
+        figures.heatmap_figure(table, "max_alignment_deviation", "Δ max")
