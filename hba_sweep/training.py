@@ -341,6 +341,9 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
                 have = run.epochs()
                 fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
                                                   f"{f'epochs {have[0]}..{have[-1]}' if have else 'no epoch'}).")
+            if cfg.fork_early_stopping == "inherit":
+                raise ConfigError(f"fork_early_stopping=inherit: the published run {root} does not record its "
+                                  "early-stopping counter. Fix: use fork_early_stopping: reset (as published).")
             return Start("forked_published", root, epoch)
         return Start("forked", fork_checkpoint(root, epoch, cfg), epoch)
     if ckpt.list_epochs(out):
@@ -469,8 +472,9 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     log = make_logger(cfg)
     device = resolve_device(cfg.device, fallback=cfg.cpu_fallback, log=log)
     precision = precision_used(device, cfg)
+    # set both ways: a Ray worker process may run a bf16 trial and then an fp32 one
+    torch.backends.cuda.matmul.allow_tf32 = precision == "bf16"
     if precision == "bf16":
-        torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     elif cfg.precision == "bf16":
         log("precision: bf16 applies on CUDA only; this run computes in fp32")

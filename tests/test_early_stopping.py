@@ -67,6 +67,7 @@ def test_baseline_stops_early_as_published(plateau):
     assert summary["window_completed"] is None
     status = json.loads((run_dir(base) / STATUS_FILE).read_text())
     assert status["status"] == "early_stopped" and status["last_epoch"] == stop
+    assert status["precision_used"] == summary["precision_used"] == "fp32"  # the published default
     assert ckpt.read_meta(ckpt.epoch_dir(run_dir(base), stop))["run_status"]["status"] == "early_stopped"
     assert ckpt.list_epochs(run_dir(base)) == list(range(-1, stop + 1))
 

@@ -358,6 +358,8 @@ def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path
     with pytest.raises(CheckpointError, match="never trained from scratch"):
         run_training_experiment(make(run_name="late", epochs=4, perturb_type="label_shuffle", perturb_epoch=3,
                                      perturb_length=1, baseline_checkpoint_path=str(folder)))
+    with pytest.raises(ConfigError, match="does not record its early-stopping counter"):
+        run_training_experiment(fork.replace(run_name="inherit", fork_early_stopping="inherit"))
 
 
 def test_infer_reads_a_published_dora_params_file(small, tmp_path, demo_dir, capsys):
