@@ -165,7 +165,7 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
             "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
             "datasets": names, "evalsets_source": source, "score": opts.score, "computed": computed,
             "skipped": skipped, "truncate": truncate, "best": best, "metric": metric, "mode": mode,
-            "diverged": tables.diverged_trials(training), "n_results": len(results), "n_training": len(training)}
+            "diverged": tables.diverged_trials(training, results), "n_results": len(results), "n_training": len(training)}
     atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes))
     log(f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
         f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures")

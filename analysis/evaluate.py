@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from analysis.gather import Checkpoint, Study, load_adapters
@@ -140,6 +141,16 @@ def pending(study: Study, evalsets: Sequence[EvalSet], cache: pd.DataFrame) -> d
 
 
 # ---- computing --------------------------------------------------------------------------
+def score_or_nan(es: EvalSet, predictions: np.ndarray) -> list[dict[str, Any]]:
+    """The evaluation set's rows; NaN values (same references and metrics) when the predictions are not
+    finite (a diverged checkpoint): the labels come from scoring a fixed finite stand-in."""
+    if np.all(np.isfinite(predictions)):
+        return es.score(predictions)
+    stand_in = np.random.default_rng(0).normal(size=predictions.shape)
+    nan = float("nan")
+    return [{**r, "value": nan, "p_value": nan, "ci_low": nan, "ci_high": nan} for r in es.score(stand_in)]
+
+
 def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
                          device: str, cache_root: str, batch_size: int,
                          progress: Callable[[Checkpoint], None] | None = None) -> list[dict[str, Any]]:
@@ -153,11 +164,11 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
         if predictor is None or predictor.spec != spec:
             predictor = None
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
-        chosen = [by_key[k] for k in eval_keys]
-        scores = predictor.evaluate(load_adapters(fs, ckpt), chosen, posixpath.join(ckpt.path, "adapter"))
-        for key, es in zip(eval_keys, chosen):
+        predictor.load(load_adapters(fs, ckpt), posixpath.join(ckpt.path, "adapter"))
+        for key in eval_keys:
+            es = by_key[key]
             rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": es.dataset, **r}
-                     for r in scores[es.dataset][1]]
+                     for r in score_or_nan(es, predictor.predict(es.paths))]
         if progress is not None:
             progress(ckpt)
     return rows

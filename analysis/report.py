@@ -94,8 +94,8 @@ def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[
                "trial" for _, r in unfinished.iterrows()] if len(unfinished) else ["None."])
     diverged = info.get("diverged") or []
     lines += ["", "## Diverged trials", ""]
-    lines += ([f"- {t}: non-finite loss on an own epoch; those epochs hold NaN and never count as a minimum"
-               for t in diverged] if diverged else ["None."])
+    lines += ([f"- {t}: non-finite loss or predictions on an own epoch; those values are NaN and never count as "
+               "a maximum or minimum" for t in diverged] if diverged else ["None."])
     lines += ["", "## Skipped", ""]
     skipped = list(info.get("skipped", [])) + list(notes)
     lines += [f"- {s}" for s in skipped] if skipped else ["Nothing was skipped."]

@@ -116,11 +116,16 @@ def summary_table(results: pd.DataFrame, training: pd.DataFrame, rule: str = "mi
     return _typed(frame) if len(frame) else pd.DataFrame(columns=["trial_id", "baseline_id", *d.WINDOW])
 
 
-def diverged_trials(training: pd.DataFrame) -> list[str]:
-    """Trials with a non-finite training or validation loss on one of their own epochs."""
+def diverged_trials(training: pd.DataFrame, results: pd.DataFrame | None = None) -> list[str]:
+    """Trials with a non-finite training or validation loss on one of their own epochs, or with
+    non-finite predictions (NaN evaluation values) at one of them."""
     own = d.own_epochs(training)
-    bad = own[~np.isfinite(own["val_loss"].astype(float)) | ~np.isfinite(own["train_loss"].astype(float))]
-    return sorted(bad["trial_id"].unique())
+    bad = set(own.loc[~np.isfinite(own["val_loss"].astype(float)) | ~np.isfinite(own["train_loss"].astype(float)),
+                      "trial_id"])
+    if results is not None and len(results):
+        own_results = results[(results["epoch"] >= 0) & ~results["inherited"]]
+        bad |= set(own_results.loc[own_results["value"].isna(), "trial_id"])
+    return sorted(bad)
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -306,3 +306,34 @@ def test_published_run_folders_analyse_like_our_runs(study: dict, tmp_path: Path
     summary = theirs.summary
     assert summary["trial_id"].tolist() == ["training_run1"] and summary["baseline_id"].tolist() == ["baseline_seed1"]
     assert np.isfinite(summary["max_alignment_deviation"]).all()
+
+
+def test_non_finite_predictions_give_nan_rows_and_a_diverged_trial(study: dict, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A diverged checkpoint (NaN predictions) does not stop analyze: its rows hold NaN, the report names it."""
+    fork_adapters = ckpt.load_adapters(ckpt.epoch_dir(study["fork"], 1))
+    original = inference.Predictor.predict
+    state = {}
+
+    def load(self, adapters, source="<adapters>"):
+        state["fork"] = all(torch.equal(adapters[k], fork_adapters[k]) for k in fork_adapters)
+        return inference.Predictor.__dict__["_orig_load"](self, adapters, source)
+
+    def predict(self, paths):
+        out = original(self, paths)
+        return np.full_like(out, np.nan) if state.get("fork") else out
+
+    monkeypatch.setattr(inference.Predictor, "_orig_load", inference.Predictor.load, raising=False)
+    monkeypatch.setattr(inference.Predictor, "load", load)
+    monkeypatch.setattr(inference.Predictor, "predict", predict)
+    out = tmp_path / "a"
+    summary = analyze(str(study["root"]), Options(datasets=["things", "nights", "cka"],
+                                                  evalsets_file=str(study["evalsets"])), str(out), log=lambda m: None)
+    results = summary.results
+    fork = results["trial_label"] == study["fork"].name
+    bad = results[fork & (results["epoch"] == 1)]
+    assert len(bad) == 1 + 1 + 2 and bad["value"].isna().all()  # same references and metrics, NaN values
+    assert results.loc[~(fork & (results["epoch"] == 1)), "value"].notna().all()
+    report = (out / "report.md").read_text()
+    fork_id = bad["trial_id"].iloc[0]
+    assert f"- {fork_id}: non-finite" in report
