@@ -319,7 +319,7 @@ INFER_DEFAULTS: dict[str, Any] = {
     "rsa_similarity_metric": "spearman", "reference_rdm_distance_metric": "pearson",
     "max_images_per_category": None, "random_seed": 0, "batch_size": 64, "inference_save_dir": "inference_results",
     "backbone": None, "pretrained": None, "adapter": None, "vision_layers": None, "transformer_layers": None, "rank": None,
-    "dora_alpha": None, "device": "auto", "split": None, "n_bootstrap": 0, "save_predictions": True,
+    "dora_alpha": None, "device": "auto", "split": NIGHTS_DEFAULT_SPLIT, "n_bootstrap": 0, "save_predictions": True,
     "cache_dir": None, "precision": "fp32",
 }
 INFER_ALIASES = {"inference_annotations_file": "annotations_file", "clip_hba_backbone": "backbone", "cuda": "device",

@@ -69,7 +69,9 @@ def test_run_inference_one_epoch(run: Path, demo_dir: Path, tmp_path: Path) -> N
       "inference_annotations_file": "things_fmri/stimulus_metadata.csv", "reference_rdm_paths": ["things_fmri/rdm_V1.mat"]},
      {("rdm_V1", "rsa_spearman")}),
     ({"dataset": "nights", "evaluation_type": "triplet", "img_dir": "nights", "inference_annotations_file": "nights/data.csv",
-      "reference_rdm_paths": None}, {("all", "2afc_accuracy")}),
+      "reference_rdm_paths": None}, {("test", "2afc_accuracy")}),  # the published evaluation's split
+    ({"dataset": "nights", "evaluation_type": "triplet", "img_dir": "nights", "inference_annotations_file": "nights/data.csv",
+      "reference_rdm_paths": None, "split": "all"}, {("all", "2afc_accuracy")}),
     ({"evaluation_type": "cka", "reference_rdm_paths": None}, {("targets", "cka"), ("targets", "cka_unbiased")}),
 ])
 def test_infer_other_evaluation_types(run: Path, demo_dir: Path, tmp_path: Path, changes: dict, metrics: set) -> None:
