@@ -148,15 +148,15 @@ def test_corrupted_checkpoint_is_named_not_loaded(demo_config):
 def test_full_disk_during_checkpoint_keeps_previous(demo_config, monkeypatch):
     cfg = demo_config(epochs=3)
     calls = {"n": 0}
-    real = ckpt.save_file
+    real = ckpt.save  # safetensors' serialiser of the adapters
 
-    def failing_save(tensors, path):
+    def failing_save(tensors, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:  # epoch 1's adapter write
             raise OSError(28, "No space left on device")
-        return real(tensors, path)
+        return real(tensors, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt, "save_file", failing_save)
+    monkeypatch.setattr(ckpt, "save", failing_save)
     with pytest.raises(OSError):
         run_training_experiment(cfg)
     assert ckpt.list_epochs(run_dir(cfg)) == [-1, 0]
