@@ -1,8 +1,11 @@
 """The Ray Tune function trainable: a thin wrapper around ``run_training_experiment``.
 
-Per epoch it reports the metrics with the epoch's checkpoint (``tune.report``); on a retry or
-``--resume`` it continues from ``tune.get_checkpoint()``; a fork (``init_from``) may point at a
-Tune checkpoint on any storage. The device is the GPU Ray assigned, or the CPU (said once).
+Per epoch it reports the metrics with the epoch's checkpoint (``tune.report``); on a retry it
+continues from ``tune.get_checkpoint()``; a fork (``init_from``) may point at a Tune checkpoint on
+any storage. In a study (``study_root``) the trial's own files decide, on every driver run: a trial
+finished earlier replays its metrics (no training, no checkpoint copied); an unfinished one replays
+its stored checkpoints (so Tune's history and checkpoint numbering continue where they were) and
+trains on from the last; when training returns, ``done.json`` marks the trial finished. The device is the GPU Ray assigned, or the CPU (said once).
 The run directory lives in a local scratch folder; its small files (metrics.csv, config.yaml,
 split.json) are copied into the trial's working dir under ``run/`` and synced with it.
 """
@@ -66,16 +69,47 @@ def _prune_checkpoints(checkpoint_dir: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturbations: dict | None = None) -> None:
+def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
+    """Report a trial's stored epochs again (its own rows only); return the local copy of the last
+    checkpoint when ``with_checkpoints`` (Tune persists each again under the same name)."""
+    from ray import tune
+
+    from hba_sweep.sweep import storage
+
+    if not stored:
+        return None
+    if not with_checkpoints:
+        for row in stored[-1].meta.get("metrics", []):
+            if not row.get("inherited"):
+                tune.report({**row, "replayed": True})
+        return None
+    local = None
+    for ckpt in stored:
+        rows = [r for r in ckpt.meta.get("metrics", []) if r.get("epoch") == ckpt.epoch]
+        local = storage.download_dir(ckpt.path, str(scratch / f"replay_{ckpt.index:06d}"))
+        tune.report({**(rows[-1] if rows else {"epoch": ckpt.epoch}), "replayed": True},
+                    checkpoint=tune.Checkpoint.from_directory(local))
+    return local
+
+
+def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturbations: dict | None = None,
+              study_root: str | None = None, finished: frozenset = frozenset()) -> None:
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
-    ``perturbations`` are the user-registered types (name -> class) the search-space file defined."""
+    ``perturbations`` are the user-registered types (name -> class) the search-space file defined;
+    ``finished``: run names finished on storage when the driver started (they only replay)."""
     import ray
     import torch
     from ray import tune
 
     from hba_sweep.config import from_dict
     from hba_sweep.perturbations import register_types
+    from hba_sweep.sweep import storage, trialfiles
 
+    name = config.get("run_name")
+    where = storage.join(study_root, name) if study_root and name else None
+    if where is not None and name in finished:
+        replay(trialfiles.checkpoints(where), False, Path("."))
+        return
     register_types(perturbations or {})
 
     if train_fn is None:
@@ -88,8 +122,11 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
              "node_id": ray.get_runtime_context().get_node_id()}
     artifacts = Path(os.getcwd()) / "run"
 
+    last = {"epoch": None}
+
     def report(metrics: dict, checkpoint_dir: str) -> None:
         maybe_fault(trial, int(metrics["epoch"]))
+        last["epoch"] = int(metrics["epoch"])
         run = Path(checkpoint_dir).parent.parent
         artifacts.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
@@ -102,9 +139,18 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     with ExitStack() as stack:
         values["save_path"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="hba_trial_"))
         resume = tune.get_checkpoint()
+        stored = replay(trialfiles.checkpoints(where), True, Path(values["save_path"])) \
+            if resume is None and where is not None else None
         if resume is not None:
             values["resume_from"] = stack.enter_context(resume.as_directory())
+        elif stored is not None:
+            values["resume_from"] = stored
+        if values.get("resume_from"):
             values["init_from"] = values["init_epoch"] = None
         elif values.get("init_from"):
             values["init_from"] = stack.enter_context(tune.Checkpoint(values["init_from"]).as_directory())
-        train_fn(from_dict(values, source=f"trial {trial}"), report=report)
+        cfg = from_dict(values, source=f"trial {trial}")
+        summary = train_fn(cfg, report=report) or {}
+    if where is not None:
+        epoch = summary.get("epoch", last["epoch"])
+        trialfiles.write_done(where, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs))

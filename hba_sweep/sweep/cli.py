@@ -66,12 +66,12 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"experiment: {root}")
     print(f"{len(outcome.ok)} trials finished, {len(outcome.failed)} failed, {len(outcome.skipped)} not started")
     if outcome.interrupted:
-        print(f"interrupted: {len(outcome.interrupted)} trial(s) not finished (their state is saved; --resume "
-              "finishes them and starts any later phase)")
+        print(f"interrupted: {len(outcome.interrupted)} trial(s) not finished (--resume continues them from their "
+              "last checkpoint)")
     for name in outcome.failed:
         print(f"  failed: {name}")
     for name in outcome.skipped:
-        print(f"  not started (its baseline failed): {name}")
+        print(f"  skipped: {name}  (see status for the reason)")
     for line in next_steps(args, outcome.exit_code, root):
         print(line)
     return outcome.exit_code
@@ -99,7 +99,7 @@ def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]
 def status_command(args: argparse.Namespace) -> int:
     """``status DIR``: a table of trials and their states."""
     from hba_sweep.sweep import jobs, storage
-    from hba_sweep.sweep.status import format_status, study_status
+    from hba_sweep.sweep.status import format_status, read_study
 
     experiment = storage.experiment_path(args.experiment, args.storage)
     job = jobs.job_line(experiment)  # a study submitted with run --submit: its Ray job first
@@ -109,13 +109,15 @@ def status_command(args: argparse.Namespace) -> int:
             print("the study has not started yet (its job is queued or starting)")
             return 0
     if not storage.is_uri(experiment):
-        print(format_status(study_status(experiment)))
+        driver, rows = read_study(experiment)
+        print(format_status(rows, driver))
         return 0
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
         storage.copy_state(experiment, local)
-        print(format_status(study_status(local)))
+        driver, rows = read_study(local)
+        print(format_status(rows, driver))
     return 0
 
 
@@ -123,10 +125,12 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
     p = subparsers.add_parser("run", help="run a study from a search-space file on Ray Tune",
                               description="Run every trial of a search-space file (search_spaces/*.py; Python, "
-                                          "executed) on Ray Tune: baselines first, then perturbed forks.")
+                                          "executed) on Ray Tune as one experiment: baselines first, each fork as soon "
+                                          "as its baseline epoch exists.")
     p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted experiment (no finished trial re-runs)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted study, or grow it after editing the search-space file "
+                   "(no finished trial re-runs)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiment storage: a path or a pyarrow URI (s3://...)")
     p.add_argument("--name", type=_name, help="experiment name (default: the file's NAME, or its stem)")
     p.add_argument("--address", help="attach to a running Ray cluster: host:port from `ray start --head`, or auto "
@@ -149,7 +153,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``status EXPERIMENT_DIR``."""
-    p = subparsers.add_parser("status", help="done / running / failed / pending per trial of an experiment")
+    p = subparsers.add_parser("status", help="the driver and finished / running / failed / skipped / pending per trial")
     p.add_argument("experiment", help="an experiment directory or URI, e.g. ray_results/demo (or its name with "
                                       "--storage)")
     p.add_argument("--storage", help="storage path or URI holding the experiment, as `run` takes it "

@@ -1,21 +1,30 @@
-"""Run a study on Ray Tune: connect, run the phases (baselines, then forks), write the manifest.
+"""Run a study on Ray Tune: one Tune experiment at ``<storage>/<NAME>/``, one driver at a time.
 
-Layout of ``<storage>/<NAME>/``: ``study.json`` (the manifest: every planned trial, its phase
-and fork source) and one Tune experiment per phase (``baselines/``, ``perturbed/``, or
-``trials/`` when nothing forks), each readable with ``ray.tune.ExperimentAnalysis``.
+Layout of ``<storage>/<NAME>/``: ``study.json`` (the manifest: every planned trial, its baseline
+and fork source, its state, each extension of the space), ``driver.lock`` while a driver runs,
+Tune's files (readable with ``ray.tune.ExperimentAnalysis``, ``Tuner.restore`` and TensorBoard)
+and one directory per trial, named by its run name. Trials are released by
+:class:`~hba_sweep.sweep.release.StudySearcher`: forks start as soon as their baseline epoch exists.
+
+Every run of the driver (first run, ``--resume``, a grown space) builds a fresh Tuner over the
+same experiment: what is finished is read from the trials' own files (``done.json``), unfinished
+trials continue from their last checkpoint on storage, new trials of an edited space are added.
+Tune's own restore is used for searched spaces only (it cannot add trials to a finished search).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from hba_sweep.errors import ConfigError
-from hba_sweep.sweep import storage
+from hba_sweep.sweep import lock, storage, trialfiles
 from hba_sweep.sweep.expand import Trial, expand
+from hba_sweep.sweep.faults import kill_point
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
 
@@ -89,14 +98,15 @@ def _callbacks(opts: RunOptions, name: str) -> list:
     return callbacks
 
 
-def _trainable(space: SearchSpace, opts: RunOptions):
+def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):
     from ray import tune
 
     from hba_sweep.perturbations import user_types
     from trainables.hba_trainable import train_hba
 
     # perturbation types the search-space file registered: workers never execute that file
-    fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types())
+    fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types(), study_root=root,
+                              finished=frozenset(finished))
     return tune.with_resources(fn, trial_resources(space, opts))
 
 
@@ -126,6 +136,7 @@ def check_fits(space: SearchSpace, opts: RunOptions) -> None:
 
 
 def _trial_name(trial) -> str:
+    """The trial's directory and name: its planned run name (searched trials: a name plus Tune's id)."""
     from hba_sweep.config import from_dict, run_name
 
     name = trial.config.get("run_name")
@@ -137,133 +148,116 @@ def _trial_name(trial) -> str:
         return f"trial_{trial.trial_id}"
 
 
-def _grid_space(trials: list[Trial], cache_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A param space plus the exact trial configs (points_to_evaluate) for Tune's variant generator."""
+# ---- one Tune experiment ----------------------------------------------------------------
+def _storage_base(opts: RunOptions) -> str:
+    return opts.storage if storage.is_uri(opts.storage) else os.path.abspath(os.path.expanduser(opts.storage))
+
+
+def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns: list[str], root: str,
+             max_concurrent: int | None, num_samples: int):
     from ray import tune
 
-    points = [{**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir} for t in trials]
-    space: dict[str, Any] = {}
-    for key in points[0]:
-        values = []
-        for p in points:
-            if p[key] not in values:
-                values.append(p[key])
-        space[key] = values[0] if len(values) == 1 else tune.choice(values)
-    return space, points
-
-
-def run_phase(phase: str, trials: list[Trial] | None, space: SearchSpace, opts: RunOptions, root: str):
-    """One Tune experiment at ``<root>/<phase>``; restored (no finished trial re-runs) with --resume."""
-    from ray import tune
-    from ray.tune.search import BasicVariantGenerator
-
-    trainable = _trainable(space, opts)
-    path = storage.join(root, phase)
-    if opts.resume and tune.Tuner.can_restore(path):
-        opts.echo(f"resuming {storage.redact(path)}")
-        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
-    max_concurrent = opts.max_concurrent or space.max_concurrent
-    cache_dir = storage.prefix_cache_dir(root)  # one frozen-prefix cache for every trial of the study
-    if trials is None:  # a searcher proposes the trials
-        param_space = {"cache_dir": cache_dir, **space.base, **space.param_space}
-        search_alg, num_samples = instantiate(space, "SEARCH_ALG"), space.num_samples
-        columns = list(space.param_space)
-    else:
-        param_space, points = _grid_space(trials, cache_dir)
-        # Tune ignores max_concurrent_trials for a BasicVariantGenerator: the generator itself limits
-        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent or 0)
-        num_samples, max_concurrent = len(points), None
-        columns = sorted({k for t in trials for k in t.varied})
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
-        search_alg=search_alg, scheduler=instantiate(space, "SCHEDULER"), metric=space.metric, mode=space.mode,
+        search_alg=searcher, scheduler=instantiate(space, "SCHEDULER"), metric=space.metric, mode=space.mode,
         num_samples=num_samples, max_concurrent_trials=max_concurrent, reuse_actors=True,
         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(
-        name=phase, storage_path=root, verbose=opts.verbose, callbacks=_callbacks(opts, space.name) or None,
+        name=name, storage_path=_parent(root), verbose=opts.verbose,
+        callbacks=_callbacks(opts, space.name) or None,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every epoch stays: forks start from them
         sync_config=tune.SyncConfig(sync_artifacts=True),
         progress_reporter=tune.CLIReporter(metric_columns=METRIC_COLUMNS, parameter_columns=columns[:6],
                                            max_report_frequency=30))
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+    return tune_config, run_config
 
 
-# ---- the study --------------------------------------------------------------------------
-def _sort_results(results, outcome: StudyOutcome) -> dict[str, Any]:
-    """Finished results by trial name; trials an interrupt (SIGINT) left pending or running go to
-    ``outcome.interrupted`` (Tune returns them without an error, some without a config)."""
-    analysis = getattr(results, "_experiment_analysis", None)  # where Tune keeps each trial's status
-    unfinished = {t.path for t in getattr(analysis, "trials", []) if t.status not in ("TERMINATED", "ERROR")}
-    by_name = {}
+def _study_name(root: str) -> str:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(root).path if storage.is_uri(root) else root).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _parent(root: str) -> str:
+    """The storage path Tune gets: ``root`` without its last part (the study name)."""
+    if not storage.is_uri(root):
+        return os.path.dirname(root.rstrip("/"))
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlsplit(root)
+    return urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
+
+
+def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, record=None,
+               columns: list[str] | None = None):
+    """Run planned trials (:class:`~hba_sweep.sweep.release.Planned`) as one Tune experiment at ``root``,
+    skipping what is finished on storage. Returns the searcher (what finished, failed, was skipped)."""
+    from ray import tune
+
+    from hba_sweep.sweep.release import StudySearcher
+
+    finished = {p.name for p in planned if trialfiles.read_done(trialfiles.trial_path(root, p.name)) is not None}
+    searcher = StudySearcher(planned, root, finished, record=record)
+    max_concurrent = opts.max_concurrent or space.max_concurrent
+    tune_config, run_config = _configs(space, opts, _study_name(root), searcher, columns or ["run_name"], root,
+                                       max_concurrent, num_samples=-1)
+    trainable = _trainable(space, opts, root, finished)
+    tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config).fit()
+    return searcher
+
+
+def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: "StudyOutcome") -> None:
+    """A SEARCH_ALG study: the searcher proposes the trials; --resume uses Tune's restore."""
+    from ray import tune
+
+    trainable = _trainable(space, opts, root, set())
+    state = _newest_state(root)
+    if opts.resume and state is not None and tune.Tuner.can_restore(root):
+        opts.echo(f"resuming {storage.redact(root)}")
+        try:
+            tuner = tune.Tuner.restore(root, trainable, resume_errored=True)
+        except Exception as exc:
+            raise ConfigError(f"{storage.redact(state)}: Tune cannot read its saved state ({type(exc).__name__}: "
+                              f"{exc}). Fix: move that file away and --resume again (Tune then uses the previous "
+                              "state file, or starts the search again).") from None
+        results = tuner.fit()
+    else:
+        param_space = {"cache_dir": storage.prefix_cache_dir(root), **space.base, **space.param_space}
+        tune_config, run_config = _configs(space, opts, _study_name(root),
+                                           instantiate(space, "SEARCH_ALG"), list(space.param_space), root,
+                                           opts.max_concurrent or space.max_concurrent, space.num_samples)
+        results = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                             run_config=run_config).fit()
     for result in results:
         name = (result.config or {}).get("run_name") or os.path.basename(result.path)
-        if result.config is None or result.path in unfinished:
+        if result.error:
+            outcome.failed.append(name)
+        elif trialfiles.read_done(result.path) is not None:
+            outcome.ok.append(name)
+        else:
             outcome.interrupted.append(name)
-            continue
-        by_name[name] = result
-        (outcome.failed if result.error else outcome.ok).append(name)
-    return by_name
 
 
-def checkpoint_uri(root: str, phase: str, result, epoch: int) -> str | None:
-    """The storage path (or URI) of a finished trial's checkpoint for ``epoch``; None if it has none."""
-    for checkpoint, metrics in result.best_checkpoints or []:
-        if metrics.get("epoch") == epoch:
-            rel = os.path.relpath(checkpoint.path, result.path)
-            return storage.join(root, phase, os.path.basename(result.path), *rel.split(os.sep))
-    return None
+def _newest_state(root: str) -> str | None:
+    names = [n for n in storage.listdir(root) if n.startswith("experiment_state-") and n.endswith(".json")]
+    return storage.join(root, sorted(names)[-1]) if names else None
 
 
-def fork_trials(plan: Plan, baselines: dict[str, Any], root: str, outcome: StudyOutcome,
-                manifest: dict[str, Any]) -> list[Trial]:
-    """Perturbed trials with init_from/init_epoch set from their baseline's checkpoints."""
-    ready = []
-    for fork in plan.forks:
-        entry = manifest["trials"][fork.trial.name]
-        config = dict(fork.trial.config)
-        if fork.init_epoch is not None:
-            base = baselines.get(fork.baseline)
-            if base is None or base.error:
-                outcome.skipped.append(fork.trial.name)
-                entry["note"] = f"not started: baseline {fork.baseline} failed"
-                continue
-            uri = checkpoint_uri(root, BASELINES, base, fork.init_epoch)
-            if uri is None:  # the baseline stopped early: an unforked run is identical up to its window
-                entry["note"] = f"baseline has no epoch {fork.init_epoch} (stopped early): trained from scratch"
-            else:
-                config.update(init_from=uri, init_epoch=fork.init_epoch)
-                entry.update(init_from=storage.redact(uri), init_epoch=fork.init_epoch)
-        ready.append(Trial(name=fork.trial.name, config=config, varied=fork.trial.varied))
-    return ready
+# ---- the manifest -----------------------------------------------------------------------
+def planned_trials(plan: Plan, cache_dir: str) -> list:
+    """The plan as searcher entries: every config carries its run name and the shared prefix cache."""
+    from hba_sweep.sweep.release import Planned
+
+    def config(t: Trial) -> dict[str, Any]:
+        return {**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir}
+
+    out = [Planned(t.name, config(t)) for t in [*plan.baselines, *plan.independent]]
+    out += [Planned(f.trial.name, config(f.trial), f.baseline, f.init_epoch) for f in plan.forks]
+    return out
 
 
-def fork_phases(root: str, resume: bool) -> list[str]:
-    """``perturbed``; with --resume also the further fork phases on storage and the next free one."""
-    names = [PERTURBED]
-    while resume and storage.exists(storage.join(root, names[-1])):
-        names.append(f"{PERTURBED}_{len(names) + 1}")
-    return names
-
-
-def run_forks(forks: list[Trial], space: SearchSpace, opts: RunOptions, root: str, outcome: StudyOutcome,
-              manifest: dict[str, Any]) -> None:
-    """Run the forks. A restored phase only knows the trials it started, so forks an earlier run
-    never started (their baseline had failed) run on --resume in a further phase, perturbed_<k>."""
-    started: set[str] = set()
-    for phase in fork_phases(root, opts.resume):
-        todo = [f for f in forks if f.name not in started]
-        if not todo or outcome.interrupted:
-            return
-        if phase not in manifest["phases"]:
-            manifest["phases"].append(phase)
-            storage.write_json(storage.join(root, storage.MANIFEST), manifest)
-        results = run_phase(phase, todo, space, opts, root)
-        started |= {(r.config or {}).get("run_name") for r in results}
-        _sort_results(results, outcome)
-
-
-def make_manifest(space: SearchSpace, plan: Plan | None, root: str) -> dict[str, Any]:
+def manifest_trials(plan: Plan | None) -> dict[str, dict[str, Any]]:
     trials: dict[str, Any] = {}
     if plan is not None:
         for t in plan.baselines:
@@ -273,9 +267,44 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str) -> dict[str,
                                     "init_epoch": f.init_epoch, "init_from": None}
         for t in plan.independent:
             trials[t.name] = {"phase": TRIALS, "varied": t.varied, "baseline": None}
+    return trials
+
+
+def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest for this run: the current plan, trials of earlier spaces kept (``in_space`` false),
+    an ``extensions`` entry whenever the space added or dropped trials."""
+    planned = manifest_trials(plan)
+    trials = dict((old or {}).get("trials", {}))
+    for name, info in trials.items():
+        info["in_space"] = name in planned
+    added = [n for n in planned if n not in trials]
+    for name, info in planned.items():
+        trials[name] = {**trials.get(name, {}), **info, "in_space": True}
+    extensions = list((old or {}).get("extensions", []))
+    removed = sorted(n for n, i in trials.items() if not i["in_space"])
+    if old is not None and (added or removed != (extensions[-1]["not_in_space"] if extensions else [])):
+        extensions.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": added, "not_in_space": removed})
     return {"name": space.name, "search_space": str(Path(space.path).resolve()), "root": storage.redact(root),
-            "phases": plan.phases if plan else [TRIALS], "fork_from_baseline": bool(plan and plan.forks),
-            "metric": space.metric, "mode": space.mode, "evalsets": space.evalsets, "trials": trials}
+            "layout": "one Tune experiment per study", "fork_from_baseline": bool(plan and plan.forks),
+            "searcher": bool(space.uses_searcher), "metric": space.metric, "mode": space.mode,
+            "evalsets": space.evalsets, "trials": trials, "extensions": extensions,
+            "runs": list((old or {}).get("runs", []))}
+
+
+def read_manifest(root: str) -> dict[str, Any] | None:
+    """The study's manifest, None if there is none; a corrupt one is a clear error."""
+    path = storage.join(root, storage.MANIFEST)
+    if not storage.exists(path):
+        return None
+    try:
+        data = storage.read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("trials", {}), dict):
+            raise ValueError("not a JSON object with 'trials'")
+        return data
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{storage.redact(path)}: not a readable study manifest ({exc}). Fix: restore the file, "
+                          "or move it away and run again with --resume (finished trials are recognised from their "
+                          "own files and are not re-run).") from None
 
 
 def prepare(space: SearchSpace) -> SearchSpace:
@@ -285,8 +314,37 @@ def prepare(space: SearchSpace) -> SearchSpace:
     return reload_base(space)
 
 
+class _Manifest:
+    """The manifest in memory, written (atomically on a local path) after every change."""
+
+    def __init__(self, root: str, data: dict[str, Any]):
+        self.path, self.data = storage.join(root, storage.MANIFEST), data
+
+    def record(self, name: str, fields: dict[str, Any]) -> None:
+        entry = self.data["trials"].setdefault(name, {"in_space": True})
+        entry.update(fields)
+        if fields.get("state") == "started":
+            entry.pop("note", None)
+        self.write()
+
+    def write(self) -> None:
+        storage.write_json(self.path, self.data)
+
+
+def _outcome(searcher, planned: list, outcome: StudyOutcome) -> None:
+    for p in planned:
+        if p.name in searcher.finished:
+            outcome.ok.append(p.name)
+        elif p.name in searcher.failed:
+            outcome.failed.append(p.name)
+        elif p.name in searcher.skipped:
+            outcome.skipped.append(p.name)
+        else:
+            outcome.interrupted.append(p.name)
+
+
 def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
-    """Validate everything, then run the study's phases; the caller prints the outcome."""
+    """Validate everything, take the study's lock, run it as one Tune experiment; the caller prints the outcome."""
     space = replace(prepare(space), name=opts.name or space.name)  # --name: study.json, W&B group, MLflow experiment
     root = storage.experiment_root(opts.storage, space.name)
     expansion = expand(space, check_files=True)
@@ -294,30 +352,39 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         raise ConfigError(f"{space.path}: data files are missing, nothing was started:\n  "
                           + "\n  ".join(expansion.missing_files)
                           + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
-    manifest_path = storage.join(root, storage.MANIFEST)
-    if storage.exists(manifest_path) and not opts.resume:
-        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it, "
-                          "or give --name NEW (or another --storage) for a new one.")
+    old = read_manifest(root) if opts.resume else None
+    if not opts.resume and storage.exists(storage.join(root, storage.MANIFEST)):
+        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it "
+                          "(or grow it after editing the search space), or give --name NEW (or another --storage).")
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
-    manifest = make_manifest(space, plan, root)
     started = connect(opts)
     outcome = StudyOutcome(root=root)
+    held = None
     try:
         if started:
             check_fits(space, opts)  # before anything is written: a plain re-run must still work
-        storage.write_json(manifest_path, manifest)
+        held = lock.acquire(root)
+        kill_point("locked")
+        manifest = _Manifest(root, make_manifest(space, plan, root, old))
+        manifest.data["runs"].append({**held, "resume": opts.resume})
+        manifest.write()
+        kill_point("manifest_written")
         if plan is None:
-            _sort_results(run_phase(TRIALS, None, space, opts, root), outcome)
-        elif plan.independent:
-            _sort_results(run_phase(TRIALS, plan.independent, space, opts, root), outcome)
+            run_searched(space, opts, root, outcome)
         else:
-            baselines = _sort_results(run_phase(BASELINES, plan.baselines, space, opts, root), outcome)
-            if outcome.interrupted:  # stopped: never fork from unfinished baselines; --resume goes on
-                return outcome
-            forks = fork_trials(plan, baselines, root, outcome, manifest)
-            storage.write_json(manifest_path, manifest)
-            run_forks(forks, space, opts, root, outcome, manifest)
+            planned = planned_trials(plan, storage.prefix_cache_dir(root))
+            columns = sorted({k for t in expansion.trials for k in t.varied})
+            searcher = run_trials(planned, space, opts, root, record=manifest.record, columns=columns)
+            kill_point("fit_returned")
+            _outcome(searcher, planned, outcome)
+        manifest.data["runs"][-1].update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), finished=len(outcome.ok),
+                                         failed=len(outcome.failed), skipped=len(outcome.skipped),
+                                         interrupted=len(outcome.interrupted))
+        manifest.write()
+        kill_point("ended")
     finally:
+        if held is not None:
+            lock.release(root, held)
         if started:
             import ray
 

@@ -1,21 +1,25 @@
-"""``status <experiment dir>``: per trial done / running / failed / pending, with its last epoch.
+"""``status <study dir>``: the driver (running / gone) and every trial's state, from the study's own files.
 
-Reads the study manifest (planned trials, including phases not started yet) and each phase's
-Tune experiment state. A plain Tune experiment directory (no manifest) works too.
+A trial is *finished* or *stopped early* when its ``done.json`` says so; *failed* / *skipped* /
+*started* come from the manifest (``study.json``, written by the driver as trials start and end);
+a started trial is *running* while the driver that holds ``driver.lock`` runs, else *interrupted*.
+Trials an edited search space no longer has are listed as *not in the current space*. A plain
+Tune experiment (no manifest) is read through ``ray.tune.ExperimentAnalysis``.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hba_sweep.errors import ConfigError
+from hba_sweep.sweep import lock, trialfiles
 from hba_sweep.sweep.storage import MANIFEST
 
-STATES = {"TERMINATED": "done", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending", "PAUSED": "paused"}
+TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",
+               "PAUSED": "paused"}
 
 
 @dataclass
@@ -27,67 +31,101 @@ class TrialStatus:
     note: str = ""
 
 
-def _phase_trials(exp_dir: Path) -> dict[str, TrialStatus]:
-    """Trials recorded in one Tune experiment's state file (the newest)."""
-    states = sorted(glob.glob(str(exp_dir / "experiment_state-*.json")))
-    if not states:
-        return {}
-    data = json.loads(Path(states[-1]).read_text())
-    out = {}
-    for entry in data.get("trial_data", []):
-        meta = json.loads(entry[0]) if isinstance(entry, (list, tuple)) else entry
-        name = meta.get("custom_dirname") or meta.get("trial_id")
-        run_meta = json.loads(entry[1]) if isinstance(entry, (list, tuple)) and len(entry) > 1 else {}
-        state = STATES.get(meta.get("status", ""), str(meta.get("status", "")).lower())
-        out[name] = TrialStatus(name=name, phase=exp_dir.name, state=state,
-                                last_epoch=_last_epoch(exp_dir / name, run_meta))
-    return out
+def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
+    path = str(root / name)
+    stored = trialfiles.checkpoints(path)
+    last = stored[-1].epoch if stored else None
+    done = trialfiles.read_done(path)
+    row = TrialStatus(name=name, phase=info.get("phase", ""), state="pending", last_epoch=last,
+                      note=info.get("note", ""))
+    if done is not None:
+        row.last_epoch = done.get("last_epoch", last)
+        row.state = "finished" if done.get("reason") == "completed" else "stopped early"
+        row.note = "" if row.state == "finished" else str(done.get("reason"))
+    elif info.get("state") in ("failed", "skipped"):
+        row.state = info["state"]
+    elif info.get("state") == "started":
+        row.state = "running" if driver == "running" else ("interrupted" if driver != "unknown" else "started")
+    if not info.get("in_space", True):
+        row.note = "not in the current space" + (f"; {row.note}" if row.note else "")
+        if row.state == "pending":
+            row.state = "not in space"
+    return row
 
 
-def _last_epoch(trial_dir: Path, run_meta: dict) -> int | None:
-    last = (run_meta.get("last_result") or {}).get("epoch")
-    if last is not None:
-        return int(last)
-    result = trial_dir / "result.json"
-    if result.is_file():
-        lines = [line for line in result.read_text().splitlines() if line.strip()]
-        if lines:
-            return json.loads(lines[-1]).get("epoch")
-    return None
+def driver_line(root: Path, manifest: dict) -> str:
+    """Who runs the study now: from driver.lock (pid alive on this host?) and the manifest's runs."""
+    held = lock.read_lock(str(root))
+    state = lock.driver_state(held)
+    runs = manifest.get("runs") or [{}]
+    if state == "running":
+        return f"driver: running (pid {held['pid']} on {held['host']} since {held['started']})"
+    if state == "gone":
+        return (f"driver: gone (pid {held['pid']} on {held['host']}, started {held['started']}, no longer runs: "
+                "it was killed). Fix: run again with --resume")
+    if state == "unknown":
+        return (f"driver: pid {held['pid']} on {held['host']} since {held['started']} (another host: cannot check "
+                "from here)")
+    last = runs[-1]
+    if last.get("ended"):
+        return f"driver: not running (last run ended {last['ended']})"
+    return "driver: not running (the last run did not end cleanly). Fix: run again with --resume"
 
 
-def study_status(path: str | os.PathLike) -> list[TrialStatus]:
-    """Every trial of a study (or of one Tune experiment) with its state."""
+def _tune_only(root: Path) -> list[TrialStatus]:
+    """A plain Tune experiment: trial states through Tune's public ExperimentAnalysis."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(root))
+    except Exception as exc:
+        raise ConfigError(f"{root}: neither a study ({MANIFEST}) nor a readable Tune experiment ({exc}). "
+                          "Fix: give the directory `run` printed.") from None
+    rows = []
+    for trial in analysis.trials:
+        last = (trial.last_result or {}).get("epoch")
+        rows.append(TrialStatus(name=Path(trial.path).name, phase="", state=TUNE_STATES.get(trial.status, trial.status),
+                                last_epoch=last))
+    return sorted(rows, key=lambda r: r.name)
+
+
+def read_study(path: str | os.PathLike) -> tuple[str, list[TrialStatus]]:
+    """(the driver line, every trial of the study with its state)."""
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such experiment directory. Fix: give ray_results/<NAME> "
                           "(the --storage path and the search space's NAME).")
     manifest_file = root / MANIFEST
     if not manifest_file.is_file():
-        found = _phase_trials(root)
-        if not found:
-            raise ConfigError(f"{root}: neither a study ({MANIFEST}) nor a Tune experiment (experiment_state-*.json). "
-                              "Fix: give the directory `run` printed.")
-        return sorted(found.values(), key=lambda t: t.name)
-    manifest = json.loads(manifest_file.read_text())
-    seen: dict[str, TrialStatus] = {}
-    for phase in manifest.get("phases", []):
-        seen.update(_phase_trials(root / phase))
-    rows = []
-    for name, info in manifest.get("trials", {}).items():
-        row = seen.pop(name, None) or TrialStatus(name=name, phase=info["phase"], state="pending")
-        row.note = info.get("note", "")
-        rows.append(row)
-    return rows + sorted(seen.values(), key=lambda t: t.name)  # searcher trials are not in the plan
+        return "driver: (no study manifest)", _tune_only(root)
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        trials = manifest["trials"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{manifest_file}: not a readable study manifest ({exc}). Fix: restore it, or move it away "
+                          "and run the study again with --resume (finished trials are recognised from their own "
+                          "files).") from None
+    driver = lock.driver_state(lock.read_lock(str(root)))
+    rows = [_state(root, name, info, driver) for name, info in trials.items()]
+    if manifest.get("searcher"):
+        known = {r.name for r in rows}
+        rows += [r for r in _tune_only(root) if r.name not in known] if any(root.glob("experiment_state-*")) else []
+    return driver_line(root, manifest), rows
 
 
-def format_status(rows: list[TrialStatus]) -> str:
-    """A table and a count per state."""
+def study_status(path: str | os.PathLike) -> list[TrialStatus]:
+    """Every trial of a study (or of a plain Tune experiment) with its state."""
+    return read_study(path)[1]
+
+
+def format_status(rows: list[TrialStatus], driver: str = "") -> str:
+    """The driver line, a table and a count per state."""
     width = max([len(r.name) for r in rows] + [5])
-    lines = [f"{'trial':<{width}}  {'phase':<10} {'state':<8} last epoch"]
+    lines = [driver] if driver else []
+    lines.append(f"{'trial':<{width}}  {'role':<10} {'state':<13} last epoch")
     for r in rows:
         epoch = "-" if r.last_epoch is None else str(r.last_epoch)
-        lines.append(f"{r.name:<{width}}  {r.phase:<10} {r.state:<8} {epoch}" + (f"  ({r.note})" if r.note else ""))
+        lines.append(f"{r.name:<{width}}  {r.phase:<10} {r.state:<13} {epoch}" + (f"  ({r.note})" if r.note else ""))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1

@@ -106,3 +106,41 @@ def copy_state(root: str, dest: str) -> None:
         target = os.path.join(dest, *rel.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         pyarrow.fs.copy_files(info.path, target, source_filesystem=fs, destination_filesystem=local)
+
+
+DONE_FILE = "done.json"  # in a trial directory: written once the trial has ended for good
+LOCK_FILE = "driver.lock"  # in the study directory: the driver that runs it
+
+
+def read_json(path: str) -> Any:
+    """Parsed JSON at a local path or URI (raises OSError / ValueError)."""
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def listdir(path: str) -> list[str]:
+    """Names of the entries of a directory (empty if it does not exist)."""
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted(info.base_name for info in infos)
+
+
+def remove(path: str) -> None:
+    """Delete a file if it exists."""
+    fs, inner = _fs(path)
+    try:
+        fs.delete_file(inner)
+    except FileNotFoundError:
+        pass
+
+
+def download_dir(path: str, local: str) -> str:
+    """Copy a directory (local path or URI) to the local folder ``local``; return ``local``."""
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    pyarrow.fs.copy_files(inner, local, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return local

@@ -1,0 +1,71 @@
+"""A trial's own files on the study's storage: its epoch checkpoints and its done marker.
+
+A trial directory is ``<study>/<run name>/``. Tune writes ``checkpoint_<NNNNNN>/`` (ours inside:
+adapter.safetensors, state.pt, meta.json) in report order; the trial ends with ``done.json``
+(written by the trainable when training returns, or by the driver when Tune's scheduler stopped
+it). These files, never Tune's saved experiment state, decide what is finished on ``--resume``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hba_sweep.sweep import storage
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6})$")
+
+
+@dataclass
+class StoredCheckpoint:
+    index: int
+    path: str
+    epoch: int
+    meta: dict[str, Any]
+
+
+def trial_path(root: str, name: str) -> str:
+    return storage.join(root, name)
+
+
+def checkpoints(path: str) -> list[StoredCheckpoint]:
+    """The trial's complete checkpoints in report order: contiguous from index 0, each with a
+    readable meta.json (a checkpoint cut short by a kill ends the list; its index is reused)."""
+    indices = sorted(int(m.group(1)) for n in storage.listdir(path) if (m := CHECKPOINT_DIR.match(n)))
+    out = []
+    for expected, index in enumerate(indices):
+        if index != expected:
+            break
+        ckpt = storage.join(path, f"checkpoint_{index:06d}")
+        try:
+            meta = storage.read_json(storage.join(ckpt, "meta.json"))
+            out.append(StoredCheckpoint(index, ckpt, int(meta["epoch"]), meta))
+        except (OSError, ValueError, KeyError, TypeError):
+            break
+    return out
+
+
+def read_done(path: str) -> dict[str, Any] | None:
+    """The done marker of a trial, or None (not finished, or the marker is unreadable)."""
+    try:
+        done = storage.read_json(storage.join(path, storage.DONE_FILE))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) and "last_epoch" in done else None
+
+
+def write_done(path: str, last_epoch: int | None, epochs: int | None, reason: str) -> dict[str, Any]:
+    """Mark a trial finished (atomic on a local path): its last epoch and why it ended."""
+    done = {"last_epoch": last_epoch, "epochs": epochs, "reason": reason,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    storage.write_json(storage.join(path, storage.DONE_FILE), done)
+    return done
+
+
+def end_reason(last_epoch: int | None, epochs: int | None) -> str:
+    """'completed' when the last epoch ran, else 'early stopping' (training returned before it)."""
+    if last_epoch is None or epochs is None or last_epoch >= epochs - 1:
+        return "completed"
+    return f"early stopping after epoch {last_epoch}"
