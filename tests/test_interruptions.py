@@ -28,7 +28,7 @@ import ray
 
 from hba_sweep.data.demo import make_demo_data  # noqa: E402
 from hba_sweep.sweep.expand import Trial, expand  # noqa: E402
-from hba_sweep.sweep.runner import RunOptions, run_phase  # noqa: E402
+from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,8 @@ def test_worker_killed_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     try:
         opts = RunOptions(storage=str(tmp_path / "rr"), verbose=0,
                           train_fn=functools.partial(train_killed_mid_epoch, marker=str(marker)))
-        results = {r.config["run_name"]: r for r in run_phase("kill", trials, space, opts, str(tmp_path / "rr"))}
+        root = str(tmp_path / "rr" / "kill")
+        results = {r.config["run_name"]: r for r in run_trials(independent(trials, root), space, opts, root)[1]}
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -151,7 +152,7 @@ def driver_env(data: Path) -> dict[str, str]:
 def finished_perturbed(root: Path) -> list[Path]:
     """Perturbed trials whose run/metrics.csv already holds the last epoch."""
     done = []
-    for metrics in root.glob("perturbed/*/run/metrics.csv"):
+    for metrics in root.glob("*_e[0-9]_*/run/metrics.csv"):
         try:
             if pd.read_csv(metrics)["epoch"].iloc[-1] == EPOCHS[-1]:
                 done.append(metrics.parent.parent)
@@ -183,9 +184,10 @@ def interrupt(proc: subprocess.Popen, grace: float = 20.0) -> str:
 
 
 def snapshot(trial_dir: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file of a trial directory."""
-    return {str(p.relative_to(trial_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in trial_dir.rglob("*") if p.is_file()}
+    """(size, mtime_ns) of the trial's own files: checkpoints, run/ and done.json (Tune's logs of a
+    finished trial are written again on --resume, from the replayed rows)."""
+    files = [*trial_dir.glob("checkpoint_*/*"), *trial_dir.glob("run/*"), trial_dir / "done.json"]
+    return {str(p.relative_to(trial_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()}
 
 
 @pytest.mark.timeout(900)  # two driver runs, each allowed 400 s
@@ -226,18 +228,18 @@ def test_driver_interrupted_then_resumed(tmp_path):
         assert proc.returncode == -signal.SIGKILL
 
     states = {row.name: row for row in study_status(root)}
-    done = {name for name, row in states.items() if row.state == "done"}
+    done = {name for name, row in states.items() if row.state == "finished"}
     assert len(states) == 7 and done and len(done) < 7, {n: r.state for n, r in states.items()}
-    before = {name: snapshot(root / states[name].phase / name) for name in done}
+    before = {name: snapshot(root / name) for name in done}
 
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=driver_env(data), capture_output=True, text=True,
                              timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "7 trials finished, 0 failed, 0 not started" in resumed.stdout
-    assert all(row.state == "done" for row in study_status(root))
+    assert all(row.state == "finished" for row in study_status(root))
     for name, files in before.items():  # finished trials untouched: no row, checkpoint or file rewritten
-        assert snapshot(root / states[name].phase / name) == files, name
-    for trial in [*root.glob("baselines/*/"), *root.glob("perturbed/*/")]:
+        assert snapshot(root / name) == files, name
+    for trial in root.glob("cliphba_*/"):
         history = pd.read_csv(trial / "run" / "metrics.csv")
         assert history["epoch"].tolist() == EPOCHS, trial.name
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]

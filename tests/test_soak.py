@@ -89,7 +89,7 @@ MAX_FAILURES = 0
         ray.shutdown()
 
     assert outcome.exit_code == 0 and len(outcome.ok) == N_TRIALS, (outcome.failed, outcome.interrupted)
-    trial_dirs = sorted((Path(outcome.root) / "trials").glob("cliphba_*"))
+    trial_dirs = sorted(Path(outcome.root).glob("cliphba_*"))
     assert len(trial_dirs) == N_TRIALS
     for trial in trial_dirs:
         epochs = (trial / "run" / "metrics.csv").read_text().splitlines()[1:]

@@ -41,6 +41,6 @@ def test_user_registered_perturbation_runs_on_ray(demo_dir, tmp_path):
     finally:
         ray.shutdown()
     assert outcome.exit_code == 0 and len(outcome.ok) == 1, outcome
-    trial = next((Path(outcome.root) / "trials").glob("*halve_targets*"))
+    trial = next(Path(outcome.root).glob("*halve_targets*"))
     history = pd.read_csv(trial / "run" / "metrics.csv")
     assert history["perturbation_active"].tolist() == [False, False, True]

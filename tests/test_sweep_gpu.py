@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from hba_sweep.sweep.expand import Trial  # noqa: E402
-from hba_sweep.sweep.runner import RunOptions, run_phase  # noqa: E402
+from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import SearchSpace  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,8 @@ def test_half_gpu_trials_share_one_logical_gpu(tmp_path, capfd):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
-        results = run_phase("gpu", trials, space, RunOptions(verbose=0, train_fn=fake_training), str(tmp_path / "rr"))
+        root = str(tmp_path / "rr" / "gpu")
+        _, results = run_trials(independent(trials, root), space, RunOptions(verbose=0, train_fn=fake_training), root)
         time.sleep(1.0)  # let the workers' output reach the driver
     finally:
         ray.shutdown()

@@ -192,7 +192,8 @@ def _parent(root: str) -> str:
 def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, record=None,
                columns: list[str] | None = None):
     """Run planned trials (:class:`~hba_sweep.sweep.release.Planned`) as one Tune experiment at ``root``,
-    skipping what is finished on storage. Returns the searcher (what finished, failed, was skipped)."""
+    skipping what is finished on storage. Returns the searcher (what finished, failed, was skipped) and
+    Tune's ResultGrid."""
     from ray import tune
 
     from hba_sweep.sweep.release import StudySearcher
@@ -203,8 +204,8 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     tune_config, run_config = _configs(space, opts, _study_name(root), searcher, columns or ["run_name"], root,
                                        max_concurrent, num_samples=-1)
     trainable = _trainable(space, opts, root, finished)
-    tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config).fit()
-    return searcher
+    results = tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config).fit()
+    return searcher, results
 
 
 def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: "StudyOutcome") -> None:
@@ -245,6 +246,11 @@ def _newest_state(root: str) -> str | None:
 
 
 # ---- the manifest -----------------------------------------------------------------------
+def independent(trials: list[Trial], root: str) -> list:
+    """Trials that need nothing from another (tests, one-off experiments) as searcher entries."""
+    return planned_trials(Plan(independent=list(trials)), storage.prefix_cache_dir(root))
+
+
 def planned_trials(plan: Plan, cache_dir: str) -> list:
     """The plan as searcher entries: every config carries its run name and the shared prefix cache."""
     from hba_sweep.sweep.release import Planned
@@ -374,7 +380,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         else:
             planned = planned_trials(plan, storage.prefix_cache_dir(root))
             columns = sorted({k for t in expansion.trials for k in t.varied})
-            searcher = run_trials(planned, space, opts, root, record=manifest.record, columns=columns)
+            searcher, _ = run_trials(planned, space, opts, root, record=manifest.record, columns=columns)
             kill_point("fit_returned")
             _outcome(searcher, planned, outcome)
         manifest.data["runs"][-1].update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), finished=len(outcome.ok),

@@ -142,5 +142,6 @@ def download_dir(path: str, local: str) -> str:
     import pyarrow.fs
 
     fs, inner = _fs(path)
+    os.makedirs(local, exist_ok=True)
     pyarrow.fs.copy_files(inner, local, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
     return local
