@@ -80,7 +80,7 @@ def test_study_on_a_ray_start_cluster(cluster, env, demo_dir, tmp_path):
 
     status = cli(["status", str(exp)], env, tmp_path, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert "3 done (3 trials)" in status.stdout, status.stdout
+    assert "3 finished (3 trials)" in status.stdout, status.stdout
     analyze = cli(["analyze", str(exp), "--datasets", "things", "--local"], env, tmp_path)
     assert analyze.returncode == 0, analyze.stderr[-3000:]
     assert (exp / "analysis" / "results.parquet").is_file() and (exp / "analysis" / "report.md").is_file()
@@ -156,6 +156,6 @@ def test_study_submitted_as_a_ray_job(cluster, env, demo_dir, tmp_path):
     assert "Trial name" in logs.stdout and "3 trials finished, 0 failed" in logs.stdout  # Tune's table, the summary
     status = cli(["status", str(exp)], env, tmp_path, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert f"Ray job {job['submission_id']}: SUCCEEDED" in status.stdout and "3 done (3 trials)" in status.stdout
+    assert f"Ray job {job['submission_id']}: SUCCEEDED" in status.stdout and "3 finished (3 trials)" in status.stdout
     stop = cli(["stop", "jobstudy", "--storage", str(storage)], env, tmp_path, timeout=120)
     assert stop.returncode == 0 and "not running" in stop.stdout, stop.stdout + stop.stderr

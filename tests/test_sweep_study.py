@@ -81,7 +81,7 @@ def test_one_experiment_forks_after_their_epoch_then_growth(ray_local, demo_dir,
     manifest = json.loads((root / "study.json").read_text())
     entry = manifest["trials"][FORK.format(seed=1, kind="label_shuffle", e=2)]
     assert entry["init_epoch"] == 1 and entry["init_from"].endswith(f"{BASE.format(seed=1)}/checkpoint_000002")
-    assert entry["tune_trial_id"] and entry["state"] == "finished"
+    assert entry["tune_trial_id"] and entry["status"] == "done" and entry["role"] == "perturbed"
     before = {p.name: snapshot(p) for p in root.iterdir() if (p / "done.json").is_file()}
 
     # grow: a new start epoch and a new seed; epoch 0 dropped from the space
@@ -114,7 +114,7 @@ def test_fork_of_an_early_stopped_baseline_is_skipped(ray_local, demo_dir, tmp_p
     assert outcome.skipped == [skipped] and len(outcome.ok) == 2 and outcome.exit_code == 1
     root = Path(outcome.root)
     assert not (root / skipped).exists()  # never trained from scratch
-    note = json.loads((root / "study.json").read_text())["trials"][skipped]["note"]
+    note = json.loads((root / "study.json").read_text())["trials"][skipped]["skip_reason"]
     assert "ended after epoch 1" in note and "not trained from scratch" in note
     _, rows = read_study(root)
     states = {r.name: r for r in rows}

@@ -82,7 +82,7 @@ class StudySearcher(Searcher):
                 continue
             self.suggested[name], self.by_id[trial_id] = trial_id, name
             if name not in self.finished:
-                self.record(name, {"state": "started", "tune_trial_id": trial_id,
+                self.record(name, {"status": "started", "tune_trial_id": trial_id,
                                    **({"init_from": storage.redact(config["init_from"]),
                                        "init_epoch": config["init_epoch"]} if config.get("init_from") else {})})
             kill_point("suggested")
@@ -104,7 +104,7 @@ class StudySearcher(Searcher):
             return
         if error:
             self.failed.add(name)
-            self.record(name, {"state": "failed"})
+            self.record(name, {"status": "failed"})
             return
         path = trialfiles.trial_path(self.root, name)
         done = trialfiles.read_done(path)
@@ -114,7 +114,7 @@ class StudySearcher(Searcher):
                                          f"stopped by the scheduler after epoch {last}")
         self.ended[name] = done.get("last_epoch")
         self.finished.add(name)
-        self.record(name, {"state": "finished", "reason": done.get("reason")})
+        self.record(name, {"status": "done", "reason": done.get("reason")})
         kill_point("trial_complete")
 
     def save(self, checkpoint_path: str) -> None:
@@ -147,5 +147,5 @@ class StudySearcher(Searcher):
             reason = f"baseline {p.baseline} is not in this study"
         if reason is not None:
             self.skipped[p.name] = reason
-            self.record(p.name, {"state": "skipped", "note": reason})
+            self.record(p.name, {"status": "skipped", "skip_reason": reason})
         return None

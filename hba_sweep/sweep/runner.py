@@ -28,6 +28,7 @@ from hba_sweep.sweep.faults import kill_point
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
 
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 METRIC_COLUMNS = {"epoch": "epoch", "val_loss": "val_loss", "behavioral_rsa_rho": "rsa_rho"}
 
 
@@ -204,7 +205,18 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     tune_config, run_config = _configs(space, opts, _study_name(root), searcher, columns or ["run_name"], root,
                                        max_concurrent, num_samples=-1)
     trainable = _trainable(space, opts, root, finished)
-    results = tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config).fit()
+    if finished:
+        opts.echo(f"{len(finished)} of {len(planned)} trials are finished on storage (not re-run); running the rest")
+    # Tune keeps one trial pending at a time for a custom searcher unless a ConcurrencyLimiter says
+    # otherwise (TUNE_MAX_PENDING_TRIALS_PG, documented): let every released trial queue for a slot
+    saved = os.environ.get(PENDING_ENV)
+    if not max_concurrent and saved is None:
+        os.environ[PENDING_ENV] = str(max(1, len(planned)))
+    try:
+        results = tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config).fit()
+    finally:
+        if saved is None:
+            os.environ.pop(PENDING_ENV, None)
     return searcher, results
 
 
@@ -267,12 +279,12 @@ def manifest_trials(plan: Plan | None) -> dict[str, dict[str, Any]]:
     trials: dict[str, Any] = {}
     if plan is not None:
         for t in plan.baselines:
-            trials[t.name] = {"phase": BASELINES, "varied": t.varied, "baseline": None}
+            trials[t.name] = {"role": "baseline", "phase": BASELINES, "varied": t.varied, "baseline": None}
         for f in plan.forks:
-            trials[f.trial.name] = {"phase": PERTURBED, "varied": f.trial.varied, "baseline": f.baseline,
-                                    "init_epoch": f.init_epoch, "init_from": None}
+            trials[f.trial.name] = {"role": "perturbed", "phase": PERTURBED, "varied": f.trial.varied,
+                                    "baseline": f.baseline, "init_epoch": f.init_epoch, "init_from": None}
         for t in plan.independent:
-            trials[t.name] = {"phase": TRIALS, "varied": t.varied, "baseline": None}
+            trials[t.name] = {"role": "trial", "phase": TRIALS, "varied": t.varied, "baseline": None}
     return trials
 
 
@@ -329,8 +341,8 @@ class _Manifest:
     def record(self, name: str, fields: dict[str, Any]) -> None:
         entry = self.data["trials"].setdefault(name, {"in_space": True})
         entry.update(fields)
-        if fields.get("state") == "started":
-            entry.pop("note", None)
+        if fields.get("status") == "started":
+            entry.pop("skip_reason", None)
         self.write()
 
     def write(self) -> None:

@@ -36,15 +36,15 @@ def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
     stored = trialfiles.checkpoints(path)
     last = stored[-1].epoch if stored else None
     done = trialfiles.read_done(path)
-    row = TrialStatus(name=name, phase=info.get("phase", ""), state="pending", last_epoch=last,
-                      note=info.get("note", ""))
+    row = TrialStatus(name=name, phase=info.get("role", info.get("phase", "")), state="pending", last_epoch=last,
+                      note=info.get("skip_reason", ""))
     if done is not None:
         row.last_epoch = done.get("last_epoch", last)
         row.state = "finished" if done.get("reason") == "completed" else "stopped early"
         row.note = "" if row.state == "finished" else str(done.get("reason"))
-    elif info.get("state") in ("failed", "skipped"):
-        row.state = info["state"]
-    elif info.get("state") == "started":
+    elif info.get("status") in ("failed", "skipped"):
+        row.state = info["status"]
+    elif info.get("status") == "started":
         row.state = "running" if driver == "running" else ("interrupted" if driver != "unknown" else "started")
     if not info.get("in_space", True):
         row.note = "not in the current space" + (f"; {row.note}" if row.note else "")
