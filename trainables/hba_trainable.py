@@ -153,4 +153,5 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
         summary = train_fn(cfg, report=report) or {}
     if where is not None:
         epoch = summary.get("epoch", last["epoch"])
-        trialfiles.write_done(where, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs))
+        trialfiles.write_done(where, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs),
+                              **{k: summary[k] for k in ("status", "window_completed") if k in summary})

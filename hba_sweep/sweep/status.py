@@ -42,6 +42,8 @@ def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
         row.last_epoch = done.get("last_epoch", last)
         row.state = "finished" if done.get("reason") == "completed" else "stopped early"
         row.note = "" if row.state == "finished" else str(done.get("reason"))
+        if done.get("status") == "window_incomplete":
+            row.note += "; its perturbation window did not complete"
     elif info.get("status") in ("failed", "skipped"):
         row.state = info["status"]
     elif info.get("status") == "started":
