@@ -53,6 +53,10 @@ def _train(args: argparse.Namespace) -> int:
         else:
             print(f"--resume: {run_dir(cfg)} has no checkpoint yet; starting the run.", file=sys.stderr)
     summary = run_training_experiment(cfg)
+    if summary["status"] == "diverged":
+        print(f"error: {summary['run_dir']}: {summary['message']}. The run stopped; metrics.csv records the "
+              "non-finite values.", file=sys.stderr)
+        return 2
     print(f"done: {summary['run_dir']} ({summary['status']}, last epoch {summary['epoch']}, val_loss "
           f"{summary['val_loss']:.4g}, behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in "
           f"{summary['run_dir']}/metrics.csv")

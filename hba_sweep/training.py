@@ -4,8 +4,10 @@ The story, top to bottom: seed, load data and split, build the model, set up (or
 optimizer, scheduler and RNG state, evaluate once (epoch -1; a fork re-evaluates its start),
 then per epoch train with the perturbation strategy, evaluate, checkpoint, write the metrics
 row and report it; stop early after ``early_stopping_patience`` epochs without improvement.
-The run ends with a status (:func:`run_status`): ``finished``, ``early_stopped`` or, for a
-perturbed run stopped before its window ended, ``window_incomplete``.
+The run ends with a status (:func:`run_status`): ``finished``, ``early_stopped``, ``diverged``
+(a non-finite loss or prediction: that epoch is recorded and the run stops, without an error, so
+a sweep does not retry it) or, for a perturbed run stopped before its window ended,
+``window_incomplete``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_fil
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
                   "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",
-                  "images_per_second", "inherited"]
+                  "images_per_second", "inherited", "diverged"]
 STATUS_FILE = "run_status.json"
 Report = Callable[[dict, str], None]
 
@@ -233,11 +235,26 @@ def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages |
     scores = {"val_loss": val_loss}
     nan = (float("nan"), float("nan"))
     rsa_preds = predict(model, rsa.images, cfg, device).numpy() if rsa is not None else None
+    finite = bool(torch.isfinite(preds).all()) and (rsa_preds is None or bool(np.isfinite(rsa_preds).all()))
     for name, ref in (("behavioral", rsa and rsa.triplet_rdm), ("target", rsa and rsa.target_rdm)):
-        rho, p = nan if rsa is None else behavioral_rsa(rsa_preds, ref, cfg.model_rdm_distance_metric,
-                                                        cfg.rsa_similarity_metric)
+        # RSA of non-finite predictions is undefined: NaN here, and the epoch is reported as diverged
+        rho, p = nan if rsa is None or not finite else behavioral_rsa(rsa_preds, ref, cfg.model_rdm_distance_metric,
+                                                                      cfg.rsa_similarity_metric)
         scores.update({f"{name}_rsa_rho": float(rho), f"{name}_rsa_p": float(p)})
+    scores["finite_predictions"] = finite
     return scores
+
+
+def divergence(epoch: int, train_loss: float | None, scores: dict, cfg: TrainConfig) -> str:
+    """Why this epoch diverged ('' if it did not): a non-finite loss or prediction."""
+    what = [f"{name}={value}" for name, value in (("train_loss", train_loss), ("val_loss", scores["val_loss"]))
+            if value is not None and not math.isfinite(value)]
+    if not scores.get("finite_predictions", True):
+        what.append("non-finite predictions")
+    if not what:
+        return ""
+    return (f"diverged at epoch {epoch} ({', '.join(what)}). Fix: lower lr (now {cfg.lr:g}) or dora_alpha, "
+            "or warm up (lr_scheduler: cosine_warmup)")
 
 
 # ---- bookkeeping ------------------------------------------------------------------------
@@ -449,16 +466,26 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
 
 
 # ---- the run ----------------------------------------------------------------------------
-def run_status(cfg: TrainConfig, last_epoch: int, stopped_early: bool) -> dict[str, Any]:
-    """How the run ended: ``status`` finished | early_stopped | window_incomplete (a perturbed run that
-    stopped before the last epoch of its window), ``stop_reason`` max_epochs | early_stopping,
-    ``last_epoch``, and ``window_completed`` (None for an unperturbed run)."""
+def run_status(cfg: TrainConfig, last_epoch: int, stopped_early: bool, diverged: str = "") -> dict[str, Any]:
+    """How the run ended: ``status`` finished | early_stopped | diverged | window_incomplete (a perturbed
+    run that stopped before the last epoch of its window), ``stop_reason`` max_epochs | early_stopping |
+    non_finite, ``last_epoch``, ``window_completed`` (None for an unperturbed run) and, for a diverged
+    run, ``message`` ("diverged at epoch e (...). Fix: ...")."""
     perturbed = cfg.perturb_type != "none"
     window_completed = last_epoch >= cfg.perturb_epoch + cfg.perturb_length - 1 if perturbed else None
+    if diverged:
+        return {"status": "diverged", "stop_reason": "non_finite", "last_epoch": last_epoch,
+                "window_completed": window_completed, "message": diverged}
     status = ("window_incomplete" if perturbed and not window_completed else
               "early_stopped" if stopped_early else "finished")
     return {"status": status, "stop_reason": "early_stopping" if stopped_early else "max_epochs",
             "last_epoch": last_epoch, "window_completed": window_completed}
+
+
+def resumed_divergence(history: list[dict]) -> str:
+    """A run whose last recorded epoch diverged stays stopped (nothing trains on from a non-finite state)."""
+    last = history[-1] if history else {}
+    return str(last.get("diverged_message") or f"diverged at epoch {last['epoch']}") if last.get("diverged") else ""
 
 
 def run_training_experiment(config: TrainConfig, report: Report | None = None) -> dict:
@@ -517,11 +544,14 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
         if report is not None:
             report({**metrics, **{k: v for k, v in (status or {}).items() if v is not None}}, str(ckpt_dir))
 
+    diverged = resumed_divergence(history)
     if state.epoch == -2:  # a fresh run: the initial evaluation is epoch -1
         started = time.perf_counter()
         scores = evaluate(model, train, val_idx, rsa, cfg, device)
         state.best_val_loss = scores["val_loss"]
-        finish_epoch(-1, metrics_row(-1, None, scores, False, optimizer, time.perf_counter() - started, 0))
+        diverged = divergence(-1, None, scores, cfg)
+        finish_epoch(-1, metrics_row(-1, None, scores, False, optimizer, time.perf_counter() - started, 0,
+                                     diverged=diverged), run_status(cfg, -1, False, diverged) if diverged else None)
     elif start.kind.startswith("forked") and cfg.fork_early_stopping == "reset":
         scores = evaluate(model, train, val_idx, rsa, cfg, device)  # published: a fork re-evaluates its start
         state.best_val_loss, state.epochs_without_improvement = scores["val_loss"], 0
@@ -531,7 +561,7 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     patience = cfg.early_stopping_patience or 0
     stopped = bool(patience) and state.epochs_without_improvement >= patience
     for epoch in range(state.epoch + 1, cfg.epochs):
-        if stopped:
+        if stopped or diverged:
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -549,14 +579,17 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
         else:
             state.epochs_without_improvement += 1
         stopped = bool(patience) and state.epochs_without_improvement >= patience
-        last = stopped or epoch == cfg.epochs - 1
+        diverged = divergence(epoch, train_loss, scores, cfg)  # NaN never counts as "no improvement"
+        last = stopped or bool(diverged) or epoch == cfg.epochs - 1
         seconds = time.perf_counter() - started
         finish_epoch(epoch, metrics_row(epoch, train_loss, scores, strategy.is_active_epoch(epoch), optimizer,
-                                        seconds, len(order), lr=lr),
-                     run_status(cfg, epoch, stopped) if last else None)
-        if stopped:
+                                        seconds, len(order), lr=lr, diverged=diverged),
+                     run_status(cfg, epoch, stopped, diverged) if last else None)
+        if stopped and not diverged:
             log(f"early stopping: no val_loss improvement for {patience} epochs")
-    status = run_status(cfg, int(history[-1]["epoch"]), stopped)
+    status = run_status(cfg, int(history[-1]["epoch"]), stopped, diverged)
+    if diverged:
+        log(diverged)
     atomic_write_text(out / STATUS_FILE, json.dumps({**status, "precision_used": precision}))
     if status["status"] == "window_incomplete":
         log(f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
@@ -565,10 +598,15 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
 
 
 def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool, optimizer: torch.optim.Optimizer,
-                seconds: float, n_images: int, lr: float | None = None) -> dict:
-    return {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
-            "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
-            "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False}
+                seconds: float, n_images: int, lr: float | None = None, diverged: str = "") -> dict:
+    """One epoch's row (metrics.csv, meta.json, the Tune report); ``diverged`` marks a non-finite loss
+    or prediction (``diverged_message`` says which), after which the run stops."""
+    scores = {k: v for k, v in scores.items() if k != "finite_predictions"}
+    row = {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
+           "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
+           "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False,
+           "diverged": bool(diverged)}
+    return {**row, "diverged_message": diverged} if diverged else row
 
 
 def restore(source: Path, kind: str, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,

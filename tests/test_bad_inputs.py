@@ -267,6 +267,8 @@ CASES = [
          ("rdm_nan.mat", "non-finite")),
     Case("rdm-wrong-size-train", lambda e: train_with_rdm(e, "rdm_40.mat", rdm48(e)[:40, :40]),
          ("rdm_40.mat", "40x40", "48 items")),
+    Case("rdm-constant", lambda e: train_with_rdm(e, "rdm_zeros.mat", np.zeros((48, 48))),
+         ("rdm_zeros.mat", "constant")),
     Case("rdm-asymmetric", lambda e: fmri_rdm(e, "rdm_asym.mat", np.triu(np.ones((12, 12)), 1)),
          ("rdm_asym.mat", "not symmetric")),
     Case("rdm-wrong-size-analyze", lambda e: fmri_rdm(e, "rdm_10.mat", np.ones((10, 10)) - np.eye(10)),

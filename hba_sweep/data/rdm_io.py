@@ -117,6 +117,11 @@ def validate_rdm(rdm: np.ndarray, path: str | os.PathLike = "<rdm>", n: int | No
     if n is not None and rdm.shape[0] != n:
         raise DataError(f"{path}: the RDM is {rdm.shape[0]}x{rdm.shape[0]} but the image set has {n} "
                         f"items. Fix: use the RDM made for these {n} items, in their order.")
+    upper = rdm[np.triu_indices(rdm.shape[0], k=1)]
+    if upper.size and np.all(upper == upper[0]):
+        raise DataError(f"{path}: the RDM is constant (every dissimilarity above the diagonal is {upper[0]}), so "
+                        "its correlation with any model RDM is undefined. Fix: check the file (the right variable? "
+                        "dissimilarities, not a mask?) or re-export the RDM.")
     return rdm
 
 
