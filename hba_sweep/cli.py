@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import Sequence
 
-from hba_sweep.errors import HBAError
+from hba_sweep.errors import HBAError, storage_error
 from hba_sweep.redaction import redact_text
 
 # command -> (module, function registering it, one-line help). Only the chosen command's module is
@@ -106,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         os._exit(0)
+    except OSError as exc:
+        fault = storage_error(exc)  # a full disk, a read-only folder: the path and the fix
+        if fault is None:
+            print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
+        print(redact_text(f"error: {fault}"), file=sys.stderr)
+        return fault.exit_code
     except Exception:  # a bug or an unforeseen failure: the traceback, with any credentials hidden
         print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
         return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class HBAError(Exception):
     """A mistake the user can fix; the message names the file, the field and the fix."""
@@ -23,3 +25,32 @@ class CheckpointError(HBAError):
 
 class SearchSpaceError(HBAError):
     """A search-space file is malformed."""
+
+
+class StorageError(HBAError):
+    """A result or cache location cannot be written or reached (permissions, full disk, network)."""
+
+
+# errno -> (what happened, what to do); the fix names the settings that move the output elsewhere
+_OS_FAULTS = {
+    errno.ENOSPC: ("no space left on the device", "free space there (or point save_path / --storage / --out / "
+                                                  "cache_dir elsewhere), then run the command again (--resume "
+                                                  "continues a run or study)"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota, then run the command again (--resume "
+                                          "continues a run or study)"),
+    errno.EROFS: ("read-only file system", "point save_path / --storage / --out / cache_dir at a writable place"),
+    errno.EACCES: ("permission denied", "make it writable for this user, or point save_path / --storage / --out / "
+                                        "cache_dir at a writable place"),
+    errno.EPERM: ("operation not permitted", "make it writable for this user, or point save_path / --storage / "
+                                             "--out / cache_dir at a writable place"),
+}
+
+
+def storage_error(exc: BaseException, path: object = None) -> StorageError | None:
+    """A StorageError naming ``path`` (else the file the OS named) and the fix for a disk fault (full,
+    read-only, no permission); None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in _OS_FAULTS:
+        return None
+    what, fix = _OS_FAULTS[exc.errno]
+    where = path if path is not None else exc.filename
+    return StorageError(f"{where}: {what}; nothing was changed there. Fix: {fix}.")

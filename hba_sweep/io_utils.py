@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from hba_sweep.errors import storage_error
+
 
 def current_umask() -> int:
     """The process umask (from /proc on Linux, else by setting and restoring it)."""
@@ -41,8 +43,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # read-only, no permission, full: a clear message naming the path
+        raise storage_error(exc, path) or exc
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "wb") as fh:
@@ -50,11 +55,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        fault = storage_error(exc, path)
+        if fault is not None:
+            raise fault from None
         raise
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from hba_sweep.redaction import redact  # noqa: F401  (storage.redact: the one redaction, re-exported)
+from hba_sweep.errors import HBAError, StorageError, storage_error
+from hba_sweep.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
 
 MANIFEST = "study.json"
 
@@ -39,19 +41,38 @@ def prefix_cache_dir(root: str) -> str:
     return f"{root}/prefix_cache"
 
 
+@contextmanager
+def reaching(path: str, action: str) -> Iterator[None]:
+    """Turn a storage failure (unreachable endpoint, refused credentials, bad URI, full or read-only
+    disk) into a StorageError naming the (redacted) path and the fix."""
+    try:
+        yield
+    except HBAError:
+        raise
+    except (OSError, ValueError) as exc:
+        fault = storage_error(exc, redact(path))
+        if fault is not None:
+            raise fault from None
+        if not is_uri(path):
+            raise
+        raise StorageError(f"{redact(path)}: cannot {action} ({redact_text(str(exc))}). Fix: check the network, the "
+                           "endpoint (endpoint_override=...) and the credentials, or use a local path.") from None
+
+
 def _fs(path: str):
     import pyarrow.fs
 
     if is_uri(path):
-        try:
-            return pyarrow.fs.FileSystem.from_uri(path)
-        except (pyarrow.ArrowInvalid, ValueError) as exc:
-            from hba_sweep.errors import ConfigError
+        with reaching(path, "open the storage"):  # a network failure; a malformed URI is a ConfigError
+            try:
+                return pyarrow.fs.FileSystem.from_uri(path)
+            except (pyarrow.ArrowInvalid, ValueError) as exc:
+                from hba_sweep.errors import ConfigError
 
-            raise ConfigError(f"{redact(path)}: not a storage URI pyarrow accepts ({redact(str(exc))}). Fix: e.g. "
-                              "s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from the "
-                              "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
-                              "s3://KEY:SECRET@bucket/prefix; percent-encode spaces (%20).") from None
+                raise ConfigError(f"{redact(path)}: not a storage URI pyarrow accepts ({redact_text(str(exc))}). Fix: "
+                                  "e.g. s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from "
+                                  "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
+                                  "s3://KEY:SECRET@bucket/prefix; percent-encode spaces (%20).") from None
     return pyarrow.fs.LocalFileSystem(), path
 
 
@@ -59,7 +80,8 @@ def exists(path: str) -> bool:
     import pyarrow.fs
 
     fs, inner = _fs(path)
-    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+    with reaching(path, "read the storage"):
+        return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -71,14 +93,15 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         atomic_write_text(path, text)
         return
     fs, inner = _fs(path)
-    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as fh:
-        fh.write(text.encode("utf-8"))
+    with reaching(path, "write to the storage"):
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(inner) as fh:
+            fh.write(text.encode("utf-8"))
 
 
 def read_text(path: str) -> str:
     fs, inner = _fs(path)
-    with fs.open_input_stream(inner) as fh:
+    with reaching(path, "read the storage"), fs.open_input_stream(inner) as fh:
         return fh.read().decode("utf-8")
 
 
@@ -99,7 +122,9 @@ def copy_state(root: str, dest: str) -> None:
     fs, inner = _fs(root)
     inner = inner.rstrip("/")
     local = pyarrow.fs.LocalFileSystem()
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True)):
+    with reaching(root, "read the storage"):
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
+    for info in infos:
         rel = info.path[len(inner):].lstrip("/")
         if info.type != pyarrow.fs.FileType.File or any(part.startswith(SKIPPED_IN_COPIES) for part in rel.split("/")):
             continue
