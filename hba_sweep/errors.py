@@ -27,6 +27,10 @@ class SearchSpaceError(HBAError):
     """A search-space file is malformed."""
 
 
+class CacheError(HBAError):
+    """A cache entry cannot be used (written by another format version)."""
+
+
 class StorageError(HBAError):
     """A result or cache location cannot be written or reached (permissions, full disk, network)."""
 

@@ -6,13 +6,24 @@ trap 4). They are computed once and stored as ``<root>/<key>.npy``; every proces
 memory-maps the same file (no copy per trial). The key covers the backbone, its weights,
 the layer split, the image size, the image set (paths, sizes, mtimes) and the dtype.
 A file lock makes concurrent trials compute a missing entry once.
+
+Each entry is verified before use. Writing it records ``<key>.json`` (cache format version, shape,
+dtype, size and SHA-256 of the ``.npy`` file), atomically, after the array. A full SHA-256 pass
+costs several epochs' worth of reading the cache (sha256 runs at a fraction of memory-read speed),
+so it is done once per node and entry: a successful check writes ``<key>.verified.json`` keyed by
+the file's inode, size, mtime and ctime (ctime changes with any write, even one that restores
+the mtime), and later trials whose stat matches skip the re-hash. A missing, truncated, garbled
+or unreadable entry (or record) is recomputed; an entry written by another cache format version
+is refused with the folder named, since another version of the tool may be using it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -20,9 +31,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from hba_sweep.io_utils import atomic_write
+from hba_sweep.errors import CacheError
+from hba_sweep.io_utils import atomic_write, atomic_write_text
 
 _STORAGE = {torch.float32: (np.float32, None), torch.bfloat16: (np.int16, torch.bfloat16)}
+FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version's entries are refused
+_CHUNK = 8 << 20
 
 
 def image_set_fingerprint(paths: Sequence[str | os.PathLike], image_size: int) -> str:
@@ -71,19 +85,111 @@ def compute_prefix(prefix_fn: Callable[[torch.Tensor], torch.Tensor], batches: C
     return torch.cat(parts)
 
 
+class _HashingWriter:
+    """A write-only file object that hashes what passes through (np.save writes in chunks)."""
+
+    def __init__(self, fh) -> None:
+        self.fh, self.digest, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(memoryview(data).cast("B"))
+        return self.fh.write(data)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> dict[str, int]:
+    """What changes when the file is replaced or written to (ctime: even if the mtime is restored)."""
+    st = os.stat(path)
+    return {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _paths(path: Path) -> tuple[Path, Path]:
+    """(record, verified marker) of the entry ``path`` (``<key>.npy``)."""
+    return path.with_suffix(".json"), path.with_name(f"{path.stem}.verified.json")
+
+
+def entry_problem(path: Path, np_dtype: type) -> str:
+    """Why the entry at ``path`` cannot be used ('' if it can); CacheError for another format version."""
+    record_path, marker_path = _paths(path)
+    if not path.is_file():
+        return "missing"
+    record = _read_json(record_path)
+    if record is None:
+        return f"{record_path.name} is missing or unreadable (no hash recorded)"
+    if record.get("format") != FORMAT_VERSION:
+        raise CacheError(f"{path}: written by another version of hba_sweep (cache format {record.get('format')!r}, "
+                         f"this version reads {FORMAT_VERSION}). Fix: delete the folder {path.parent} (entries are "
+                         "recomputed), or give this version its own cache_dir.")
+    if os.path.getsize(path) != record.get("size"):
+        return f"size {os.path.getsize(path)} bytes, recorded {record.get('size')} (truncated or replaced)"
+    identity = _identity(path)
+    marker = _read_json(marker_path)
+    if marker == {**identity, "sha256": record.get("sha256")}:
+        return ""  # verified on this node since its last change
+    if file_sha256(path) != record.get("sha256"):
+        return "its content does not match the recorded SHA-256 (changed since it was written)"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        return f"not a readable .npy file ({exc})"
+    if list(array.shape) != record.get("shape") or array.dtype != np.dtype(np_dtype):
+        return f"shape {array.shape} / dtype {array.dtype} differ from the record"
+    atomic_write_text(marker_path, json.dumps({**identity, "sha256": record["sha256"]}))
+    return ""
+
+
+def _store(path: Path, array: np.ndarray) -> None:
+    """The .npy file, then its record (hash taken while writing), then this node's verified marker."""
+    record_path, marker_path = _paths(path)
+    for stale in (record_path, marker_path):
+        stale.unlink(missing_ok=True)
+    written: dict = {}
+
+    def write(fh) -> None:
+        hashing = _HashingWriter(fh)
+        np.save(hashing, array)
+        written.update(sha256=hashing.digest.hexdigest(), size=hashing.size)
+
+    atomic_write(path, write)
+    atomic_write_text(record_path, json.dumps({"format": FORMAT_VERSION, "shape": list(array.shape),
+                                               "dtype": str(array.dtype), **written}))
+    atomic_write_text(marker_path, json.dumps({**_identity(path), "sha256": written["sha256"]}))
+
+
 def load_or_compute(root: str | os.PathLike | None, key: str, compute: Callable[[], torch.Tensor],
-                    dtype: torch.dtype) -> CachedPrefix:
-    """The cached prefix for ``key``: memory-mapped from ``root`` if there, else computed (and stored)."""
+                    dtype: torch.dtype, log: Callable[[str], None] | None = None) -> CachedPrefix:
+    """The cached prefix for ``key``: memory-mapped from ``root`` if there and verified, else computed
+    (and stored with its hash); a damaged entry is recomputed and said (to ``log``, else stderr)."""
     np_dtype, view_as = _STORAGE[dtype]
     if root is None:
         tensor = compute()
         return CachedPrefix(tensor.view(torch.int16).numpy() if view_as else tensor.numpy(), view_as)
     path = Path(root) / f"{key}.npy"
     with _locked(path.with_suffix(".lock")):
-        if not path.is_file():
+        problem = entry_problem(path, np_dtype)
+        if problem:
+            if problem != "missing":
+                message = f"prefix cache entry {path} is damaged ({problem}): recomputing it"
+                (log or (lambda m: print(f"[hba_sweep] {m}", file=sys.stderr, flush=True)))(message)
             tensor = compute()
             array = tensor.view(torch.int16).numpy() if view_as else tensor.numpy()
-            atomic_write(path, lambda fh: np.save(fh, array.astype(np_dtype, copy=False)))
+            _store(path, array.astype(np_dtype, copy=False))
     return CachedPrefix(np.load(path, mmap_mode="r"), view_as)
 
 
@@ -94,13 +200,15 @@ def cache_key(prefix_key: str, fingerprint: str, dtype: torch.dtype) -> str:
 def frozen_prefix(model: torch.nn.Module, paths: Sequence[str | os.PathLike],
                   make_batches: Callable[[], Callable[[Sequence[int]], torch.Tensor]], root: str | os.PathLike | None,
                   dtype: torch.dtype, device: torch.device, batch_size: int, autocast: Callable[[], object],
-                  on_compute: Callable[[int], None] | None = None) -> CachedPrefix:
+                  on_compute: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
+                  ) -> CachedPrefix:
     """The frozen vision prefix of the images at ``paths`` for a CLIPHBA ``model``: loaded from
     ``root`` when an entry with the same key exists, else computed once and stored.
 
     ``make_batches()`` returns the function giving normalised images by index (called only
     when computing, so cached image sets are not decoded); ``autocast()`` gives the precision
-    context; ``on_compute(n)`` is told when n images are run (a log line, a counter).
+    context; ``on_compute(n)`` is told when n images are run (a log line, a counter); ``log`` when a
+    damaged entry is recomputed.
     """
     key = cache_key(model.prefix_key(), image_set_fingerprint(paths, model.image_size), dtype)
 
@@ -110,4 +218,4 @@ def frozen_prefix(model: torch.nn.Module, paths: Sequence[str | os.PathLike],
         with autocast():
             return compute_prefix(model.vision_prefix, make_batches(), len(paths), dtype, device, batch_size)
 
-    return load_or_compute(root, key, compute, dtype)
+    return load_or_compute(root, key, compute, dtype, log)
