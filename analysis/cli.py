@@ -48,13 +48,17 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
     """Copy the named output files between the experiment's storage and a local folder."""
     import pyarrow.fs as pafs
 
+    from hba_sweep.sweep.storage import reaching
+
     local = pafs.LocalFileSystem()
-    (local if download else fs).create_dir(dst, recursive=True)
-    for name in names:
-        source, target = (f"{src}/{name}", f"{dst}/{name}")
-        source_fs, target_fs = (fs, local) if download else (local, fs)
-        if source_fs.get_file_info(source).type == pafs.FileType.File:
-            pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
+    where = f"{fs.type_name}://{src if download else dst}"  # for the message: an unreachable store, a full disk
+    with reaching(where, "download the analysis cache" if download else "upload the analysis"):
+        (local if download else fs).create_dir(dst, recursive=True)
+        for name in names:
+            source, target = (f"{src}/{name}", f"{dst}/{name}")
+            source_fs, target_fs = (fs, local) if download else (local, fs)
+            if source_fs.get_file_info(source).type == pafs.FileType.File:
+                pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
 def plan_line(study: gather.Study, todo: dict, cache_keys: set) -> str:

@@ -91,3 +91,16 @@ def test_unreachable_object_storage_is_clear():
         storage.exists(uri)
     with pytest.raises(StorageError, match="cannot write to the storage"):
         storage.write_json(storage.join(uri, "x.json"), {"a": 1})
+
+
+def test_unreachable_storage_while_uploading_the_analysis_is_clear(tmp_path):
+    import pyarrow.fs as pafs
+
+    from analysis.cli import sync
+
+    (tmp_path / "report.md").write_text("x")
+    remote = pafs.S3FileSystem(endpoint_override="127.0.0.1:9", scheme="http", access_key="AKIAXX",
+                               secret_key="SECRETYY", region="us-east-1")
+    with pytest.raises(StorageError, match=r"s3://bucket/exp/analysis: cannot upload the analysis.*Fix:") as info:
+        sync(remote, str(tmp_path), "bucket/exp/analysis", ["report.md"], download=False)
+    assert "SECRETYY" not in str(info.value)
