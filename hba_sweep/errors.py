@@ -31,8 +31,9 @@ class CacheError(HBAError):
     """A cache entry cannot be used (written by another format version)."""
 
 
-class StorageError(HBAError):
-    """A result or cache location cannot be written or reached (permissions, full disk, network)."""
+class StorageError(HBAError, OSError):
+    """A result or cache location cannot be written or reached (permissions, full disk, network);
+    an OSError too, so code that handles OS errors still sees it as one."""
 
 
 # errno -> (what happened, what to do); the fix names the settings that move the output elsewhere
