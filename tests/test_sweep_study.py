@@ -155,3 +155,17 @@ def test_corrupt_manifest_is_a_clear_error(demo_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "study.json: not a readable study manifest" in err and "--resume" in err
     assert main(["status", str(tmp_path / "rr" / "study")]) == 2
+
+
+def test_lock_on_object_storage_is_a_checked_marker(tmp_path):
+    """A URI (here file://) has no exclusive create: the lock is a marker written then read back."""
+    root = f"file://{tmp_path}/study"
+    mine = lock.acquire(root)
+    assert json.loads((tmp_path / "study" / "driver.lock").read_text())["pid"] == os.getpid()
+    other = dict(mine, pid=mine["pid"] + 1, host="elsewhere")
+    (tmp_path / "study" / "driver.lock").write_text(json.dumps(other))
+    with pytest.raises(lock.ConfigError, match="pid .* on elsewhere .* delete file://"):
+        lock.acquire(root)
+    (tmp_path / "study" / "driver.lock").write_text(json.dumps(mine))
+    lock.release(root, mine)
+    assert not (tmp_path / "study" / "driver.lock").exists()

@@ -1,9 +1,10 @@
-"""Group trials into baselines and forks (the two phases of a study).
+"""Group trials into baselines and forks (roles in one study; release.py decides when each starts).
 
 Trials that differ only in perturbation settings share one baseline (``perturb_type: none``).
-Phase ``baselines`` trains each baseline once; phase ``perturbed`` starts every perturbed trial
-with ``perturb_epoch = e > 0`` from its baseline's checkpoint after epoch ``e - 1``
-(``init_from``/``init_epoch``); ``perturb_epoch = 0`` trains from scratch, which is the same state.
+Each baseline trains once; every perturbed trial with ``perturb_epoch = e > 0`` starts from its
+baseline's checkpoint after epoch ``e - 1`` (``init_from``/``init_epoch``) as soon as it exists;
+``perturb_epoch = 0`` trains from scratch, which is the same state. The names ``baselines`` /
+``perturbed`` / ``trials`` survive as the manifest's ``phase`` (role) values.
 """
 
 from __future__ import annotations
