@@ -61,6 +61,9 @@ def run_command(args: argparse.Namespace) -> int:
                       gpus_per_trial=args.gpus_per_trial, dashboard=not args.no_dashboard,
                       dashboard_host=args.dashboard_host, wandb_project=args.wandb, mlflow_uri=args.mlflow,
                       verbose=args.verbose)
+    from hba_sweep.sweep.trackers import validate
+
+    validate(args.mlflow, args.wandb)  # before Ray starts or anything is written
     outcome = run_study(space, opts)
     root = storage.redact(outcome.root)  # a URI may carry credentials (secret_key=...)
     print(f"experiment: {root}")

@@ -14,7 +14,6 @@ Tune's own restore is used for searched spaces only (it cannot add trials to a f
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -83,20 +82,10 @@ def connect(opts: RunOptions) -> bool:
 
 
 def _callbacks(opts: RunOptions, name: str) -> list:
-    callbacks = []
-    if opts.wandb_project:
-        if importlib.util.find_spec("wandb") is None:
-            raise ConfigError("--wandb: the wandb package is not installed. Fix: pip install wandb, or drop --wandb.")
-        from ray.air.integrations.wandb import WandbLoggerCallback
+    """TensorBoard, MLflow, W&B with the epoch as x-axis (hba_sweep/sweep/trackers.py)."""
+    from hba_sweep.sweep import trackers
 
-        callbacks.append(WandbLoggerCallback(project=opts.wandb_project, group=name))
-    if opts.mlflow_uri:
-        if importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("--mlflow: the mlflow package is not installed. Fix: pip install mlflow, or drop --mlflow.")
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        callbacks.append(MLflowLoggerCallback(tracking_uri=opts.mlflow_uri, experiment_name=name))
-    return callbacks
+    return trackers.callbacks(opts.mlflow_uri, opts.wandb_project, name)
 
 
 def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):

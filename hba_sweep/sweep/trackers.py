@@ -1,0 +1,175 @@
+"""Experiment trackers (MLflow, Weights & Biases, TensorBoard) with the epoch as the x-axis.
+
+Tune's own logger callbacks plot against its ``training_iteration``, which is not the epoch: a
+trial starts at epoch -1 (the initial evaluation) and a fork's first result is its window's epoch
+(a fork from epoch 2 reports epoch 2 as iteration 1). Here MLflow's step is the epoch, W&B's
+charts use the ``epoch`` metric as their step metric, and TensorBoard's step is the epoch; the
+TensorBoard HParams of every trial include its perturbation settings (a grid's constant ones too).
+``validate`` checks the trackers before Ray starts or anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from typing import Any
+
+from hba_sweep.errors import ConfigError
+
+HPARAM_KEYS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction",
+               "random_seed", "lr", "rank", "vision_layers", "transformer_layers", "backbone")
+
+
+def _need(package: str, flag: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"{flag}: the {package} package is not installed. Fix: pip install {package}, or drop {flag}.")
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
+    """ConfigError (exit 2) for a tracker that would fail once the study runs."""
+    if mlflow_uri:
+        _need("mlflow", "--mlflow")
+        from mlflow.tracking import MlflowClient
+
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            try:
+                MlflowClient(tracking_uri=mlflow_uri).search_experiments(max_results=1)
+            except Exception as exc:  # MlflowException, connection errors, a refused file store
+                first = str(exc).split(". ")[0]
+                raise ConfigError(f"--mlflow {mlflow_uri}: MLflow cannot use this tracking URI ({first}). Fix: give a "
+                                  "database (sqlite:///path/mlflow.db) or a tracking server (http://host:5000); MLflow 3 "
+                                  "keeps file stores (file:///..., ./mlruns) read-only.") from None
+    if wandb_project:
+        _need("wandb", "--wandb")
+        mode = os.environ.get("WANDB_MODE", "").lower()
+        if mode not in ("offline", "disabled", "dryrun") and not os.environ.get("WANDB_API_KEY") and not _has_api():
+            raise ConfigError(f"--wandb {wandb_project}: no W&B login on this machine. Fix: `wandb login` (or "
+                                  "WANDB_API_KEY=...), or WANDB_MODE=offline to write runs locally for `wandb sync`.")
+
+
+def _has_api() -> bool:
+    """Whether ``wandb login`` stored a key (~/.netrc) that the W&B API finds."""
+    try:
+        import wandb
+
+        return bool(wandb.Api(timeout=10).api_key)
+    except Exception:
+        return False
+
+
+def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str) -> list:
+    """Tune callbacks: TensorBoard always (replacing Tune's default one), MLflow and W&B on request."""
+    out: list = [EpochTBX()]
+    if mlflow_uri:
+        out.append(epoch_mlflow()(tracking_uri=mlflow_uri, experiment_name=name))
+    if wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        class EpochWandb(WandbLoggerCallback):
+            _logger_actor_cls = epoch_wandb_actor()
+
+        mode = os.environ.get("WANDB_MODE")  # the logging actors may not inherit this shell's environment
+        out.append(EpochWandb(project=wandb_project, group=name, **({"mode": mode} if mode else {})))
+    return out
+
+
+def _epoch_step(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the epoch where Tune's loggers look for their step."""
+    from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+
+    if "epoch" not in result:
+        return result
+    return {**{k: v for k, v in result.items() if k != TIMESTEPS_TOTAL}, TRAINING_ITERATION: int(result["epoch"])}
+
+
+def hparams(trial) -> dict[str, Any]:
+    """What a trial varies plus its perturbation and model settings (constant in a grid phase, so not
+    among Tune's evaluated params, yet what the HParams tab is for)."""
+    config = trial.config or {}
+    return {**{k: config[k] for k in HPARAM_KEYS if config.get(k) is not None}, **(trial.evaluated_params or {})}
+
+
+def _tbx_base():
+    from ray.tune.logger import TBXLoggerCallback
+
+    return TBXLoggerCallback
+
+
+class EpochTBX(_tbx_base()):
+    """Tune's TensorBoard logger with step = epoch and the perturbation settings in HParams."""
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        super().log_trial_result(iteration, trial, _epoch_step(result))
+
+    def _try_log_hparams(self, trial, result: dict) -> None:
+        evaluated = trial.evaluated_params
+        trial.evaluated_params = hparams(trial)
+        try:
+            super()._try_log_hparams(trial, result)
+        finally:
+            trial.evaluated_params = evaluated
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        evaluated = trial.evaluated_params
+        trial.evaluated_params = hparams(trial)  # grid trials may have none: HParams are still written
+        try:
+            super().log_trial_end(trial, failed)
+        finally:
+            trial.evaluated_params = evaluated
+
+
+def epoch_mlflow():
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class EpochMLflow(MLflowLoggerCallback):
+        """MLflow's step is the epoch."""
+
+        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+            step = int(result["epoch"]) if "epoch" in result else None
+            if step is None:
+                return super().log_trial_result(iteration, trial, result)
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result, step=step)
+
+    return EpochMLflow
+
+
+class _EpochAxis:
+    """The wandb module, with every run's charts on the ``epoch`` metric."""
+
+    def __init__(self, wandb):
+        self._wandb = wandb
+
+    def init(self, *args, **kwargs):
+        run = self._wandb.init(*args, **kwargs)
+        run.define_metric("epoch")
+        run.define_metric("*", step_metric="epoch")
+        return run
+
+    def __getattr__(self, name: str):
+        return getattr(self._wandb, name)
+
+
+def epoch_wandb_actor():
+    from ray.air.integrations.wandb import _WandbLoggingActor
+
+    class EpochWandbActor(_WandbLoggingActor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._wandb = _EpochAxis(self._wandb)
+
+    return EpochWandbActor
