@@ -103,6 +103,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
 
     from hba_sweep.config import from_dict
     from hba_sweep.perturbations import register_types
+    from hba_sweep.sweep.terminal import quiet_checkpoint_logs
     from hba_sweep.sweep import storage, trialfiles
 
     name = config.get("run_name")
@@ -111,6 +112,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
         replay(trialfiles.checkpoints(where), False, Path("."))
         return
     register_types(perturbations or {})
+    quiet_checkpoint_logs()
 
     if train_fn is None:
         from hba_sweep.training import run_training_experiment as train_fn

@@ -147,6 +147,8 @@ def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns:
              max_concurrent: int | None, num_samples: int):
     from ray import tune
 
+    from hba_sweep.sweep import terminal
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
         search_alg=searcher, scheduler=instantiate(space, "SCHEDULER"), metric=space.metric, mode=space.mode,
@@ -158,8 +160,8 @@ def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns:
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every epoch stays: forks start from them
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        progress_reporter=tune.CLIReporter(metric_columns=METRIC_COLUMNS, parameter_columns=columns[:6],
-                                           max_report_frequency=30))
+        progress_reporter=terminal.reporter(root, metric_columns=METRIC_COLUMNS, parameter_columns=columns[:6],
+                                            max_report_frequency=30))
     return tune_config, run_config
 
 

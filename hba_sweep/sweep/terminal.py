@@ -1,0 +1,41 @@
+"""What a study prints while it runs: Tune's trial table, naming the experiment where Tune's table
+says "Result logdir" (a staging folder in Ray's temporary session directory, not the results)."""
+
+from __future__ import annotations
+
+import re
+
+from hba_sweep.redaction import redact
+
+CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def quiet_checkpoint_logs() -> None:
+    """No "Checkpoint successfully created at: ..." line per epoch and trial (the table says enough)."""
+    import logging
+
+    for name in CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _cli_reporter():
+    from ray.tune import CLIReporter
+
+    return CLIReporter
+
+
+class StudyReporter(_cli_reporter()):
+    """Tune's CLIReporter whose "Result logdir: <staging>" line reads "Experiment: <root>"."""
+
+    def __init__(self, root: str, **kwargs):
+        super().__init__(**kwargs)
+        self._experiment_line = f"Experiment: {redact(root)}"
+
+    def _progress_str(self, *args, **kwargs) -> str:
+        text = super()._progress_str(*args, **kwargs)
+        text = re.sub(r"^Result logdir: .*$", lambda _: self._experiment_line, text, count=1, flags=re.M)
+        return re.sub(r"^Result logdir: .*\n?", "", text, flags=re.M)
+
+
+def reporter(root: str, **kwargs) -> StudyReporter:
+    return StudyReporter(root, **kwargs)
