@@ -349,7 +349,7 @@ def describe(out_dir: Path) -> str:
         f"  nod/                         {NOD_CATEGORIES} categories x {NOD_IMAGES_PER_CATEGORY} images "
         f"(analysis uses {NOD_MAX_PER_CATEGORY}), RDMs {', '.join(ROIS)}",
         f"  nights/                      {NIGHTS_TRIPLETS} 2AFC triplets",
-        "  evalsets.yaml, train.yaml",
+        "  evalsets.yaml, train.yaml, infer.yaml",
     ])
 
 
