@@ -74,7 +74,7 @@ def test_study_on_a_ray_start_cluster(cluster, env, demo_dir, tmp_path):
     assert "ray get-auth-token" in run.stdout and cluster.token_text() not in out
     exp = storage / "clusterstudy"
     nodes = set()
-    for result in exp.glob("*/*/result.json"):
+    for result in exp.glob("*/result.json"):  # one experiment: a directory per trial
         nodes |= {json.loads(line)["node_id"] for line in result.read_text().splitlines() if line.strip()}
     assert len(nodes) == 2, nodes  # trials ran on both nodes
 
