@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_study_on_two_nodes(tmp_path, monkeypatch):
     monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))
     monkeypatch.delenv("HBA_SWEEP_FAULT", raising=False)
+    # cluster_utils starts its nodes without token authentication and without a dashboard (which is
+    # how `run` tells such a cluster apart): say so, or the driver's token mode cancels every trial
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     try:
