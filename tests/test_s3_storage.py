@@ -77,7 +77,7 @@ RESOURCES = {{"cpu": 1}}
     status = cli(["status", "s3study", "--storage", uri], env, tmp_path, timeout=120)
     outputs.append(status.stdout + status.stderr)
     assert status.returncode == 0, outputs[-1]
-    assert "2 done (2 trials)" in status.stdout
+    assert "2 finished (2 trials)" in status.stdout
 
     analyze = cli(["analyze", "s3study", "--storage", uri, "--datasets", "things", "--local"], env, tmp_path)
     outputs.append(analyze.stdout + analyze.stderr)

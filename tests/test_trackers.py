@@ -71,7 +71,11 @@ def test_trackers_use_the_epoch_as_x_axis(demo_dir, tmp_path):
     pytest.importorskip("wandb")
     from mlflow.tracking import MlflowClient
 
-    config, _, _ = write_small_run_config(demo_dir, tmp_path, "trk")
+    import yaml
+
+    config, values, _ = write_small_run_config(demo_dir, tmp_path, "trk")
+    values.pop("run_name")  # each trial named by its settings
+    config.write_text(yaml.safe_dump(values))
     space = tmp_path / "trk.py"
     space.write_text(f"""
 NAME = "trk"
@@ -94,10 +98,11 @@ RESOURCES = {{"cpu": 1}}
     run = cli(["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"],
               env, tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    trials = {p.name: p for p in storage.glob("trk/*/*") if (p / "result.json").is_file()}
+    trials = {p.parent.name: p.parent for p in (storage / "trk").rglob("result.json")}
     assert len(trials) == 2, list(trials)
     epochs = {name: trial_epochs(path) for name, path in trials.items()}
-    fork = next(name for name, path in trials.items() if path.parent.name == "perturbed")
+    fork = next(name for name, path in trials.items()
+                if json.loads((path / "params.json").read_text())["perturb_type"] != "none")
     base = next(name for name in trials if name != fork)
     assert epochs[base] == [-1, 0, 1, 2] and epochs[fork] == [2]  # the fork's first result is Tune's iteration 1
 
