@@ -165,8 +165,9 @@ def connect(address: str | None, origin: str, include_dashboard: bool, dashboard
     url = getattr(ctx, "dashboard_url", None)
     if not url:
         return
-    echo(f"Ray dashboard: http://{url}" + ("" if address else "  (closes when this run ends; a cluster's stays: "
-                                                          "see README, Clusters)"))
+    echo(f"Ray dashboard: http://{url}")
+    if not address:
+        echo("  it closes when this run ends; a cluster's stays (README: Clusters, jobs, storage and trackers)")
     mode = dashboard_auth_mode(url)
     if mode == "disabled" or os.environ.get(AUTH_MODE, "").lower() == "disabled":
         echo(f"  token authentication is DISABLED ({AUTH_MODE}=disabled): anyone who reaches it has control.")
