@@ -169,3 +169,35 @@ def test_lock_on_object_storage_is_a_checked_marker(tmp_path):
     (tmp_path / "study" / "driver.lock").write_text(json.dumps(mine))
     lock.release(root, mine)
     assert not (tmp_path / "study" / "driver.lock").exists()
+
+
+def test_searched_study_status_names_the_best_trial(ray_local, demo_dir, tmp_path, capsys):
+    """A SEARCH_ALG study: status prints the trial whose own epochs reach the best METRIC/MODE value,
+    recomputed here from the trials' metrics (the sleep stand-in's loss grows with the seed)."""
+    space = tmp_path / "searched.py"
+    space.write_text(f"""
+from ray import tune
+NAME = "searched"
+BASE_CONFIG = {str(demo_dir / "train.yaml")!r}
+PARAM_SPACE = {{"backbone": "hba-tiny", "pretrained": "none", "device": "cpu", "epochs": 2,
+    "random_seed": tune.choice([3, 1, 2])}}
+METRIC = "val_loss"
+MODE = "min"
+NUM_SAMPLES = 3
+RESOURCES = {{"cpu": 1}}
+def SEARCH_ALG():
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    return BasicVariantGenerator(points_to_evaluate=[{{"random_seed": 3}}, {{"random_seed": 1}}, {{"random_seed": 2}}])
+""")
+    outcome = run(space, tmp_path / "results")
+    assert outcome.exit_code == 0
+    analysis, losses = ExperimentAnalysis(outcome.root), {}
+    for trial in analysis.trials:
+        rows = analysis.trial_dataframes[trial.trial_id]
+        losses[trial.trial_id] = (rows.loc[rows["epoch"] >= 0, "val_loss"].min(), trial.config["random_seed"])
+    best_id = min(losses, key=lambda t: losses[t][0])
+    capsys.readouterr()
+    assert main(["status", outcome.root]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("best trial")]
+    assert len(line) == 1 and f"[{best_id}]" in line[0] and "random_seed=1" in line[0], line
+    assert f"val_loss={losses[best_id][0]:.4f}" in line[0]

@@ -153,7 +153,8 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
             values["init_from"] = stack.enter_context(tune.Checkpoint(values["init_from"]).as_directory())
         cfg = from_dict(values, source=f"trial {trial}")
         summary = train_fn(cfg, report=report) or {}
-    if where is not None:
+    done_at = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
+    if done_at is not None:  # a searched trial has no planned run name: its folder is Tune's trial directory
         epoch = summary.get("epoch", last["epoch"])
-        trialfiles.write_done(where, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs),
+        trialfiles.write_done(done_at, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs),
                               **{k: summary[k] for k in ("status", "window_completed") if k in summary})

@@ -75,9 +75,27 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"  failed: {name}")
     for name in outcome.skipped:
         print(f"  skipped: {name}  (see status for the reason)")
+    best = best_trial_line(outcome.root)
+    if best:
+        print(best)
     for line in next_steps(args, outcome.exit_code, root):
         print(line)
     return outcome.exit_code
+
+
+def best_trial_line(experiment: str) -> str | None:
+    """For a searched study (SEARCH_ALG), the best trial and its config under the study's metric/mode."""
+    from hba_sweep.sweep import storage
+
+    try:
+        manifest = storage.read_json(storage.join(experiment, storage.MANIFEST))
+    except (OSError, ValueError):
+        return None
+    if not manifest.get("searcher"):
+        return None
+    from analysis.cli import best_trial_summary
+
+    return best_trial_summary(experiment)
 
 
 def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]:
@@ -111,16 +129,18 @@ def status_command(args: argparse.Namespace) -> int:
         if not storage.exists(storage.join(experiment, storage.MANIFEST)):
             print("the study has not started yet (its job is queued or starting)")
             return 0
-    if not storage.is_uri(experiment):
-        driver, rows = read_study(experiment)
-        print(format_status(rows, driver))
-        return 0
-    import tempfile
+    if storage.is_uri(experiment):
+        import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
-        storage.copy_state(experiment, local)
-        driver, rows = read_study(local)
-        print(format_status(rows, driver))
+        with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
+            storage.copy_state(experiment, local)
+            driver, rows = read_study(local)
+    else:
+        driver, rows = read_study(experiment)
+    print(format_status(rows, driver))
+    best = best_trial_line(experiment)
+    if best:
+        print(best)
     return 0
 
 
