@@ -47,9 +47,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="runs per path, alternating (the best is kept)")
     p.add_argument("--checkpoints", type=int, default=10)
     p.add_argument("--m-full-passes", action="store_true", help="also time M full passes (slow)")
+    p.add_argument("--analysis-only", action="store_true", help="skip the training epochs")
     p.add_argument("--adapter", default="hba_dora", choices=("hba_dora", "peft_dora"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); 1 on a shared machine, where spin-waiting threads stall")
     p.add_argument("--workdir", default=None, help="keep data and runs here (default: a temp dir)")
     return p.parse_args()
 
@@ -140,6 +143,8 @@ def time_constant_kv(args: argparse.Namespace) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.workdir or tmp)
         n_total = round(args.n_train / 0.8)
@@ -152,21 +157,24 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         runs = {False: [], True: []}
-        for round_ in range(args.rounds):
+        for round_ in range(0 if args.analysis_only else args.rounds):
             for cached in (False, True):
                 runs[cached].append(time_training(base, args, cached, round_))
                 print(f"round {round_} {'cached' if cached else 'uncached'}: best epoch {runs[cached][-1][0]:.2f} s",
                       flush=True)
-        uncached, cached = min(r[0] for r in runs[False]), min(r[0] for r in runs[True])
-        print(f"epoch uncached: {uncached:.2f} s ({args.n_train / uncached:.1f} images/s)")
-        print(f"epoch cached:   {cached:.2f} s ({args.n_train / cached:.1f} images/s); first run totals "
-              f"{runs[False][0][1]:.1f} s vs {runs[True][0][1]:.1f} s including the one-off prefix")
+        if not args.analysis_only:
+            uncached, cached = min(r[0] for r in runs[False]), min(r[0] for r in runs[True])
+            print(f"epoch uncached: {uncached:.2f} s ({args.n_train / uncached:.1f} images/s)")
+            print(f"epoch cached:   {cached:.2f} s ({args.n_train / cached:.1f} images/s); first run totals "
+                  f"{runs[False][0][1]:.1f} s vs {runs[True][0][1]:.1f} s including the one-off prefix")
         one_full, m_cached, m_full = time_analysis(base, args)
         m = args.checkpoints
         full_note = f"; {m} full passes {m_full:.2f} s ({m_full / m_cached:.2f}x slower than cached)" \
             if args.m_full_passes else ""
         print(f"analysis: one full inference pass {one_full:.2f} s; {m} checkpoints via the cache {m_cached:.2f} s "
               f"({m_cached / one_full:.2f}x one full pass){full_note}")
+        if args.analysis_only:
+            return
         if args.vision_layers == 1:
             kv = time_constant_kv(args)
             print(f"constant keys/values of the only adapted block: {kv:.2f} s per epoch "
