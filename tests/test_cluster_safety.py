@@ -140,7 +140,7 @@ RESOURCES = {{"cpu": 1}}
                             capture_output=True, text=True, timeout=120)
     output = run.stdout + run.stderr + status.stdout + status.stderr
     assert run.returncode == 0, output[-4000:]
-    assert "2 done (2 trials)" in status.stdout
+    assert "2 finished (2 trials)" in status.stdout
     assert "Ray dashboard: http://127.0.0.1:" in run.stdout  # bound to localhost by default
 
     tokens = [f.read_text().strip() for f in (token_file(home), token_file()) if f.is_file()]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,25 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
+INNER = "HBA_TEST_CLUSTER_INNER"
+
+
+@pytest.mark.timeout(600)
 def test_demo_study_on_two_nodes(tmp_path, monkeypatch):
+    if os.environ.get(INNER) != "1":
+        # cluster_utils starts its nodes without token authentication and without a dashboard (which is
+        # how `run` tells such a cluster apart): the driver must say RAY_AUTH_MODE=disabled, and Ray reads
+        # that once per process, so this test runs in a process of its own (else it changes the auth
+        # mode of every later in-process Ray of the test session, or inherits an earlier one's)
+        env = {**os.environ, INNER: "1", "RAY_AUTH_MODE": "disabled",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        env.pop("HBA_SWEEP_FAULT", None)
+        inner = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                                f"{__file__}::test_demo_study_on_two_nodes", "--basetemp", str(tmp_path / "inner")],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+        assert inner.returncode == 0, inner.stdout[-4000:] + inner.stderr[-2000:]
+        return
     monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))
-    monkeypatch.delenv("HBA_SWEEP_FAULT", raising=False)
-    # cluster_utils starts its nodes without token authentication and without a dashboard (which is
-    # how `run` tells such a cluster apart): say so, or the driver's token mode cancels every trial
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     try:
