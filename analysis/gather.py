@@ -123,7 +123,8 @@ def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from analysis.published_runs import file_sha256, is_published
+    from analysis.published_runs import is_published
+    from hba_sweep.io_utils import file_sha256
 
     if is_published(ckpt.path):
         from hba_sweep.checkpoint import load_published_adapters

@@ -10,7 +10,6 @@ own-epoch rule anyway). Checkpoints are keyed by the SHA-256 of the ``.pth`` fil
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from hba_sweep.errors import DataError
+from hba_sweep.io_utils import file_sha256
 
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
 # published training_config.yaml key -> our config key (the model layout and the trial's identity)
@@ -77,14 +77,6 @@ def run_config(run: Path) -> dict[str, Any]:
 
         config["epochs"] = epoch_duration(config["epochs"])
     return config
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:

@@ -16,7 +16,6 @@ the previous checkpoints intact and never a half-written one under an epoch's na
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import random
@@ -33,7 +32,7 @@ from safetensors.torch import load_file, save
 
 from hba_sweep import adapters as adapter_kinds
 from hba_sweep.errors import CheckpointError
-from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
+from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.pt"
@@ -86,14 +85,6 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def epoch_dir(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"epoch_{epoch}"
 
@@ -108,7 +99,7 @@ def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], stat
         atomic_write_bytes(tmp / ADAPTER_FILE, save(adapters))  # safetensors.save_file makes 0600 files
         payload = {k: getattr(state, k) for k in state.__dataclass_fields__}
         torch.save(payload, tmp / STATE_FILE)
-        hashes = {name: _sha256(tmp / name) for name in (ADAPTER_FILE, STATE_FILE)}
+        hashes = {name: file_sha256(tmp / name) for name in (ADAPTER_FILE, STATE_FILE)}
         atomic_write_text(tmp / META_FILE, json.dumps({**meta, "epoch": state.epoch, "sha256": hashes}, indent=1))
         if target.exists():
             shutil.rmtree(target)
@@ -147,7 +138,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict[str, Any]:
     meta = read_meta(ckpt_dir)
     for name, expected in meta.get("sha256", {}).items():
         path = ckpt_dir / name
-        if not path.is_file() or _sha256(path) != expected:
+        if not path.is_file() or file_sha256(path) != expected:
             what = "missing" if not path.is_file() else "does not match its recorded hash (truncated or corrupted)"
             raise CheckpointError(f"{path}: {what}. Fix: delete {ckpt_dir} and resume from the previous "
                                   "epoch's checkpoint (python -m hba_sweep train ... --resume).")

@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 from hba_sweep.errors import CacheError
-from hba_sweep.io_utils import atomic_write, atomic_write_text
+from hba_sweep.io_utils import atomic_write, atomic_write_text, file_sha256
 
 _STORAGE = {torch.float32: (np.float32, None), torch.bfloat16: (np.int16, torch.bfloat16)}
 FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version's entries are refused
-_CHUNK = 8 << 20
 
 
 def image_set_fingerprint(paths: Sequence[str | os.PathLike], image_size: int) -> str:
@@ -95,14 +94,6 @@ class _HashingWriter:
         self.digest.update(data)
         self.size += len(memoryview(data).cast("B"))
         return self.fh.write(data)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _identity(path: Path) -> dict[str, int]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import warnings
@@ -25,6 +24,7 @@ import torch
 from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict
 
+from hba_sweep import io_utils
 from hba_sweep.errors import ConfigError
 
 OPENAI_CACHE = Path("~/.cache/clip")  # where OpenAI's clip.load keeps its downloads
@@ -52,11 +52,7 @@ def cached_openai_file(arch: str) -> Path | None:
 
 @lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return io_utils.file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
