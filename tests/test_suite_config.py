@@ -23,3 +23,4 @@ def test_required_dependencies_are_imported_not_skipped():
 def test_ci_runs_the_soak_test():
     steps = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
     assert any(re.search(r"-m\s+['\"]?soak", line) for line in steps), steps
+    assert any(re.search(r"-m\s+['\"][^'\"]*\blong\b", line) for line in steps), steps  # the kill-point test
