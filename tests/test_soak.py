@@ -76,7 +76,7 @@ FORK_FROM_BASELINE = False
 MAX_FAILURES = 0
 """)
     rss = RssPerTrial()
-    monkeypatch.setattr(runner, "_callbacks", lambda opts, name: [rss])
+    monkeypatch.setattr(runner, "_callbacks", lambda opts, name, root=None: [rss])
     me = psutil.Process()
     fds_before = me.num_fds()
     open_before = open_fds()  # the terminal, a log file, pytest's capture files: not the study's

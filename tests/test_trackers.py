@@ -122,7 +122,9 @@ RESOURCES = {{"cpu": 1}}
         for key in (b"perturb_type", b"perturb_epoch", b"perturb_length", b"perturb_seed"):
             assert key in hparams, (name, key)
 
-        assert list(path.glob("wandb/offline-run-*/run-*.wandb")), name  # WANDB_MODE=offline honoured
+    # WANDB_MODE=offline honoured: one offline run per trial, in the study's own wandb/ folder
+    offline = list((storage / "trk" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == len(trials), offline
 
 
 WANDB_RUN = """

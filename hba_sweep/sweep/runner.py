@@ -81,11 +81,13 @@ def connect(opts: RunOptions) -> bool:
     return True
 
 
-def _callbacks(opts: RunOptions, name: str) -> list:
-    """TensorBoard, MLflow, W&B with the epoch as x-axis (hba_sweep/sweep/trackers.py)."""
+def _callbacks(opts: RunOptions, name: str, root: str | None = None) -> list:
+    """TensorBoard, MLflow, W&B with the epoch as x-axis (hba_sweep/sweep/trackers.py); W&B's local
+    files go to ``<root>/wandb`` when the study is on a local path."""
     from hba_sweep.sweep import trackers
 
-    return trackers.callbacks(opts.mlflow_uri, opts.wandb_project, name)
+    wandb_dir = os.path.abspath(root) if root is not None and not storage.is_uri(root) else None
+    return trackers.callbacks(opts.mlflow_uri, opts.wandb_project, name, wandb_dir)
 
 
 def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):
@@ -156,7 +158,7 @@ def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns:
         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     run_config = tune.RunConfig(
         name=name, storage_path=_parent(root), verbose=opts.verbose,
-        callbacks=_callbacks(opts, space.name) or None,
+        callbacks=_callbacks(opts, space.name, root) or None,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every epoch stays: forks start from them
         sync_config=tune.SyncConfig(sync_artifacts=True),

@@ -72,8 +72,12 @@ def _has_api() -> bool:
         return False
 
 
-def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str) -> list:
-    """Tune callbacks: TensorBoard always (replacing Tune's default one), MLflow and W&B on request."""
+def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wandb_dir: str | None = None) -> list:
+    """Tune callbacks: TensorBoard always (replacing Tune's default one), MLflow and W&B on request.
+
+    ``wandb_dir``: where W&B writes its local files (``<wandb_dir>/wandb/``). By default the logging
+    actor writes into the trial's staging folder, which Tune may have synced to storage before a
+    short trial's W&B files exist (an offline run was then missing from the study)."""
     out: list = [EpochTBX()]
     if mlflow_uri:
         out.append(epoch_mlflow()(tracking_uri=mlflow_uri, experiment_name=name))
@@ -84,7 +88,8 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str) -> l
             _logger_actor_cls = epoch_wandb_actor()
 
         mode = os.environ.get("WANDB_MODE")  # the logging actors may not inherit this shell's environment
-        out.append(EpochWandb(project=wandb_project, group=name, **({"mode": mode} if mode else {})))
+        extra = {**({"mode": mode} if mode else {}), **({"dir": wandb_dir} if wandb_dir else {})}
+        out.append(EpochWandb(project=wandb_project, group=name, **extra))
     return out
 
 
