@@ -194,44 +194,9 @@ def options_from_args(args: argparse.Namespace) -> evaluate.Options:
                             args.cpus_per_worker, args.gpus_per_worker, score)
 
 
-def _analyze(args: argparse.Namespace) -> int:
+def analyze_command(args: argparse.Namespace) -> int:
+    """`analyze`: evaluate, tabulate and draw a study."""
     opts = options_from_args(args)
     analyze(args.experiment, opts, args.out, args.csv, args.storage,
             log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate)
     return 0
-
-
-def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``analyze``."""
-    from hba_sweep.rsa import DISTANCE_METRICS, SIMILARITY_METRICS
-
-    p = subparsers.add_parser(
-        "analyze", help="evaluate every checkpoint of a study: tables, figures, report",
-        description="Gather a study's trials and epoch checkpoints, evaluate them on the study's evaluation sets "
-                    "(only what is not analysed yet), and write results.parquet, training_metrics.parquet, "
-                    "figures and report.md to <experiment>/analysis (or --out).")
-    p.add_argument("experiment", help="experiment directory (ray_results/<name>), a run directory, or a URI")
-    p.add_argument("--datasets", help=f"comma-separated subset of {','.join(DATASETS)} (default: all configured)")
-    p.add_argument("--out", help="local output directory (default: <experiment>/analysis, uploaded there for a URI)")
-    p.add_argument("--csv", action="store_true", help="also write the tables as CSV")
-    p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
-    p.add_argument("--evalsets", help="evaluation-set YAML (default: the study's, or evalsets.yaml next to the data)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="spread the work over N Ray tasks (default 0: in process)")
-    p.add_argument("--local", action="store_true", help="run in this process (same as --workers 0)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray resources of each task")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs of each task (fractions allowed)")
-    p.add_argument("--bootstrap", type=int, default=0,
-                   help="bootstrap draws for RSA confidence intervals and the figures' seed bands (0: none; bands "
-                        "show the seed range)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--model-rdm-distance", default=None, choices=DISTANCE_METRICS,
-                   help="model RDM distance for every RSA set (default: the set's model_rdm_distance_metric, else "
-                        "1 - Pearson for behaviour and 1 - cosine for brains, as published)")
-    p.add_argument("--truncate", default="min_val_loss", choices=definitions.TRUNCATE_RULES,
-                   help="summary over each run's own epochs up to its minimum validation loss (default, as "
-                        "published) or all of them (none)")
-    p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
-    p.set_defaults(func=_analyze)
-    return p

@@ -29,7 +29,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-TRUNCATE_RULES = ("min_val_loss", "none")
+from hba_sweep.choices import TRUNCATE_RULES
+
 ALIGNMENT = "alignment"  # the triplet behavioural RSA logged in training (behavioral_rsa_rho)
 TRAINING_MEASURES = {"alignment": "behavioral_rsa_rho", "target_rsa": "target_rsa_rho"}
 WINDOW = ["perturb_type", "perturb_epoch", "perturb_length"]

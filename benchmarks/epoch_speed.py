@@ -7,9 +7,8 @@
 2. The analysis of M checkpoints through the cache (prefix once, adapted part per checkpoint)
    vs one full inference pass (the best of two, one before and one after), and with
    ``--m-full-passes`` vs M full passes.
-3. With vision_layers 1: the time the only adapted block spends projecting keys and values of
-   every token (constant, since they depend on the frozen prefix only), as a share of the cached
-   epoch — what caching them too would save at most.
+3. The size of the cached frozen state per image (the stream entering the first adapted block
+   and that block's attention context; with vision_layers 1 at the class token only).
 
 Defaults are the issue's CPU goal: ViT-B-32 at 224 px, 256 training images, vision_layers=2,
 transformer_layers=1, batch 64. On a GPU: ``--backbone ViT-L/14 --n-train 1806``.
@@ -24,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hba_sweep.config import load_config, run_dir
@@ -122,25 +123,6 @@ def time_analysis(base: Path, args: argparse.Namespace) -> tuple[float, float, f
     return one_full, cached, all_full
 
 
-def time_constant_kv(args: argparse.Namespace) -> float:
-    """Seconds the only adapted vision block spends on ln_1 and the key/value projection of every
-    token of ``n_train`` images (what caching keys and values would save per epoch, at most)."""
-    from hba_sweep.model import CLIPHBA
-
-    model = CLIPHBA(backbone=args.backbone, pretrained="none", vision_layers=1, transformer_layers=0, rank=4)
-    block = model.clip.visual.transformer.resblocks[-1]
-    width = block.attn.out_proj.in_features
-    tokens = model.vision_prefix(torch.randn(args.batch_size, 3, model.image_size, model.image_size))
-    weight, bias = block.attn.in_proj_weight[width:], block.attn.in_proj_bias[width:]
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(3):
-            started = time.perf_counter()
-            torch.nn.functional.linear(block.ln_1(tokens), weight, bias)
-            best = min(best, time.perf_counter() - started)
-    return best * args.n_train / args.batch_size
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -175,10 +157,10 @@ def main() -> None:
               f"({m_cached / one_full:.2f}x one full pass){full_note}")
         if args.analysis_only:
             return
-        if args.vision_layers == 1:
-            kv = time_constant_kv(args)
-            print(f"constant keys/values of the only adapted block: {kv:.2f} s per epoch "
-                  f"({kv / cached:.0%} of the cached epoch)")
+        entries = list((base / "prefix_cache").glob("prefix-*.npy"))
+        if entries:  # the frozen state per image (stream, and the first adapted block's attention context)
+            shape = np.load(entries[0], mmap_mode="r").shape
+            print(f"frozen state per image: {math.prod(shape[1:]) * 4 / 1024:.0f} KiB fp32, shape {shape[1:]}")
         if device == "cuda":
             print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
         print(f"epoch speedup (uncached/cached): {uncached / cached:.2f}x")

@@ -18,7 +18,7 @@ from hba_sweep.redaction import redact_text
 # command -> (module, function registering it, one-line help). Only the chosen command's module is
 # imported (torch, Ray and matplotlib load inside commands), so --help and argument errors are fast.
 COMMANDS = {
-    "demo-data": ("hba_sweep.data.demo", "add_demo_data_parser",
+    "demo-data": ("hba_sweep.command_parsers", "add_demo_data_parser",
                   "generate deterministic demo data in the published formats"),
     "train": ("hba_sweep.cli", "add_train_parser", "train one run (no Ray)"),
     "run": ("hba_sweep.sweep.cli", "add_run_parser", "run a study from a search-space file on Ray Tune"),
@@ -26,8 +26,8 @@ COMMANDS = {
                "done / running / failed / pending per trial of an experiment"),
     "logs": ("hba_sweep.sweep.jobs", "add_logs_parser", "the output of a study submitted with run --submit"),
     "stop": ("hba_sweep.sweep.jobs", "add_stop_parser", "stop a study submitted with run --submit"),
-    "analyze": ("analysis.cli", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
-    "infer": ("hba_sweep.inference", "add_infer_parser",
+    "analyze": ("hba_sweep.command_parsers", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
+    "infer": ("hba_sweep.command_parsers", "add_infer_parser",
               "evaluate a run's checkpoint(s) from the study's inference YAML"),
 }
 

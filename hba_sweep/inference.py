@@ -33,6 +33,7 @@ import torch
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache, rsa
+from hba_sweep.choices import DATASETS
 from hba_sweep.devices import resolve_device
 from hba_sweep.errors import CheckpointError, ConfigError, DataError
 from hba_sweep.io_utils import atomic_write, atomic_write_text
@@ -41,7 +42,6 @@ Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]
 MODEL_KEYS = ("backbone", "pretrained", "adapter", "vision_layers", "transformer_layers", "rank", "dora_alpha",
               "dora_dropout")
-DATASETS = ("things", "things_fmri", "nod", "nights", "cka")
 COUNTERS = {"prefix_images": 0, "checkpoint_predictions": 0}  # work done in this process (tests read it)
 
 
@@ -574,7 +574,8 @@ def write_result(result: Mapping[str, Any], cfg: Mapping[str, Any]) -> Path:
     return path
 
 
-def _infer(args: argparse.Namespace) -> int:
+def infer_command(args: argparse.Namespace) -> int:
+    """`infer --config`: one JSON per evaluated epoch."""
     cfg = load_infer_config(args.config, args.overrides)
     if args.device:
         cfg["device"] = args.device
@@ -596,21 +597,6 @@ def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
 def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:
     return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"],
                      precision=cfg.get("precision", "fp32"))
-
-
-def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``infer --config X.yaml``."""
-    p = subparsers.add_parser(
-        "infer", help="evaluate a run's checkpoint(s) from the study's inference YAML",
-        description="Evaluate checkpoints (model_weights_path + epoch) on one evaluation set "
-                    "(evaluation_type behavioral|neural|triplet|cka) and write one JSON per epoch "
-                    "to inference_save_dir.")
-    p.add_argument("--config", required=True, help="inference YAML (the study's keys)")
-    p.add_argument("--device", default=None, help="override the device (cpu, cuda, cuda:N, auto)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the inference YAML (repeatable)")
-    p.set_defaults(func=_infer)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience

@@ -7,15 +7,16 @@ text blocks; nothing else trains.
 
 The network is split where the adapters start:
 
-    images --vision_prefix (frozen)--> tokens --vision_suffix (adapted)--> image features
-    prompts --text prefix (frozen, computed once)--> tokens --text suffix (adapted)--> text features
+    images --vision_prefix (frozen)--> state --vision_suffix (adapted)--> image features
+    prompts --text prefix (frozen, computed once)--> state --text suffix (adapted)--> text features
 
 so the frozen prefixes can be computed once: the text prefix here (the prompts truncated to the
 longest one, exact because the text tower is causal), the vision prefix per image set in
-hba_sweep.prefix_cache. The last adapted block of each tower is evaluated at its readout
-positions only (class token, end-of-text tokens; hba_sweep.readout). ``forward(images)`` runs
-every block at every position on full-length prompts and is the oracle the cached path is
-tested against.
+hba_sweep.prefix_cache. The first adapted block's attention before ``out_proj`` depends on the
+frozen prefix only, so it is part of the state (``cache_attention``); the last adapted block of
+each tower is evaluated at its readout positions only (class token, end-of-text tokens;
+hba_sweep.readout). ``forward(images)`` runs every block at every position on full-length
+prompts and is the oracle the cached path is tested against.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ class CLIPHBA(nn.Module):
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())
         self.register_buffer("text_tokens_full", tokens, persistent=False)
         self.register_buffer("text_tokens", tokens[:, :self._text_length(tokens)], persistent=False)
-        self.register_buffer("text_prefix", self._text_prefix(), persistent=False)
+        self.register_buffer("text_prefix", None, persistent=False)
+        self.register_buffer("text_context", None, persistent=False)
+        self.recompute_text_prefix()
         self.cache_text = True  # False: every call runs the whole text tower on full-length prompts
         self.readout_only = True  # False: forward_from_prefix runs the last adapted blocks at every position
+        self.cache_attention = True  # False: vision_prefix is the stream only; first adapted blocks run whole
         self.readout_fallbacks = self._readout_fallbacks(vision_layers, transformer_layers)
         for tower, why in self.readout_fallbacks.items():
             logger.warning("%s: the last adapted %s block runs at every position (%s)", backbone, tower, why)
@@ -91,27 +95,71 @@ class CLIPHBA(nn.Module):
     # ---- vision -------------------------------------------------------------------------
     @torch.no_grad()
     def vision_prefix(self, images: torch.Tensor) -> torch.Tensor:
-        """Activations entering the first adapted vision block (frozen: no grad)."""
+        """What the adapted vision blocks start from (frozen: no grad).
+
+        With ``cache_attention`` (and an open_clip attention block): (N, 2, T, C), the residual
+        stream entering the first adapted block and that block's ``out_proj`` input, at the class
+        token only (T = 1) when that block is also the last and read out there, else at every
+        token. Otherwise the stream alone, (N, L, C).
+        """
         visual = self.clip.visual
         x = visual._embeds(images)
-        for block in visual.transformer.resblocks[: self.vision_split]:
+        blocks = visual.transformer.resblocks
+        for block in blocks[: self.vision_split]:
             x = block(x)
-        return x
+        layout = self.vision_state_layout()
+        if layout == "stream":
+            return x
+        first = blocks[self.vision_split]
+        if layout == "stream+context@cls":
+            context = readout.attention_context(first, x, self._class_token(x))[:, None]
+            return torch.stack([x[:, :1], context.to(x.dtype)], dim=1)
+        return torch.stack([x, readout.attention_context(first, x).to(x.dtype)], dim=1)  # autocast: one dtype
 
-    def vision_suffix(self, tokens: torch.Tensor, readout_only: bool = False) -> torch.Tensor:
-        """Adapted vision blocks, pooling and projection: prefix tokens -> image features.
+    def vision_state_layout(self) -> str:
+        """What ``vision_prefix`` returns: "stream", "stream+context" or "stream+context@cls"."""
+        blocks = self.clip.visual.transformer.resblocks[self.vision_split:]
+        if not (self.cache_attention and len(blocks) > 0 and readout.unsupported(blocks[0]) is None):
+            return "stream"
+        if len(blocks) == 1 and self.readout_only and "vision" not in self.readout_fallbacks:
+            return "stream+context@cls"
+        return "stream+context"
+
+    def vision_suffix(self, state: torch.Tensor, readout_only: bool = False) -> torch.Tensor:
+        """Adapted vision blocks, pooling and projection: ``vision_prefix``'s state -> image features.
 
         ``readout_only``: the last block at the class token only (exact; full block where the
         backbone pools otherwise, see ``readout_fallbacks``).
         """
         visual = self.clip.visual
-        blocks = visual.transformer.resblocks[self.vision_split:]
+        blocks = list(visual.transformer.resblocks[self.vision_split:])
         readout_only = readout_only and len(blocks) > 0 and "vision" not in self.readout_fallbacks
-        x = tokens
+        x = state
+        if state.ndim == 4:  # the first adapted block from its cached attention context
+            x, context = state[:, 0], state[:, 1]
+            if readout_only and len(blocks) == 1:  # class token, shape (N, 1, C), as below
+                x, context = x[:, :1], context[:, :1]
+            elif x.shape[1] == 1:
+                raise ValueError("a class-token-only vision state needs readout_only and one adapted block")
+            x = readout.block_from_context(blocks.pop(0), x, context)
+            readout_only = readout_only and len(blocks) > 0
         for block in blocks[:-1] if readout_only else blocks:
             x = block(x)
         if readout_only:  # class token, shape (N, 1, C): _pool's per-token ln_post reads the same
-            x = readout.block_at(blocks[-1], x, torch.zeros(len(x), dtype=torch.long))[:, None]
+            x = readout.block_at(blocks[-1], x, self._class_token(x))[:, None]
+        pooled, _ = visual._pool(x)
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    @staticmethod
+    def _class_token(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), dtype=torch.long, device=x.device)
+
+    def vision_features_full(self, images: torch.Tensor) -> torch.Tensor:
+        """The uncached vision path: every block at every position (the oracle)."""
+        visual = self.clip.visual
+        x = visual._embeds(images)
+        for block in visual.transformer.resblocks:
+            x = block(x)
         pooled, _ = visual._pool(x)
         return pooled @ visual.proj if visual.proj is not None else pooled
 
@@ -137,6 +185,11 @@ class CLIPHBA(nn.Module):
         n = self.text_tokens.shape[1]
         return None if mask is None else mask[:n, :n]
 
+    def recompute_text_prefix(self) -> None:
+        """Compute the frozen text state (``text_prefix``, ``text_context``) from the current weights."""
+        self.text_prefix = self._text_prefix()
+        self.text_context = self._text_context()
+
     @torch.no_grad()
     def _text_prefix(self) -> torch.Tensor:
         clip = self.clip
@@ -146,6 +199,14 @@ class CLIPHBA(nn.Module):
         for block in clip.transformer.resblocks[: self.text_split]:
             x = block(x, attn_mask=mask)
         return x
+
+    @torch.no_grad()
+    def _text_context(self) -> torch.Tensor | None:
+        """The first adapted text block's ``out_proj`` input on the text prefix (None where there is none)."""
+        blocks = self.clip.transformer.resblocks[self.text_split:]
+        if len(blocks) == 0 or readout.unsupported(blocks[0]) is not None:
+            return None
+        return readout.attention_context(blocks[0], self.text_prefix, attn_mask=self._text_attn_mask())
 
     def text_features(self) -> torch.Tensor:
         """Features of the 66 prompts through the adapted text blocks: (66, embed_dim).
@@ -158,14 +219,23 @@ class CLIPHBA(nn.Module):
         x = self.text_prefix
         mask = self._text_attn_mask()
         mask = None if mask is None else mask.to(x.device)
-        blocks = self.clip.transformer.resblocks[self.text_split:]
-        if not (self.readout_only and len(blocks) > 0 and "text" not in self.readout_fallbacks):
+        blocks = list(self.clip.transformer.resblocks[self.text_split:])
+        read = self.readout_only and len(blocks) > 0 and "text" not in self.readout_fallbacks
+        positions = self._text_positions(self.text_tokens).to(x.device)
+        if self.cache_attention and self.text_context is not None:  # the first adapted block from its context
+            context = self.text_context
+            if read and len(blocks) == 1:
+                rows = torch.arange(len(x), device=x.device)
+                pooled = readout.block_from_context(blocks[0], x[rows, positions], context[rows, positions])
+                return self._text_project(self.clip.ln_final(pooled))
+            x = readout.block_from_context(blocks.pop(0), x, context)
+        if not read:
             for block in blocks:
                 x = block(x, attn_mask=mask)
             return self._text_readout(x, self.text_tokens)
         for block in blocks[:-1]:
             x = block(x, attn_mask=mask)
-        pooled = readout.block_at(blocks[-1], x, self._text_positions(self.text_tokens), mask)
+        pooled = readout.block_at(blocks[-1], x, positions, mask)
         return self._text_project(self.clip.ln_final(pooled))
 
     def text_features_full(self) -> torch.Tensor:
@@ -223,7 +293,7 @@ class CLIPHBA(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Predictions from images through every block at every position, nothing cached (the oracle)."""
-        return self.head(self.vision_suffix(self.vision_prefix(images)), self.text_features_full())
+        return self.head(self.vision_features_full(images), self.text_features_full())
 
     # ---- adapters -----------------------------------------------------------------------
     def adapter_parameters(self) -> list[nn.Parameter]:
@@ -264,9 +334,9 @@ class CLIPHBA(nn.Module):
         return self
 
     def prefix_key(self) -> str:
-        """Identifies what the frozen vision prefix computes: backbone, weights, split, size."""
+        """Identifies what the frozen vision prefix computes: backbone, weights, split, size, state layout."""
         parts = [resolve_backbone(self.backbone_name, self.pretrained), weights_id(self.pretrained),
-                 str(self.vision_split), str(self.image_size)]
+                 str(self.vision_split), str(self.image_size), self.vision_state_layout()]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

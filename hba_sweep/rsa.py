@@ -14,6 +14,8 @@ import numpy as np
 import scipy.stats
 from scipy.spatial.distance import pdist, squareform
 
+from hba_sweep.choices import DISTANCE_METRICS, SIMILARITY_METRICS
+
 __all__ = [
     "DISTANCE_METRICS",
     "SIMILARITY_METRICS",
@@ -26,9 +28,6 @@ __all__ = [
     "two_afc_accuracy",
     "average_by_group",
 ]
-
-DISTANCE_METRICS = ("pearson", "cosine", "euclidean")
-SIMILARITY_METRICS = ("spearman", "pearson", "kendall")
 
 _PDIST_NAMES = {"pearson": "correlation", "cosine": "cosine", "euclidean": "euclidean"}
 _SCIPY_TESTS: dict[str, Callable] = {

@@ -322,6 +322,7 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
                         compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric))
     model.cache_text = cfg.cache_frozen_prefix  # the 66 prompts' frozen text blocks: once, truncated
     model.readout_only = cfg.cache_frozen_prefix  # last adapted blocks at the readout positions only
+    model.cache_attention = cfg.cache_frozen_prefix  # first adapted blocks' attention: with the prefix
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")

@@ -294,7 +294,7 @@ def test_prefix_split_is_exact_in_float64(adapter):
         for p in model.adapter_parameters():
             p.add_(0.05 * torch.randn_like(p))
     model.double()
-    model.text_prefix = model._text_prefix()
+    model.recompute_text_prefix()
     images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         full = model(images)

@@ -34,6 +34,13 @@ def probe(*argv: str) -> tuple[int, list[str], str]:
     (("--help",), 0),
     (("run", "--help"), 0),
     (("status", "--help"), 0),
+    (("analyze", "--help"), 0),
+    (("infer", "--help"), 0),
+    (("demo-data", "--help"), 0),
+    (("train", "--help"), 0),
+    (("logs", "--help"), 0),
+    (("analyze", "x", "--truncate", "max"), 2),  # a choice not offered
+    (("infer",), 2),                         # missing --config
     (("train",), 2),                         # missing --config
     (("trian",), 2),                         # unknown command
     (("run", "x.py", "--max-concurrent", "0"), 2),

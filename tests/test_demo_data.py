@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from hba_sweep.data.demo import add_demo_data_parser, make_demo_data
+from hba_sweep.command_parsers import add_demo_data_parser
+from hba_sweep.data.demo import make_demo_data
 from hba_sweep.data.evalsets import load_nights, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset, read_things_csv

@@ -67,7 +67,7 @@ def build(backbone: str = "hba-tiny", vision_layers: int = 2, transformer_layers
                 if id(param) not in trained:
                     param.add_(0.2 * torch.randn_like(param) * (param.abs().mean() + 0.1))
     model.to(dtype)
-    model.text_prefix = model._text_prefix()  # the frozen text blocks' output, of the changed weights
+    model.recompute_text_prefix()  # the frozen text state, of the changed weights
     return model
 
 
@@ -133,6 +133,38 @@ def test_readout_only_changes_what_the_last_block_computes():
     model.vision_suffix(tokens, readout_only=False)
     hook.remove()
     assert seen == [torch.Size([3, 128]), torch.Size([3, 17, 128])]
+
+
+@pytest.mark.parametrize("vision_layers,transformer_layers", [(2, 1), (1, 2)])
+def test_first_adapted_blocks_start_from_their_cached_attention(vision_layers, transformer_layers):
+    """The first adapted block's attention (ln_1 up to out_proj's input) depends on the frozen prefix only:
+    it is computed with the prefix, never in a step; the step still runs the adapted out_proj. With
+    cache_attention off the state is the stream alone and the block runs whole; both equal the oracle."""
+    model = build(vision_layers=vision_layers, transformer_layers=transformer_layers, dtype=torch.float32)
+    first_vision = model.clip.visual.transformer.resblocks[model.vision_split]
+    first_text = model.clip.transformer.resblocks[model.text_split]
+    images = torch.randn(3, 3, 64, 64)
+    state = model.vision_prefix(images)
+    tokens = 1 if vision_layers == 1 else 17  # the class token alone when the first block is read out there
+    assert state.shape == (3, 2, tokens, 128)
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+             for name, m in [("vision ln_1", first_vision.ln_1), ("vision out_proj", first_vision.attn.out_proj),
+                             ("text ln_1", first_text.ln_1), ("text out_proj", first_text.attn.out_proj)]]
+    model.forward_from_prefix(state)
+    assert sorted(calls) == ["text out_proj", "vision out_proj"]
+    model.cache_attention = False
+    stream = model.vision_prefix(images)
+    assert stream.shape == (3, 17, 128)
+    calls.clear()
+    off = model.forward_from_prefix(stream)
+    assert sorted(calls) == ["text ln_1", "text out_proj", "vision ln_1", "vision out_proj"]
+    for hook in hooks:
+        hook.remove()
+    model.cache_attention = True
+    assert_close_to_scale(off, model(images))
+    paths_agree(model)
+    assert model.prefix_key() != (setattr(model, "cache_attention", False) or model.prefix_key())
 
 
 @pytest.mark.parametrize("adapter", adapters.ADAPTERS)

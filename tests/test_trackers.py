@@ -125,6 +125,14 @@ RESOURCES = {{"cpu": 1}}
     # WANDB_MODE=offline honoured: one offline run per trial, in the study's own wandb/ folder
     offline = list((storage / "trk" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == len(trials), offline
+    # and each run's charts are drawn against the trial's own epochs (the fork's first point at epoch 2)
+    runs = [list(wandb_records(f)) for f in offline]
+    for records in runs:
+        assert any(r.WhichOneof("record_type") == "metric" and r.metric.glob_name == "*"
+                   and r.metric.step_metric == "epoch" for r in records)
+    logged = [[json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
+               for i in r.history.item if (i.key or "/".join(i.nested_key)) == "epoch"] for records in runs]
+    assert sorted(logged) == sorted(epochs.values()), logged
 
 
 WANDB_RUN = """

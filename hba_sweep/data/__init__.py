@@ -13,13 +13,13 @@ __all__ = [
     "IMAGE_MEAN", "IMAGE_STD", "ImageStore", "build_transform", "load_image_uint8", "normalize_uint8",
     "ThingsDataset", "read_things_csv", "load_rdm", "save_rdm_mat", "vector_to_square",
     "FmriSet", "NodSet", "NightsSet", "load_things_fmri", "load_nod", "load_nights", "read_evalsets_yaml",
-    "make_demo_data", "add_demo_data_parser",
+    "make_demo_data",
 ]
 
 
 def __getattr__(name: str):
-    """Demo generation is imported lazily (``make_demo_data``, ``add_demo_data_parser``)."""
-    if name in ("make_demo_data", "add_demo_data_parser"):
+    """Demo generation is imported lazily (``make_demo_data``)."""
+    if name == "make_demo_data":
         from hba_sweep.data import demo
 
         return getattr(demo, name)

@@ -353,7 +353,8 @@ def describe(out_dir: Path) -> str:
     ])
 
 
-def _run_demo_data(args: argparse.Namespace) -> int:
+def demo_data_command(args: argparse.Namespace) -> int:
+    """`demo-data DIR`: write (or reuse) the demo data and say what is there."""
     out_dir = Path(args.dir)
     existed = _existing_settings(out_dir) is not None
     train_yaml = make_demo_data(out_dir, n_train=args.n_train, image_size=args.image_size, seed=args.seed,
@@ -362,20 +363,3 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     print(f"{verb} demo data in {out_dir}:\n{describe(out_dir)}")
     print(f"next: python -m hba_sweep train --config {train_yaml}")
     return 0
-
-
-def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``demo-data DIR [--n-train N] [--seed S] [--image-size S] [--force]``."""
-    parser = subparsers.add_parser(
-        "demo-data", help="generate deterministic demo data in the published formats",
-        description="Generate (or reuse) deterministic demo data: THINGS-format training and 48-image "
-                    "evaluation sets with a reference RDM, THINGS-fMRI, NOD and NIGHTS evaluation sets, "
-                    "evalsets.yaml and a ready train.yaml.")
-    parser.add_argument("dir", help="output directory (created; reused if it holds the same demo data)")
-    parser.add_argument("--n-train", type=int, default=480, help="training images (default 480)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64, hba-tiny)")
-    parser.add_argument("--backbone", default="hba-tiny", help="backbone written to train.yaml (default hba-tiny)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if DIR holds demo data")
-    parser.set_defaults(func=_run_demo_data)
-    return parser

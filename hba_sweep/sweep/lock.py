@@ -37,11 +37,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_lock(root: str) -> dict[str, Any] | None:
-    try:
-        data = storage.read_json(storage.join(root, storage.LOCK_FILE))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The study's lock record, or None."""
+    return storage.read_json_dict(storage.join(root, storage.LOCK_FILE))
 
 
 def driver_state(lock: dict[str, Any] | None) -> str:

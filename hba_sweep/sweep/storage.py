@@ -144,6 +144,15 @@ def read_json(path: str) -> Any:
         return json.loads(fh.read().decode("utf-8"))
 
 
+def read_json_dict(path: str) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None (missing, unreadable, not JSON, or not an object)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def listdir(path: str) -> list[str]:
     """Names of the entries of a directory (empty if it does not exist)."""
     import pyarrow.fs

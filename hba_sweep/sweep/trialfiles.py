@@ -49,11 +49,8 @@ def checkpoints(path: str) -> list[StoredCheckpoint]:
 
 def read_done(path: str) -> dict[str, Any] | None:
     """The done marker of a trial, or None (not finished, or the marker is unreadable)."""
-    try:
-        done = storage.read_json(storage.join(path, storage.DONE_FILE))
-    except (OSError, ValueError):
-        return None
-    return done if isinstance(done, dict) and "last_epoch" in done else None
+    done = storage.read_json_dict(storage.join(path, storage.DONE_FILE))
+    return done if done is not None and "last_epoch" in done else None
 
 
 def write_done(path: str, last_epoch: int | None, epochs: int | None, reason: str, **extra: Any) -> dict[str, Any]:

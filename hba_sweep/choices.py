@@ -1,0 +1,7 @@
+"""Names that command-line options take, in a module light enough for building the CLI parser
+(the modules that act on them import torch, scipy or pandas)."""
+
+DATASETS = ("things", "things_fmri", "nod", "nights", "cka")  # evaluation sets, in report order
+DISTANCE_METRICS = ("pearson", "cosine", "euclidean")  # RDM distances (1 - r, 1 - cos, Euclidean)
+SIMILARITY_METRICS = ("spearman", "pearson", "kendall")  # RDM-to-RDM correlation
+TRUNCATE_RULES = ("min_val_loss", "none")  # which epochs of a run a summary reads
