@@ -77,7 +77,7 @@ def time_training(base: Path, args: argparse.Namespace, cached: bool, round_: in
         "backbone": args.backbone, "pretrained": "none", "vision_layers": args.vision_layers,
         "transformer_layers": args.transformer_layers, "batch_size": args.batch_size, "epochs": args.epochs,
         "train_portion": args.n_train / n_total, "behavioral_rsa": False, "device": args.device, "progress": False,
-        "cache_frozen_prefix": cached, "save_path": str(base / f"{'cached' if cached else 'uncached'}{round_}"),
+        "cache_frozen_prefix": cached, "save_path": str(base / f"{'cached' if cached else 'uncached'}{round_}-{args.precision}"),
         "cache_dir": str(base / "prefix_cache"), "rank": 32, "precision": args.precision, "adapter": args.adapter,
     })
     started = time.perf_counter()
@@ -157,7 +157,7 @@ def main() -> None:
               f"({m_cached / one_full:.2f}x one full pass){full_note}")
         if args.analysis_only:
             return
-        entries = list((base / "prefix_cache").glob("prefix-*.npy"))
+        entries = sorted((base / "prefix_cache").glob("prefix-*.npy"))
         if entries:  # the frozen state per image (stream, and the first adapted block's attention context)
             shape = np.load(entries[0], mmap_mode="r").shape
             print(f"frozen state per image: {math.prod(shape[1:]) * 4 / 1024:.0f} KiB fp32, shape {shape[1:]}")
