@@ -60,7 +60,7 @@ PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_se
 # may also change its perturbation.
 RESUME_MAY_CHANGE = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers",
                      "save_path", "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir",
-                     "keep_images_in_memory", "init_from", "init_epoch", "cpu_fallback", "wandb_project",
+                     "prefix_on_gpu", "keep_images_in_memory", "init_from", "init_epoch", "cpu_fallback", "wandb_project",
                      "wandb_entity", "fork_early_stopping", "baseline_checkpoint_path"}
 FORK_MAY_CHANGE = RESUME_MAY_CHANGE | set(PERTURB_FIELDS)
 
@@ -131,6 +131,7 @@ class TrainConfig:
     precision: str = "fp32"  # as published; bf16: autocast, bf16 prefix cache and TF32 on CUDA; auto: bf16 on CUDA
     cache_dtype: str = "auto"  # frozen-prefix cache: bfloat16 when precision resolves to bf16, else float32
     cache_dir: str | None = None  # None: <save_path>/prefix_cache
+    prefix_on_gpu: bool = True  # on CUDA: the cached prefix held in GPU memory when it takes <= half the free memory
     keep_images_in_memory: bool = True
     progress: bool = True
 

@@ -254,12 +254,12 @@ class Predictor:
         self.batch_size = batch_size
         use_bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
         self.dtype = torch.bfloat16 if use_bf16 else torch.float32
-        self._prefixes: dict[tuple[str, ...], prefix_cache.CachedPrefix] = {}  # by image paths, in order
+        self._prefixes: dict[tuple[str, ...], prefix_cache.CachedPrefix | prefix_cache.DevicePrefix] = {}  # by paths
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
 
-    def prefix(self, paths: Sequence[Path]) -> prefix_cache.CachedPrefix:
+    def prefix(self, paths: Sequence[Path]) -> prefix_cache.CachedPrefix | prefix_cache.DevicePrefix:
         """The frozen vision prefix of ``paths`` (in order), computed once per image set."""
         key = tuple(map(str, paths))
         if key not in self._prefixes:
@@ -271,8 +271,9 @@ class Predictor:
 
                 return ImageStore(paths, self.model.image_size).batch
 
-            self._prefixes[key] = prefix_cache.frozen_prefix(self.model, paths, batches, self.cache_root, self.dtype,
-                                                             self.device, self.batch_size, self._autocast, count)
+            prefix = prefix_cache.frozen_prefix(self.model, paths, batches, self.cache_root, self.dtype, self.device,
+                                                self.batch_size, self._autocast, count)
+            self._prefixes[key] = prefix_cache.hold_on_device(prefix, self.device)
         return self._prefixes[key]
 
     def load(self, adapters: Mapping[str, torch.Tensor], source: str = "<adapters>") -> None:

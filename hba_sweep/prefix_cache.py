@@ -75,6 +75,47 @@ class CachedPrefix:
         return out.view(self.view_as) if self.view_as is not None else out
 
 
+class DevicePrefix:
+    """A cached prefix held whole in one device's memory: ``rows`` gathers there (no host copies)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def rows(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.tensor.device)
+        return self.tensor.index_select(0, idx)
+
+
+def copy_whole(prefix: CachedPrefix, device: torch.device, chunk_bytes: int = 256 << 20) -> DevicePrefix:
+    """``prefix`` copied to ``device`` in chunks (the memory map is never read whole into host memory)."""
+    array = prefix.array
+    out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, device=device)
+    step = max(1, chunk_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), step):  # np.array: a writable copy of the read-only map's rows
+        out[start:start + step].copy_(torch.from_numpy(np.array(array[start:start + step])))
+    return DevicePrefix(out.view(prefix.view_as) if prefix.view_as is not None else out)
+
+
+def hold_on_device(prefix: CachedPrefix, device: torch.device, share: float = 0.5,
+                   log: Callable[[str], None] | None = None) -> CachedPrefix | DevicePrefix:
+    """On a CUDA ``device``, ``prefix`` held in GPU memory when it takes at most ``share`` of the memory
+    free now (each epoch then reads no host memory); otherwise, and on the CPU, ``prefix`` itself."""
+    if device.type != "cuda":
+        return prefix
+    size, (free, _) = prefix.array.nbytes, torch.cuda.mem_get_info(device)
+    if size > share * free:
+        if log:
+            log(f"frozen prefix ({size / 2**30:.2f} GiB) stays in host memory: over {share:.0%} of the "
+                f"{free / 2**30:.1f} GiB free on {device}")
+        return prefix
+    if log:
+        log(f"frozen prefix ({size / 2**30:.2f} GiB) held in {device} memory")
+    return copy_whole(prefix, device)
+
+
 def compute_prefix(prefix_fn: Callable[[torch.Tensor], torch.Tensor], batches: Callable[[Sequence[int]], torch.Tensor],
                    n: int, dtype: torch.dtype, device: torch.device, batch_size: int) -> torch.Tensor:
     """Run the frozen prefix over images 0..n-1 in batches; result on CPU in ``dtype``."""

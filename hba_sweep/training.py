@@ -55,7 +55,7 @@ class Images:
     """An image set the loop can feed: normalised batches, and the cached prefix if enabled."""
 
     dataset: ThingsDataset
-    prefix: prefix_cache.CachedPrefix | None = None
+    prefix: prefix_cache.CachedPrefix | prefix_cache.DevicePrefix | None = None
 
     def inputs(self, model: CLIPHBA, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """What enters the adapted blocks: cached prefix rows, or the frozen prefix run now."""
@@ -65,7 +65,9 @@ class Images:
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host -> device copy; pinned and non-blocking on CUDA."""
+    """Host -> device copy; pinned and non-blocking on CUDA (a batch already on a GPU just moves)."""
+    if batch.device.type != "cpu":
+        return batch.to(device)
     if device.type == "cuda":
         batch = batch.pin_memory()
     return batch.to(device, non_blocking=True)
@@ -86,9 +88,10 @@ def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torc
     """Compute (or load) the frozen vision prefix of every image once."""
     ds = images.dataset
     root = cfg.cache_dir if cfg.cache_dir is not None else Path(cfg.save_path) / "prefix_cache"
-    images.prefix = prefix_cache.frozen_prefix(
+    prefix = prefix_cache.frozen_prefix(
         model, ds.image_paths, lambda: ds.images, root, dtype, device, cfg.batch_size, lambda: autocast(device, cfg),
         on_compute=lambda n: log(f"computing the frozen prefix of {n} images ({ds.annotations_file.name}) once"))
+    images.prefix = prefix_cache.hold_on_device(prefix, device, log=log) if cfg.prefix_on_gpu else prefix
 
 
 # ---- precision and device ---------------------------------------------------------------

@@ -118,3 +118,20 @@ def test_garbled_cache_does_not_change_a_later_run(demo_dir, tmp_path, capsys):
     first, second = (pd.read_csv(tmp_path / "results" / name / "metrics.csv") for name in ("first", "second"))
     columns = ["train_loss", "val_loss", "behavioral_rsa_rho"]
     pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefix_held_on_a_device_gives_the_same_rows(tmp_path, dtype):
+    """A prefix copied whole to a device (in chunks: here one row each) gathers the very rows the memory
+    map gives, in any order and with repeats; a row changed by the caller (a replaced image) leaves the
+    held copy alone. On the CPU nothing is copied."""
+    values = (torch.randn(7, 2, 3, 4) * 10).to(dtype)
+    cached = pc.load_or_compute(tmp_path, "entry", lambda: values.clone(), dtype, log=lambda m: None)
+    held = pc.copy_whole(cached, torch.device("cpu"), chunk_bytes=1)
+    order = torch.tensor([6, 0, 3, 3, 1])
+    rows = held.rows(order)
+    assert rows.dtype == dtype and torch.equal(rows, cached.rows(order)) and torch.equal(rows, values[order])
+    assert len(held) == 7 and torch.equal(held.rows(range(7)), values)
+    rows[0] = 0
+    assert torch.equal(held.rows([6]), values[[6]])
+    assert pc.hold_on_device(cached, torch.device("cpu")) is cached
