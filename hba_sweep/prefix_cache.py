@@ -3,10 +3,12 @@
 The blocks before the first adapter never change and no augmentation is applied, so their
 output per image is the same in every epoch, trial and checkpoint of a study (DESIGN.md,
 trap 4); so is the first adapted block's attention before ``out_proj``, which is stored with it
-(``CLIPHBA.vision_prefix``: the stream and that context, or both at the class token only). They are computed once and stored as ``<root>/<key>.npy``; every process on a node
-memory-maps the same file (no copy per trial). The key covers the backbone, its weights,
-the layer split, the image size, the image set (paths, sizes, mtimes) and the dtype.
-A file lock makes concurrent trials compute a missing entry once.
+(``CLIPHBA.vision_prefix``: the stream and that context, or both at the class token only). They
+are computed once and stored as ``<root>/<key>.npy``; every process on a node memory-maps the
+same file (no copy per trial; on a GPU a trial may hold it whole in GPU memory,
+``hold_on_device``). The key covers the backbone, its weights, the layer split and state layout,
+the image size, the image set (paths, sizes, mtimes) and the dtype. A file lock makes
+concurrent trials compute a missing entry once.
 
 Each entry is verified before use. Writing it records ``<key>.json`` (cache format version, shape,
 dtype, size and SHA-256 of the ``.npy`` file), atomically, after the array. A full SHA-256 pass
