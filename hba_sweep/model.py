@@ -285,11 +285,11 @@ class CLIPHBA(nn.Module):
         text_features = F.normalize(text_features, dim=-1)
         return self.clip.logit_scale.exp() * image_features @ text_features.t()
 
-    def forward_from_prefix(self, tokens: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions from cached vision-prefix activations; ``text_features`` (from
+    def forward_from_prefix(self, state: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions from ``vision_prefix``'s state (cached or computed now); ``text_features`` (from
         ``text_features()``) may be passed when the adapters do not change between calls."""
         text = self.text_features() if text_features is None else text_features
-        return self.head(self.vision_suffix(tokens, readout_only=self.readout_only), text)
+        return self.head(self.vision_suffix(state, readout_only=self.readout_only), text)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Predictions from images through every block at every position, nothing cached (the oracle)."""
