@@ -1,0 +1,188 @@
+"""Where a training run starts: fresh, resumed from its own checkpoint, forked from another run's
+checkpoint, or forked from a published run folder; and the state (split, shuffle order, optimizer,
+schedule, metrics so far) each start gives ``run_training_experiment``.
+
+A fork whose source lacks the epoch it needs is an error, never a fresh run. A resumed or forked
+run must keep the settings that define the computation so far (``check_compatible``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hba_sweep import checkpoint as ckpt
+from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
+from hba_sweep.data.things import ThingsDataset
+from hba_sweep.errors import CheckpointError, ConfigError
+from hba_sweep.model import CLIPHBA
+from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_file
+
+
+def make_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
+    """``int(train_portion * n)`` rows for training, the rest for validation, as the published
+    ``random_split`` draws them after seeding with ``seed`` (see :func:`hba_sweep.split.draw_split`)."""
+    return draw_split(n, train_portion, seed)
+
+
+def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:
+    """A resumed or forked run must keep the settings that define the computation so far."""
+    differ = sorted(k for k, v in cfg.to_dict().items()
+                    if k not in may_change and k in source_config and source_config[k] != v)
+    if differ:
+        detail = ", ".join(f"{k}: {source_config[k]!r} -> {getattr(cfg, k)!r}" for k in differ)
+        raise ConfigError(f"{what} from {source}: settings differ ({detail}). Fix: use the source run's values "
+                          "or start a new run.")
+
+
+@dataclass
+class Start:
+    """Where a run starts: ``fresh``, ``resumed`` (our checkpoint), ``forked`` (our checkpoint of another
+    run) or ``forked_published`` (a published run folder's ``dora_params``, at ``epoch``)."""
+
+    kind: str
+    path: Path | None = None
+    epoch: int | None = None
+
+
+def start_source(cfg: TrainConfig, out: Path) -> Start:
+    """Where the run starts. A fork whose source lacks the epoch it needs is an error, never a fresh run."""
+    if cfg.resume_from is not None:
+        return Start("resumed", ckpt.resolve_checkpoint(cfg.resume_from))
+    if cfg.init_from is not None:
+        return Start("forked", fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
+    if uses_baseline_path(cfg):
+        from hba_sweep.published import PublishedRun
+
+        epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
+        if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
+            run = PublishedRun.open(root)
+            if not run.dora_path(epoch).is_file():
+                have = run.epochs()
+                fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
+                                                  f"{f'epochs {have[0]}..{have[-1]}' if have else 'no epoch'}).")
+            if cfg.fork_early_stopping == "inherit":
+                raise ConfigError(f"fork_early_stopping=inherit: the published run {root} does not record its "
+                                  "early-stopping counter. Fix: use fork_early_stopping: reset (as published).")
+            return Start("forked_published", root, epoch)
+        return Start("forked", fork_checkpoint(root, epoch, cfg), epoch)
+    if ckpt.list_epochs(out):
+        raise ConfigError(f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
+                          "continue it, choose another save_path/run_name, or delete the directory.")
+    return Start("fresh")
+
+
+def fork_checkpoint(source: str | Path, epoch: int | None, cfg: TrainConfig) -> Path:
+    try:
+        return ckpt.resolve_checkpoint(source, epoch)
+    except CheckpointError as exc:
+        fork_checkpoint_error(cfg, epoch, str(exc))
+
+
+def fork_checkpoint_error(cfg: TrainConfig, epoch: int | None, detail: str) -> None:
+    raise CheckpointError(
+        f"fork of run {run_name(cfg)} (perturb_epoch={cfg.perturb_epoch}) starts from its baseline's state after "
+        f"epoch {epoch}, which does not exist: {detail} A fork is never trained from scratch instead. Fix: the "
+        "baseline stopped early (or is unfinished): drop this trial, or finish the baseline first.")
+
+
+def fresh_state(cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int], list[int]] | None = None,
+                epoch: int = -2) -> ckpt.TrainingState:
+    """The state before the initial evaluation (epoch -2): the split (drawn as published, or pinned by
+    ``split_file``) and a shuffle generator seeded with ``random_seed``."""
+    if cfg.split_file is not None:
+        split = split_from_file(cfg.split_file, dataset.names, dataset.annotations_file)
+    train_idx, val_idx = split or make_split(len(dataset), cfg.train_portion, cfg.random_seed)
+    if not train_idx or not val_idx:
+        raise ConfigError(f"{dataset.annotations_file}: the split of {len(dataset)} images leaves "
+                          f"{len(train_idx)} for training and {len(val_idx)} for validation. Fix: set train_portion "
+                          "so both get at least one image, or give more images.")
+    state = ckpt.TrainingState(epoch=epoch, optimizer={}, scheduler=None,
+                               shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state())
+    set_split(state, SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx), train_idx, val_idx)
+    return state
+
+
+def set_split(state: ckpt.TrainingState, record: SplitRecord, train_idx: list[int], val_idx: list[int]) -> None:
+    state.train_indices, state.val_indices = list(train_idx), list(val_idx)
+    state.train_names, state.val_names, state.target_digests = record.train, record.val, record.digests
+
+
+def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any,
+                dataset: ThingsDataset, log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+    """The training state and the metrics rows so far, for each kind of start."""
+    if start.kind == "fresh":
+        return fresh_state(cfg, dataset), []
+    if start.kind == "forked_published":
+        return published_fork_state(start, cfg, model, scheduler, dataset, log)
+    state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler)
+    if state.train_names:  # the split by image name, mapped onto the current annotation file
+        record = SplitRecord(state.train_names, state.val_names, state.target_digests)
+        train_idx, val_idx = record.indices(dataset.names, dataset.targets, dataset.annotations_file, start.path)
+    else:  # a checkpoint written before splits were recorded by name
+        train_idx, val_idx = state.train_indices, state.val_indices
+        if max(train_idx + val_idx, default=-1) >= len(dataset):
+            raise ConfigError(f"{dataset.annotations_file}: has {len(dataset)} rows but the split of {start.path} "
+                              "names higher rows. Fix: use the annotation file the run was started with.")
+        record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx)
+    set_split(state, record, train_idx, val_idx)
+    log(f"{start.kind} from {start.path} (epoch {state.epoch})")
+    return state, history
+
+
+def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, scheduler: Any, dataset: ThingsDataset,
+                         log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+    """A fork of a published run folder after epoch ``start.epoch``.
+
+    Restored: the adapters of ``dora_params/epoch{e}_dora_params.pth``; the split of
+    ``random_states/dataset_split_indices.pth`` (else drawn as published); the LR schedule and the
+    shuffle generator, which depend only on the seed, advanced through epochs 0..e. Not restored (a
+    documented difference): AdamW's moments start fresh (the published ``epoch{e}_random_states.pth``
+    is a pickle keyed by the published model's parameter order and is not read).
+    """
+    from hba_sweep.checkpoint import load_published_adapters
+    from hba_sweep.published import PublishedRun
+
+    run = PublishedRun.open(start.path)
+    model.load_adapter_state_dict(load_published_adapters(run.dora_path(start.epoch)))
+    split = run.split()
+    if split is not None:
+        if max(split["train"] + split["val"], default=-1) >= len(dataset):
+            raise ConfigError(f"{run.root}: its dataset split names rows beyond the {len(dataset)} of "
+                              f"{dataset.annotations_file}. Fix: use the annotation file that run was trained on.")
+        split = (split["train"], split["val"])
+    state = fresh_state(cfg, dataset, split, epoch=start.epoch)
+    shuffle = torch.Generator().set_state(state.shuffle_generator)
+    for _ in range(start.epoch + 1):
+        epoch_order(len(state.train_indices), shuffle)
+        if scheduler is not None:
+            with warnings.catch_warnings():  # stepped without optimizer steps on purpose: the schedule replayed
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+    state.shuffle_generator = shuffle.get_state()
+    state.scheduler = scheduler.state_dict() if scheduler is not None else None
+    history = [{**row, "inherited": True, "perturbation_active": False} for row in run.metrics()
+               if row["epoch"] <= start.epoch]
+    log(f"forked from the published run {run.root} after epoch {start.epoch}: adapters restored, optimizer state "
+        "fresh (not in the published adapters), LR schedule and shuffle order advanced to that epoch")
+    return state, history
+
+
+def restore(source: Path, kind: str, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,
+            scheduler: Any) -> tuple[ckpt.TrainingState, list[dict]]:
+    """Load a checkpoint's adapters and full state into this run."""
+    adapters, state, meta = ckpt.load_checkpoint(source)
+    check_compatible(cfg, meta["config"], RESUME_MAY_CHANGE if kind == "resumed" else FORK_MAY_CHANGE, kind, source)
+    model.load_adapter_state_dict(adapters)
+    optimizer.load_state_dict(state.optimizer)
+    if scheduler is not None and state.scheduler is not None:
+        scheduler.load_state_dict(state.scheduler)
+    ckpt.restore_rng(state.rng)
+    history = [dict(row) for row in meta["metrics"]]
+    if kind == "forked":
+        history = [{**row, "inherited": True} for row in history]
+    return state, history
