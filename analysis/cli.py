@@ -20,7 +20,8 @@ import pandas as pd
 
 from analysis import definitions, evaluate, gather, tables
 from hba_sweep.errors import ConfigError, DataError
-from hba_sweep.inference import DATASETS, ScoreSettings
+from hba_sweep.choices import DATASETS
+from hba_sweep.scoring import ScoreSettings
 from hba_sweep.io_utils import atomic_write_text
 from hba_sweep.redaction import redact_text
 

@@ -102,7 +102,7 @@ def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path) -> None
 
     from hba_sweep.data.evalsets import read_evalsets_yaml
     from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat
-    from hba_sweep.inference import ScoreSettings
+    from hba_sweep.scoring import ScoreSettings
 
     specs = read_evalsets_yaml(study["evalsets"])
     rdm_file = tmp_path / "RDM48_triplet.mat"
