@@ -18,6 +18,7 @@ import ray
 from ray.tune import ExperimentAnalysis
 
 from hba_sweep.cli import main
+from hba_sweep.errors import ConfigError
 from hba_sweep.sweep import lock
 from hba_sweep.sweep.runner import RunOptions, run_study
 from hba_sweep.sweep.spec import load_search_space
@@ -201,3 +202,12 @@ def SEARCH_ALG():
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("best trial")]
     assert len(line) == 1 and f"[{best_id}]" in line[0] and "random_seed=1" in line[0], line
     assert f"val_loss={losses[best_id][0]:.4f}" in line[0]
+
+    # A corrupt Tune state: --resume names the file and the fix, and leaves every trial's files alone
+    state = sorted(Path(outcome.root).glob("experiment_state-*.json"))[-1]
+    state.write_text('{"trial_data": [')
+    trials = {p: p.stat().st_mtime_ns for d in Path(outcome.root).iterdir() if d.is_dir() for p in d.rglob("*")}
+    with pytest.raises(ConfigError, match="Tune cannot read its saved state") as err:
+        run(space, tmp_path / "results", resume=True)
+    assert state.name in str(err.value) and "Fix: move that file away" in str(err.value)
+    assert {p: p.stat().st_mtime_ns for p in trials} == trials

@@ -222,6 +222,7 @@ def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: "Stud
     if opts.resume and state is not None and tune.Tuner.can_restore(root):
         opts.echo(f"resuming {storage.redact(root)}")
         try:
+            storage.read_json(state)  # else Tune logs the failure and restarts the search (or fails in it)
             tuner = tune.Tuner.restore(root, trainable, resume_errored=True)
         except Exception as exc:
             raise ConfigError(f"{storage.redact(state)}: Tune cannot read its saved state ({type(exc).__name__}: "
