@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from hba_sweep import adapters as adapter_kinds
-from hba_sweep.errors import CheckpointError
+from hba_sweep.errors import CheckpointError, load_error_detail
 from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -161,12 +160,9 @@ def read_state_file(path: str | Path) -> TrainingState:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return TrainingState(**payload)
     except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        detail = (f"it asks to run {found.group(1)}" if found else
-                  str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
-        raise CheckpointError(f"{path}: refused, not a training state this tool wrote ({detail}); nothing in it "
-                              "was executed. Fix: delete this checkpoint and resume from the previous epoch's; "
-                              "do not load it with weights_only=False.") from None
+        raise CheckpointError(f"{path}: refused, not a training state this tool wrote ({load_error_detail(exc)}); "
+                              "nothing in it was executed. Fix: delete this checkpoint and resume from the previous "
+                              "epoch's; do not load it with weights_only=False.") from None
 
 
 def load_adapters(ckpt_dir: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
@@ -227,9 +223,8 @@ def load_published_adapters(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing. Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a published DoRA checkpoint ({detail}); nothing in it was executed. "
-                              "Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
+        raise CheckpointError(f"{path}: not a published DoRA checkpoint ({load_error_detail(exc)}); nothing in it "
+                              "was executed. Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
     problems = (["it holds a " + type(raw).__name__ + ", not a dict of tensors"] if not isinstance(raw, dict)
                 else adapter_kinds.check_published_shapes(raw))
     if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 
 
 class HBAError(Exception):
@@ -59,3 +60,12 @@ def storage_error(exc: BaseException, path: object = None) -> StorageError | Non
     what, fix = _OS_FAULTS[exc.errno]
     where = path if path is not None else exc.filename
     return StorageError(f"{where}: {what}; nothing was changed there. Fix: {fix}.")
+
+
+def load_error_detail(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` (or a like reader) refused a file, in a few words: the
+    code a pickle asks to run, else the first line of the message, else the exception's type."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if found:
+        return f"it asks to run {found.group(1)}"
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from hba_sweep.errors import CheckpointError, DataError
+from hba_sweep.errors import CheckpointError, DataError, load_error_detail
 
 # Keys of the published training_config.yaml that steer only the published code (logging, its
 # W&B extras, multi-GPU); accepted and reported once as ignored.
@@ -149,10 +149,8 @@ def _safe_load(path: Path, what: str, fix: str) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: {what} not found. Fix: {fix}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        detail = f"it asks to run {found.group(1)}" if found else str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{path}: refused as {what} ({detail}); it is read with weights_only=True and "
-                              f"nothing in it was executed. Fix: {fix}") from None
+        raise CheckpointError(f"{path}: refused as {what} ({load_error_detail(exc)}); it is read with "
+                              f"weights_only=True and nothing in it was executed. Fix: {fix}") from None
 
 
 def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:

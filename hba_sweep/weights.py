@@ -25,7 +25,7 @@ from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict
 
 from hba_sweep import io_utils
-from hba_sweep.errors import ConfigError
+from hba_sweep.errors import ConfigError, load_error_detail
 
 OPENAI_CACHE = Path("~/.cache/clip")  # where OpenAI's clip.load keeps its downloads
 ARCHIVE_CONSTANTS = ("input_resolution", "context_length", "vocab_size")
@@ -94,10 +94,9 @@ def state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = load_state_dict(str(path), weights_only=True)  # unwraps state_dict, strips module.
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"pretrained={str(path)!r}: not a readable state dict ({detail}); nothing in it was "
-                          "executed. Fix: give OpenAI's TorchScript file, a .safetensors file, or a .pt saved from "
-                          "model.state_dict().") from None
+        raise ConfigError(f"pretrained={str(path)!r}: not a readable state dict ({load_error_detail(exc)}); nothing "
+                          "in it was executed. Fix: give OpenAI's TorchScript file, a .safetensors file, or a .pt "
+                          "saved from model.state_dict().") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"pretrained={str(path)!r}: does not hold a dict of tensors. Fix: save model.state_dict().")
     return {k: v for k, v in state.items() if k not in ARCHIVE_CONSTANTS}
