@@ -280,10 +280,8 @@ def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
     epochs = epoch if isinstance(epoch, (list, tuple)) else [run.epochs()[-1] if epoch is None else epoch]
     missing = [int(e) for e in epochs if not run.dora_path(int(e)).is_file()]
     if missing:
-        have = run.epochs()
         raise CheckpointError(f"{path}: no dora_params/epoch<e>_dora_params.pth for epoch(s) {missing} (it has "
-                              f"{f'epochs {have[0]}..{have[-1]}' if have else 'none'}). Fix: choose epochs the run "
-                              "finished.")
+                              f"{run.span()}). Fix: choose epochs the run finished.")
     return [run.dora_path(int(e)) for e in epochs]
 
 

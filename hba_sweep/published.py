@@ -212,6 +212,11 @@ class PublishedRun:
         found = (dora_params_epoch(p) for p in (self.root / DORA_PARAMS).iterdir())
         return sorted(e for e in found if e is not None)
 
+    def span(self) -> str:
+        """The epochs the run has, for messages: "epochs a..b" or "no epoch"."""
+        have = self.epochs()
+        return f"epochs {have[0]}..{have[-1]}" if have else "no epoch"
+
     def dora_path(self, epoch: int) -> Path:
         return self.root / DORA_PARAMS / f"epoch{epoch}_dora_params.pth"
 
@@ -219,10 +224,8 @@ class PublishedRun:
         """The raw published tensors of ``epoch`` (keys ``clip_model....out_proj.{m,delta_D_A,delta_D_B}``)."""
         path = self.dora_path(epoch)
         if not path.is_file():
-            have = self.epochs()
-            span = f"it has epochs {have[0]}..{have[-1]}" if have else "it has none"
-            raise CheckpointError(f"{path}: no checkpoint for epoch {epoch} ({span}; the run may have stopped "
-                                  "early). Fix: choose a finished epoch.")
+            raise CheckpointError(f"{path}: no checkpoint for epoch {epoch} (it has {self.span()}; the run may have "
+                                  "stopped early). Fix: choose a finished epoch.")
         return read_dora_params(path)
 
     def metrics(self) -> list[dict[str, Any]]:

@@ -23,12 +23,6 @@ from hba_sweep.model import CLIPHBA
 from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_file
 
 
-def make_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
-    """``int(train_portion * n)`` rows for training, the rest for validation, as the published
-    ``random_split`` draws them after seeding with ``seed`` (see :func:`hba_sweep.split.draw_split`)."""
-    return draw_split(n, train_portion, seed)
-
-
 def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:
     """A resumed or forked run must keep the settings that define the computation so far."""
     differ = sorted(k for k, v in cfg.to_dict().items()
@@ -62,9 +56,8 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
         if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
             run = PublishedRun.open(root)
             if not run.dora_path(epoch).is_file():
-                have = run.epochs()
                 fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
-                                                  f"{f'epochs {have[0]}..{have[-1]}' if have else 'no epoch'}).")
+                                                  f"{run.span()}).")
             if cfg.fork_early_stopping == "inherit":
                 raise ConfigError(f"fork_early_stopping=inherit: the published run {root} does not record its "
                                   "early-stopping counter. Fix: use fork_early_stopping: reset (as published).")
@@ -96,7 +89,7 @@ def fresh_state(cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int]
     ``split_file``) and a shuffle generator seeded with ``random_seed``."""
     if cfg.split_file is not None:
         split = split_from_file(cfg.split_file, dataset.names, dataset.annotations_file)
-    train_idx, val_idx = split or make_split(len(dataset), cfg.train_portion, cfg.random_seed)
+    train_idx, val_idx = split or draw_split(len(dataset), cfg.train_portion, cfg.random_seed)
     if not train_idx or not val_idx:
         raise ConfigError(f"{dataset.annotations_file}: the split of {len(dataset)} images leaves "
                           f"{len(train_idx)} for training and {len(val_idx)} for validation. Fix: set train_portion "

@@ -132,8 +132,8 @@ class SplitRecord:
             raise DataError(f"{annotations}: {len(missing)} image(s) of the split recorded in {source} are no longer "
                             f"in the annotation file, e.g. {missing[:3]}. Fix: restore the annotation file the run "
                             "was started with, or start a new run (another run_name/save_path).")
-        changed = [x for x in self.train + self.val if self.digests.get(x, row_digest(targets[row[x]]))
-                   != row_digest(targets[row[x]])]
+        changed = [x for x in self.train + self.val
+                   if x in self.digests and self.digests[x] != row_digest(targets[row[x]])]
         if changed:
             raise DataError(f"{annotations}: the targets of {len(changed)} image(s) changed since the split recorded "
                             f"in {source} was made, e.g. {changed[:3]}. Fix: restore the annotation file the run "
