@@ -145,7 +145,7 @@ def test_second_driver_is_refused_and_a_dead_ones_lock_is_taken(tmp_path):
 def read_driver(root: Path) -> str:
     from hba_sweep.sweep.status import driver_line
 
-    return driver_line(root, {"runs": [{}]})
+    return driver_line(root, {"runs": [{}]}, lock.read_lock(str(root)))
 
 
 def test_corrupt_manifest_is_a_clear_error(demo_dir, tmp_path, capsys):

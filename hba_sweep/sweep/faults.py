@@ -12,6 +12,7 @@ _seen: dict[str, int] = {}
 
 
 def kill_point(point: str) -> None:
+    assert point in POINTS, f"kill point {point!r} is not listed in POINTS"
     spec = os.environ.get(ENV)
     if not spec:
         return

@@ -56,8 +56,8 @@ def client(url: str):
 
 def entrypoint(args: argparse.Namespace, name: str, python: str = "python") -> str:
     """The ``run`` command the job executes: this one, with absolute paths and without --submit."""
-    store = args.storage if storage.is_uri(args.storage) else os.path.abspath(os.path.expanduser(args.storage))
-    words = [python, "-m", "hba_sweep", "run", os.path.abspath(args.search_space), "--storage", store, "--name", name]
+    words = [python, "-m", "hba_sweep", "run", os.path.abspath(args.search_space), "--storage",
+             storage.absolute(args.storage), "--name", name]
     if args.resume:
         words.append("--resume")
     for key in FORWARDED:
@@ -74,9 +74,8 @@ def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int
     space = load_search_space(args.search_space)  # syntax and names checked before anything is sent
     name = args.name or space.name
     root = storage.experiment_root(args.storage, name)
-    if storage.exists(storage.join(root, storage.MANIFEST)) and not args.resume:
-        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it, "
-                          "or give --name NEW (or another --storage) for a new one.")
+    if not args.resume:
+        storage.refuse_existing(root)
     url = dashboard_url(args.submit)
     jobs = client(url)
     submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"

@@ -141,10 +141,6 @@ def _trial_name(trial) -> str:
 
 
 # ---- one Tune experiment ----------------------------------------------------------------
-def _storage_base(opts: RunOptions) -> str:
-    return opts.storage if storage.is_uri(opts.storage) else os.path.abspath(os.path.expanduser(opts.storage))
-
-
 def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns: list[str], root: str,
              max_concurrent: int | None, num_samples: int):
     from ray import tune
@@ -365,9 +361,8 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
                           + "\n  ".join(expansion.missing_files)
                           + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
     old = read_manifest(root) if opts.resume else None
-    if not opts.resume and storage.exists(storage.join(root, storage.MANIFEST)):
-        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it "
-                          "(or grow it after editing the search space), or give --name NEW (or another --storage).")
+    if not opts.resume:
+        storage.refuse_existing(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     started = connect(opts)
     outcome = StudyOutcome(root=root)

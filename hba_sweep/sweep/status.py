@@ -33,13 +33,15 @@ class TrialStatus:
 
 def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
     path = str(root / name)
-    stored = trialfiles.checkpoints(path)
-    last = stored[-1].epoch if stored else None
-    done = trialfiles.read_done(path)
+    done = trialfiles.read_done(path)  # a finished trial's record names its last epoch: no checkpoint listing
+    if done is not None:
+        last = done["last_epoch"]
+    else:
+        stored = trialfiles.checkpoints(path)
+        last = stored[-1].epoch if stored else None
     row = TrialStatus(name=name, phase=info.get("role", info.get("phase", "")), state="pending", last_epoch=last,
                       note=info.get("skip_reason", ""))
     if done is not None:
-        row.last_epoch = done.get("last_epoch", last)
         row.state = "finished" if done.get("reason") == "completed" else "stopped early"
         row.note = "" if row.state == "finished" else str(done.get("reason"))
         if done.get("status") == "window_incomplete":
@@ -55,9 +57,9 @@ def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
     return row
 
 
-def driver_line(root: Path, manifest: dict) -> str:
-    """Who runs the study now: from driver.lock (pid alive on this host?) and the manifest's runs."""
-    held = lock.read_lock(str(root))
+def driver_line(root: Path, manifest: dict, held: dict | None) -> str:
+    """Who runs the study now: from ``held`` (driver.lock as read; pid alive on this host?) and the
+    manifest's runs."""
     state = lock.driver_state(held)
     runs = manifest.get("runs") or [{}]
     if state == "running":
@@ -107,12 +109,13 @@ def read_study(path: str | os.PathLike) -> tuple[str, list[TrialStatus]]:
         raise ConfigError(f"{manifest_file}: not a readable study manifest ({exc}). Fix: restore it, or move it away "
                           "and run the study again with --resume (finished trials are recognised from their own "
                           "files).") from None
-    driver = lock.driver_state(lock.read_lock(str(root)))
+    held = lock.read_lock(str(root))  # read once: the rows and the driver line agree
+    driver = lock.driver_state(held)
     rows = [_state(root, name, info, driver) for name, info in trials.items()]
     if manifest.get("searcher"):
         known = {r.name for r in rows}
         rows += [r for r in _tune_only(root) if r.name not in known] if any(root.glob("experiment_state-*")) else []
-    return driver_line(root, manifest), rows
+    return driver_line(root, manifest, held), rows
 
 
 def study_status(path: str | os.PathLike) -> list[TrialStatus]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from hba_sweep.errors import HBAError, StorageError, storage_error
+from hba_sweep.errors import ConfigError, HBAError, StorageError, storage_error
 from hba_sweep.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
 
 MANIFEST = "study.json"
@@ -27,9 +27,21 @@ def join(root: str, *parts: str) -> str:
     return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
 
 
+def absolute(storage: str) -> str:
+    """A URI as it is; a local path expanded and made absolute (Tune and a Ray Job's driver need it)."""
+    return storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage))
+
+
 def experiment_root(storage: str, name: str) -> str:
-    """``<storage>/<name>``; a local storage path is made absolute (Tune requires it)."""
-    return join(storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage)), name)
+    """``<storage>/<name>``, the storage made :func:`absolute`."""
+    return join(absolute(storage), name)
+
+
+def refuse_existing(root: str) -> None:
+    """ConfigError if a study already lives at ``root`` (a new run must not mix with it)."""
+    if exists(join(root, MANIFEST)):
+        raise ConfigError(f"{redact(root)}: this experiment exists already. Fix: add --resume to finish it "
+                          "(or grow it after editing the search space), or give --name NEW (or another --storage).")
 
 
 def prefix_cache_dir(root: str) -> str:
@@ -139,9 +151,7 @@ LOCK_FILE = "driver.lock"  # in the study directory: the driver that runs it
 
 def read_json(path: str) -> Any:
     """Parsed JSON at a local path or URI (raises OSError / ValueError)."""
-    fs, inner = _fs(path)
-    with fs.open_input_stream(inner) as fh:
-        return json.loads(fh.read().decode("utf-8"))
+    return json.loads(read_text(path))
 
 
 def read_json_dict(path: str) -> dict[str, Any] | None:
