@@ -62,15 +62,15 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
                 pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
-def plan_line(study: gather.Study, todo: dict, cache_keys: set) -> str:
+def plan_line(study: gather.Study, todo: dict) -> str:
     """What analyze will evaluate and why the rest is not evaluated again."""
     keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
     inherited = sum(e.inherited for e in study.entries)
     cached = len({k for k in keys if k not in todo})
+    repeats = len(keys) - inherited - len(set(keys))
     return (f"{len(todo)} of {len(study.entries)} (trial, epoch) checkpoints to evaluate: {inherited} are inherited "
             f"from baselines (evaluated once, with the baseline), {cached} distinct checkpoint(s) are already in "
-            f"{evaluate.CACHE_FILE}" + (f", {len(keys) - inherited - len(set(keys))} repeat another's adapters"
-                                        if len(keys) - inherited - len(set(keys)) > 0 else ""))
+            f"{evaluate.CACHE_FILE}" + (f", {repeats} repeat another's adapters" if repeats > 0 else ""))
 
 
 def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
@@ -95,7 +95,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
-    log(plan_line(study, todo, set(cache["checkpoint_key"])))
+    log(plan_line(study, todo))
     state = {"cache": cache}
 
     def save(rows: list[dict[str, Any]]) -> None:
@@ -150,7 +150,8 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
                    csv: bool, computed: int, log, truncate: str) -> Summary:
     results = tables.results_table(study, cache, [es.key() for es in evalsets])
     training = tables.training_table(study)
-    summary = tables.summary_table(results, training, truncate)
+    per_epoch = tables.per_epoch_measures(results, training)
+    summary = tables.summary_table(results, training, truncate, per_epoch)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {"results": results, "training_metrics": training, "summary": summary}
     for name, frame in outputs.items():
@@ -159,7 +160,6 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     from analysis import figures, report  # matplotlib only here: `run`/`status` never load it (it writes a cache in ~)
 
-    per_epoch = tables.per_epoch_measures(results, training)
     paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, opts.score.n_boot, opts.score.seed)
     best, metric, mode = best_trial(study, training)
     skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")

@@ -107,6 +107,11 @@ def window_completed(last_epoch: float, perturb_epoch, perturb_length) -> bool:
     return last_epoch >= int(perturb_epoch) + int(perturb_length) - 1
 
 
+def completed(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows of trials whose window completed (all rows of a table without the column)."""
+    return summary[summary["window_completed"].astype(bool)] if "window_completed" in summary else summary
+
+
 def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "min_val_loss") -> pd.DataFrame:
     """One row per perturbed trial with a baseline: the published max/min deviations (module doc).
 

@@ -147,9 +147,9 @@ def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int =
 
 # ---- alignment vs loss ----------------------------------------------------------------
 def _truncated_rows(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str) -> list[tuple[pd.Series, pd.DataFrame]]:
-    out = []
+    out, by_trial = [], dict(tuple(per_epoch.groupby("trial_id")))  # one pass, not one scan per trial
     for _, t in trials.iterrows():
-        rows = per_epoch[per_epoch["trial_id"] == t["trial_id"]]
+        rows = by_trial.get(t["trial_id"], per_epoch.iloc[:0])
         own = d.own_epochs(rows, None if t["is_baseline"] else t["perturb_epoch"])
         out.append((t, d.truncate(own, rule)[0]))
     return out
@@ -247,9 +247,7 @@ def single_epoch_figure(effects: pd.DataFrame, n_boot: int = 0, seed: int = 0) -
 def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
     """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns); trials whose
     window did not complete are left out."""
-    rows = summary.dropna(subset=[column]) if column in summary else summary.iloc[0:0]
-    if "window_completed" in rows:
-        rows = rows[rows["window_completed"].astype(bool)]
+    rows = d.completed(summary.dropna(subset=[column]) if column in summary else summary.iloc[0:0])
     return {ptype: g.pivot_table(index="perturb_length", columns="perturb_epoch", values=column, aggfunc="mean")
             .sort_index().sort_index(axis=1) for ptype, g in rows.groupby("perturb_type")}
 

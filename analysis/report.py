@@ -45,13 +45,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def completed(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary[summary["window_completed"].astype(bool)] if "window_completed" in summary else summary
-
-
 def window_section(summary: pd.DataFrame) -> list[str]:
     columns = [c for c in HEADLINE if c in summary]
-    table = d.window_table(completed(summary), columns)
+    table = d.window_table(d.completed(summary), columns)
     if table.empty:
         return ["No perturbed trial with its baseline in this study: nothing to compare."]
     rows = [(r["perturb_type"], int(r["perturb_epoch"]), int(r["perturb_length"]), int(r["n"]),
@@ -87,7 +83,7 @@ def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[
              *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
              "## Perturbation windows vs baseline", "", *window_section(summary), "", "## Figures", ""]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
-    unfinished = summary[~summary["window_completed"].astype(bool)] if "window_completed" in summary else summary[:0]
+    unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]
     lines += ([f"- {r['trial_label']} [{r['trial_id']}]: {r['perturb_type']} window {int(r['perturb_epoch'])}+"
                f"{int(r['perturb_length'])}, last own epoch {r['last_epoch']}; not counted as a finished perturbed "

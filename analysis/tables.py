@@ -107,12 +107,15 @@ def per_epoch_measures(results: pd.DataFrame, training: pd.DataFrame) -> pd.Data
     return frame.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
 
 
-def summary_table(results: pd.DataFrame, training: pd.DataFrame, rule: str = "min_val_loss") -> pd.DataFrame:
-    """One row per perturbed trial (:func:`analysis.definitions.summary_table`)."""
+def summary_table(results: pd.DataFrame, training: pd.DataFrame, rule: str = "min_val_loss",
+                  per_epoch: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per perturbed trial (:func:`analysis.definitions.summary_table`); ``per_epoch``: the
+    :func:`per_epoch_measures` of ``results`` and ``training`` when the caller has it already."""
     trials = training.drop_duplicates("trial_id")
     if trials.empty:
         return pd.DataFrame(columns=["trial_id", "baseline_id", *d.WINDOW])
-    frame = d.summary_table(per_epoch_measures(results, training), trials, rule)
+    per_epoch = per_epoch_measures(results, training) if per_epoch is None else per_epoch
+    frame = d.summary_table(per_epoch, trials, rule)
     return _typed(frame) if len(frame) else pd.DataFrame(columns=["trial_id", "baseline_id", *d.WINDOW])
 
 
