@@ -20,7 +20,9 @@ import pyarrow.fs as pafs
 from hba_sweep.errors import DataError
 from hba_sweep.io_utils import file_sha256
 
+# hba_sweep.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
+DORA_PARAMS = "dora_params"
 # published training_config.yaml key -> our config key (the model layout and the trial's identity)
 CONFIG_KEYS = {"clip_hba_backbone": "backbone", "vision_layers": "vision_layers",
                "transformer_layers": "transformer_layers", "rank": "rank", "random_seed": "random_seed",
@@ -38,7 +40,7 @@ def run_folders(fs: pafs.FileSystem, root: str) -> list[str]:
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File and DORA_FILE.match(info.base_name):
             folder = posixpath.dirname(info.path)
-            if posixpath.basename(folder) == "dora_params":
+            if posixpath.basename(folder) == DORA_PARAMS:
                 found.add(posixpath.dirname(folder))
     return sorted(found)
 
@@ -82,21 +84,18 @@ def run_config(run: Path) -> dict[str, Any]:
 def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
     """A :class:`analysis.gather.Trial` per published run folder under ``root``."""
     from analysis.gather import Checkpoint, Trial
-    from hba_sweep.published import read_training_res
+    from hba_sweep.published import PublishedRun
 
     trials = []
     for folder in run_folders(fs, root):
-        run = Path(folder)
-        config = run_config(run)
+        run = PublishedRun(Path(folder))
+        config = run_config(run.root)
         rel = posixpath.relpath(folder, root)
         trial = Trial(run.name if rel == "." else rel, folder, config, label=run.name)
-        csv = run / "training_res.csv"
-        trial.history = [{**row, "inherited": False} for row in read_training_res(csv)] if csv.is_file() else []
-        for path in sorted((run / "dora_params").iterdir()):
-            match = DORA_FILE.match(path.name)
-            if match:
-                epoch = int(match.group(1))
-                trial.checkpoints[epoch] = Checkpoint(str(path), epoch, file_sha256(str(path)), config)
+        trial.history = [{**row, "inherited": False} for row in run.metrics()]
+        for epoch in run.epochs():
+            path = str(run.dora_path(epoch))
+            trial.checkpoints[epoch] = Checkpoint(path, epoch, file_sha256(path), config)
         trials.append(trial)
     return trials
 
