@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 
 from analysis import definitions, evaluate, gather, tables
-from hba_sweep.errors import ConfigError, DataError
-from hba_sweep.choices import DATASETS
+from hba_sweep.foundation.errors import ConfigError, DataError
+from hba_sweep.foundation.choices import DATASETS
 from hba_sweep.scoring import ScoreSettings
-from hba_sweep.io_utils import atomic_write_text
-from hba_sweep.redaction import redact_text
+from hba_sweep.foundation.io_utils import atomic_write_text
+from hba_sweep.foundation.redaction import redact_text
 
 
 @dataclass
@@ -49,7 +49,7 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
     """Copy the named output files between the experiment's storage and a local folder."""
     import pyarrow.fs as pafs
 
-    from hba_sweep.sweep.storage import reaching
+    from hba_sweep.foundation.storage import reaching
 
     local = pafs.LocalFileSystem()
     where = f"{fs.type_name}://{src if download else dst}"  # for the message: an unreachable store, a full disk

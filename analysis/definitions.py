@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hba_sweep.choices import TRUNCATE_RULES
+from hba_sweep.foundation.choices import TRUNCATE_RULES
 
 ALIGNMENT = "alignment"  # the triplet behavioural RSA logged in training (behavioral_rsa_rho)
 TRAINING_MEASURES = {"alignment": "behavioral_rsa_rho", "target_rsa": "target_rsa_rho"}

@@ -22,12 +22,12 @@ import pandas as pd
 
 from analysis.gather import Checkpoint, Study, load_adapters
 from hba_sweep.data.evalsets import read_evalsets_yaml
-from hba_sweep.errors import DataError
-from hba_sweep.devices import resolve_device
-from hba_sweep.choices import DATASETS
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.devices import resolve_device
+from hba_sweep.foundation.choices import DATASETS
 from hba_sweep.inference import ModelSpec, Predictor
 from hba_sweep.scoring import EvalSet, ScoreSettings, build_evalset
-from hba_sweep.io_utils import atomic_write
+from hba_sweep.foundation.io_utils import atomic_write
 
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]
 CACHE_FILE = "evaluations.parquet"

@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import definitions as d  # noqa: E402
-from hba_sweep.io_utils import atomic_write  # noqa: E402
+from hba_sweep.foundation.io_utils import atomic_write  # noqa: E402
 
 NEURAL = ("things_fmri", "nod")
 LABELS = {"alignment": "behavioural alignment (triplet RSA)", "val_loss": "validation loss (MSE)",

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE, run_config
 from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
-from hba_sweep.errors import CheckpointError, DataError
+from hba_sweep.foundation.errors import CheckpointError, DataError
 
 MANIFEST = "study.json"
 EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
@@ -87,7 +87,7 @@ class Study:
 
 def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, root) of an experiment: a local dir, a URI, or a name under ``storage``."""
-    from hba_sweep.sweep.storage import experiment_path
+    from hba_sweep.foundation.storage import experiment_path
 
     target = experiment_path(path, storage)  # the name joins a URI's path, before its ?query
     try:
@@ -124,7 +124,7 @@ def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     from safetensors.torch import load
 
     from analysis.published_runs import is_published
-    from hba_sweep.io_utils import file_sha256
+    from hba_sweep.foundation.io_utils import file_sha256
 
     if is_published(ckpt.path):
         from hba_sweep.checkpoint import load_published_adapters

@@ -17,8 +17,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from hba_sweep.errors import DataError
-from hba_sweep.io_utils import file_sha256
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.io_utils import file_sha256
 
 # hba_sweep.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")

@@ -23,7 +23,7 @@ import open_clip
 import torch
 
 from hba_sweep import weights
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from hba_sweep import adapters as adapter_kinds
-from hba_sweep.errors import CheckpointError, load_error_detail
-from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
+from hba_sweep.foundation.errors import CheckpointError, load_error_detail
+from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
 
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.pt"

@@ -12,8 +12,8 @@ import sys
 import traceback
 from typing import Sequence
 
-from hba_sweep.errors import HBAError, storage_error
-from hba_sweep.redaction import redact_text
+from hba_sweep.foundation.errors import HBAError, storage_error
+from hba_sweep.foundation.redaction import redact_text
 
 # command -> (module, function registering it, one-line help). Only the chosen command's module is
 # imported (torch, Ray and matplotlib load inside commands), so --help and argument errors are fast.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hba_sweep.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_METRICS, TRUNCATE_RULES
+from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_METRICS, TRUNCATE_RULES
 
 
 def _demo_data(args: argparse.Namespace) -> int:

@@ -20,7 +20,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from hba_sweep.errors import ConfigError, HBAError
+from hba_sweep.foundation.errors import ConfigError, HBAError
+from hba_sweep.foundation.devices import published_device
+from hba_sweep.foundation.yaml_io import read_yaml
 
 # Keys of the published study's YAML files that name a field of TrainConfig.
 ALIASES = {
@@ -228,7 +230,7 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
             if key in ("max_duration", "lr_warmup_duration") and value is not None:
                 value = published.epoch_duration(value, key)
             if key == "cuda":
-                value = published.published_device(value)
+                value = published_device(value)
                 values["cpu_fallback"] = True
             values[name] = _coerce(name, value)
         except ValueError as exc:
@@ -437,21 +439,6 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | os.PathLike, error: type[HBAError] = ConfigError, what: str = "config file",
-              missing_fix: str = "check the path (demo: python -m hba_sweep demo-data data/demo)") -> dict[str, Any]:
-    """Read a YAML mapping, with clear errors for a missing file, bad syntax or a non-mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"{p}: no such {what}. Fix: {missing_fix}.")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise error(f"{p}: not valid YAML ({exc}). Fix: correct the syntax.") from None
-    if not isinstance(data, dict):
-        raise error(f"{p}: expected a mapping of keys to values, got {type(data).__name__}. Fix: write key: value lines.")
-    return data
-
-
 def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     """Relative data paths in a config file name files next to it; a path found only from the
     working directory keeps that meaning (and one found nowhere is reported next to the file)."""
@@ -486,7 +473,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | Ma
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write the config as YAML (atomically)."""
-    from hba_sweep.io_utils import atomic_write_text
+    from hba_sweep.foundation.io_utils import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -511,5 +498,5 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 __all__ = [
     "TrainConfig", "ConfigError", "load_config", "from_dict", "parse_overrides", "save_config",
-    "run_name", "run_dir", "DEFAULTS", "FIELD_NAMES", "ALIASES", "read_yaml",
+    "run_name", "run_dir", "DEFAULTS", "FIELD_NAMES", "ALIASES",
 ]

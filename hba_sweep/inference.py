@@ -32,9 +32,9 @@ import torch
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep import prefix_cache, rsa
-from hba_sweep.devices import resolve_device
-from hba_sweep.errors import CheckpointError, ConfigError
-from hba_sweep.io_utils import atomic_write, atomic_write_text
+from hba_sweep.foundation.devices import resolve_device
+from hba_sweep.foundation.errors import CheckpointError, ConfigError
+from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text
 from hba_sweep.scoring import NIGHTS_DEFAULT_SPLIT, EvalSet, Row, ScoreSettings, build_evalset
 
 MODEL_KEYS = ("backbone", "pretrained", "adapter", "vision_layers", "transformer_layers", "rank", "dora_alpha",
@@ -361,7 +361,8 @@ def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Pred
 
 def load_infer_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read an inference YAML (relative paths next to it), with ``--set key=value`` overrides on top."""
-    from hba_sweep.config import parse_overrides, read_yaml
+    from hba_sweep.config import parse_overrides
+    from hba_sweep.foundation.yaml_io import read_yaml
 
     raw = read_yaml(path)
     extra = parse_overrides(overrides)

@@ -33,7 +33,7 @@ from torch import nn
 
 from hba_sweep import adapters, readout
 from hba_sweep.backbones import create_clip, resolve_backbone, weights_id
-from hba_sweep.errors import CheckpointError
+from hba_sweep.foundation.errors import CheckpointError
 
 TRUNCATABLE_TEXT_POOLS = ("argmax", "eos", "first")  # pooled position is the end-of-text token or earlier
 logger = logging.getLogger(__name__)

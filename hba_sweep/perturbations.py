@@ -69,7 +69,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 __all__ = [
     "PerturbationStrategy",

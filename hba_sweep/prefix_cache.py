@@ -34,8 +34,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from hba_sweep.errors import CacheError
-from hba_sweep.io_utils import atomic_write, atomic_write_text, file_sha256
+from hba_sweep.foundation.errors import CacheError
+from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text, file_sha256
 
 _STORAGE = {torch.float32: (np.float32, None), torch.bfloat16: (np.int16, torch.bfloat16)}
 FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version's entries are refused

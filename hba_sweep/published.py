@@ -5,8 +5,8 @@ Everything the published trainer (``src/training/trainer.py`` and the older
 
 - ``training_config.yaml`` / ``inference_config.yaml``: :data:`TRAIN_IGNORED`,
   :data:`INFER_IGNORED` name the keys that only steer the published code; :func:`epoch_duration`
-  parses ``max_duration`` / ``lr_warmup_duration`` (``500``, ``'5ep'``);
-  :func:`published_device` gives the ``cuda`` key its published meaning.
+  parses ``max_duration`` / ``lr_warmup_duration`` (``500``, ``'5ep'``); the ``cuda`` key's
+  published meaning is :func:`hba_sweep.foundation.devices.published_device`.
 - ``training_res.csv`` (:func:`read_training_res`): ``epoch,train_loss,test_loss|val_loss[,rho,p]``.
   Epoch numbering: the older pipeline wrote ``epoch + 1`` in the CSV (1-based; its header ends in
   ``behavioral_rsa_p_value``) but saved ``dora_params/epoch{epoch}_dora_params.pth`` 0-based; the
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from hba_sweep.errors import CheckpointError, DataError, load_error_detail
+from hba_sweep.foundation.errors import CheckpointError, DataError, load_error_detail
 
 # Keys of the published training_config.yaml that steer only the published code (logging, its
 # W&B extras, multi-GPU); accepted and reported once as ignored.
@@ -83,21 +83,6 @@ def epoch_duration(value: Any, key: str = "max_duration") -> int:
     if not number.is_integer():
         raise ValueError(f"{key} must be a whole number of epochs")
     return int(number)
-
-
-def published_device(value: Any) -> str:
-    """The published ``cuda`` key: -1 all GPUs (here: ``cuda``, one GPU), 0 ``cuda:0``, 1 ``cuda:1``,
-    any other value the CPU (as the config's own comment, ``2 for CPU``, and the original trainer)."""
-    if isinstance(value, bool):
-        return "cuda" if value else "cpu"
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            return value
-    if isinstance(value, int):
-        return {-1: "cuda", 0: "cuda:0", 1: "cuda:1"}.get(value, "cpu")
-    return str(value)
 
 
 # ---- training_res.csv --------------------------------------------------------------------
@@ -252,5 +237,5 @@ def check_training_mode(raw: dict[str, Any], source: str) -> list[str]:
 
 
 __all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch",
-           "epoch_duration", "published_device", "TRAIN_IGNORED", "INFER_IGNORED", "TRAIN_CHECKED",
+           "epoch_duration", "TRAIN_IGNORED", "INFER_IGNORED", "TRAIN_CHECKED",
            "check_training_mode"]

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.stats
 from scipy.spatial.distance import pdist, squareform
 
-from hba_sweep.choices import DISTANCE_METRICS, SIMILARITY_METRICS
+from hba_sweep.foundation.choices import DISTANCE_METRICS, SIMILARITY_METRICS
 
 __all__ = [
     "DISTANCE_METRICS",

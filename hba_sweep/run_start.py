@@ -18,7 +18,7 @@ import torch
 from hba_sweep import checkpoint as ckpt
 from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
 from hba_sweep.data.things import ThingsDataset
-from hba_sweep.errors import CheckpointError, ConfigError
+from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
 from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_file
 

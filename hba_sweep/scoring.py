@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hba_sweep import rsa
-from hba_sweep.choices import DATASETS
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.choices import DATASETS
+from hba_sweep.foundation.errors import DataError
 
 Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]

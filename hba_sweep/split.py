@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hba_sweep.errors import ConfigError, DataError
+from hba_sweep.foundation.errors import ConfigError, DataError
 
 
 def draw_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
@@ -151,7 +151,7 @@ class SplitRecord:
 def write_split_json(path: Path, record: SplitRecord, annotations: str | os.PathLike, train_idx: Sequence[int],
                      val_idx: Sequence[int]) -> None:
     """``split.json``: written once; an existing one recording another split is an error, never overwritten."""
-    from hba_sweep.io_utils import atomic_write_text
+    from hba_sweep.foundation.io_utils import atomic_write_text
 
     if path.is_file():
         try:

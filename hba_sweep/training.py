@@ -32,8 +32,8 @@ from hba_sweep import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
-from hba_sweep.devices import resolve_device
-from hba_sweep.io_utils import atomic_write_text
+from hba_sweep.foundation.devices import resolve_device
+from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.model import CLIPHBA
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm

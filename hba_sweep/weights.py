@@ -24,8 +24,8 @@ import torch
 from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict
 
-from hba_sweep import io_utils
-from hba_sweep.errors import ConfigError, load_error_detail
+from hba_sweep.foundation import io_utils
+from hba_sweep.foundation.errors import ConfigError, load_error_detail
 
 OPENAI_CACHE = Path("~/.cache/clip")  # where OpenAI's clip.load keeps its downloads
 ARCHIVE_CONSTANTS = ("input_resolution", "context_length", "vocab_size")

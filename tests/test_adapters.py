@@ -15,7 +15,7 @@ from hba_sweep import adapters
 from hba_sweep.adapters import HBADoRALinear
 from hba_sweep.backbones import backbone_depths, create_clip
 from hba_sweep.checkpoint import load_published_adapters
-from hba_sweep.errors import CheckpointError
+from hba_sweep.foundation.errors import CheckpointError
 from hba_sweep.model import CLIPHBA, load_prompts
 
 HBA_SUFFIXES = ("m", "delta_D_A", "delta_D_B")
@@ -309,7 +309,7 @@ def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_confi
 
     from hba_sweep import checkpoint as ckpt
     from hba_sweep.config import run_dir
-    from hba_sweep.errors import ConfigError
+    from hba_sweep.foundation.errors import ConfigError
     from hba_sweep.inference import ModelSpec
     from hba_sweep.training import run_training_experiment
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from hba_sweep import backbones, weights
 from hba_sweep.backbones import create_clip, register_tiny_backbone
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
 

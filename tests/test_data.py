@@ -15,7 +15,7 @@ from hba_sweep.data.images import (
 )
 from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat
 from hba_sweep.data.things import ThingsDataset, read_things_csv
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference data not found at {REF} (../shared absent)")

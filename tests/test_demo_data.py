@@ -17,7 +17,7 @@ from hba_sweep.data.demo import make_demo_data
 from hba_sweep.data.evalsets import load_nights, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset, read_things_csv
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 
 
 @pytest.fixture(scope="module")

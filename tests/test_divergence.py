@@ -20,7 +20,7 @@ from hba_sweep import cli
 from hba_sweep import perturbations as P
 from hba_sweep.config import load_config
 from hba_sweep.data.rdm_io import load_rdm
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 from hba_sweep.training import run_training_experiment
 
 

@@ -11,7 +11,7 @@ import pytest
 from hba_sweep.data.demo import make_demo_data
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference data not found at {REF} (../shared absent)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hba_sweep.io_utils import atomic_write_text, temp_dir
+from hba_sweep.foundation.io_utils import atomic_write_text, temp_dir
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hba_sweep import perturbations as P
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 SEED = 17
 START, LENGTH = 2, 3  # window: epochs 2, 3, 4

@@ -19,7 +19,7 @@ from conftest import write_small_run_config
 from hba_sweep import published
 from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, run_dir
-from hba_sweep.errors import CheckpointError, ConfigError, DataError
+from hba_sweep.foundation.errors import CheckpointError, ConfigError, DataError
 from hba_sweep.split import draw_split, epoch_order
 from hba_sweep.training import make_scheduler, run_training_experiment
 

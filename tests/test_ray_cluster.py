@@ -87,7 +87,7 @@ def test_study_on_a_ray_start_cluster(cluster, env, demo_dir, tmp_path):
 
 
 def test_unreachable_address_is_exit_2_with_the_fix():
-    from hba_sweep.errors import ConfigError
+    from hba_sweep.foundation.errors import ConfigError
     from hba_sweep.sweep.cluster import join
 
     port = free_ports(1)[0]
@@ -99,7 +99,7 @@ def test_unreachable_address_is_exit_2_with_the_fix():
 
 JOIN = """
 import sys, time
-from hba_sweep.errors import HBAError
+from hba_sweep.foundation.errors import HBAError
 from hba_sweep.sweep.cluster import join
 started = time.monotonic()
 try:

@@ -10,8 +10,8 @@ import pytest
 from conftest import write_small_run_config
 from hba_sweep import cli
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
-from hba_sweep.errors import DataError
-from hba_sweep.redaction import redact, redact_text
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.redaction import redact, redact_text
 
 SECRET = "SECRETYY"
 

@@ -3,7 +3,7 @@
 Each is an exit-2 message naming the path and the fix, no traceback, no partial file left, and
 what was written before stays usable (a full disk mid-run: ``--resume`` continues it). Running
 as root, a read-only folder cannot be made with chmod, so the OS errors are injected where the
-files are written (``hba_sweep.io_utils``).
+files are written (``hba_sweep.foundation.io_utils``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 from conftest import write_small_run_config
 from hba_sweep import cli
-from hba_sweep.errors import StorageError
-from hba_sweep.sweep import storage
+from hba_sweep.foundation.errors import StorageError
+from hba_sweep.foundation import storage
 
 
 def invoke(argv: list) -> int:

@@ -59,7 +59,7 @@ def test_resume_runs_forks_skipped_by_a_failed_baseline(demo_dir, tmp_path, monk
 
 
 def test_trials_that_cannot_fit_are_refused_before_anything_is_written(demo_dir, tmp_path):
-    from hba_sweep.errors import ConfigError
+    from hba_sweep.foundation.errors import ConfigError
 
     space_file = tmp_path / "gpu_space.py"
     space_file.write_text(f'NAME = "gpu"\nBASE_CONFIG = {str(demo_dir / "train.yaml")!r}\n'

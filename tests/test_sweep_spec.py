@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hba_sweep.cli import main
-from hba_sweep.errors import SearchSpaceError
+from hba_sweep.foundation.errors import SearchSpaceError
 from hba_sweep.sweep.expand import expand
 from hba_sweep.sweep.plan import make_plan
 from hba_sweep.sweep.spec import load_search_space
@@ -141,7 +141,7 @@ def test_fault_hook_fires_once(tmp_path, monkeypatch):
 
 
 def test_storage_uri_parts_go_before_the_query_and_credentials_are_not_shown():
-    from hba_sweep.sweep import storage
+    from hba_sweep.foundation import storage
 
     root = storage.experiment_root("s3://KEY:SECRET@bucket/studies?endpoint_override=localhost:9000&secret_key=abc", "demo")
     assert root == "s3://KEY:SECRET@bucket/studies/demo?endpoint_override=localhost:9000&secret_key=abc"

@@ -18,7 +18,7 @@ import ray
 from ray.tune import ExperimentAnalysis
 
 from hba_sweep.cli import main
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import lock
 from hba_sweep.sweep.runner import RunOptions, run_study
 from hba_sweep.sweep.spec import load_search_space

@@ -11,7 +11,7 @@ import torch
 
 from hba_sweep import checkpoint as ckpt
 from hba_sweep.config import run_dir
-from hba_sweep.errors import CheckpointError, ConfigError
+from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.training import run_training_experiment
 
 TIMING = {"epoch_seconds", "images_per_second"}

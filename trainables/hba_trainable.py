@@ -74,7 +74,7 @@ def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
     checkpoint when ``with_checkpoints`` (Tune persists each again under the same name)."""
     from ray import tune
 
-    from hba_sweep.sweep import storage
+    from hba_sweep.foundation import storage
 
     if not stored:
         return None
@@ -104,7 +104,8 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     from hba_sweep.config import from_dict
     from hba_sweep.perturbations import register_types
     from hba_sweep.sweep.terminal import quiet_checkpoint_logs
-    from hba_sweep.sweep import storage, trialfiles
+    from hba_sweep.sweep import trialfiles
+    from hba_sweep.foundation import storage
 
     name = config.get("run_name")
     where = storage.join(study_root, name) if study_root and name else None

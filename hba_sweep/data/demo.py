@@ -32,8 +32,8 @@ from PIL import Image
 from hba_sweep.data.evalsets import load_nod
 from hba_sweep.data.rdm_io import save_rdm_mat
 from hba_sweep.data.things import N_DIMS
-from hba_sweep.errors import DataError
-from hba_sweep.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text, temp_dir
 
 GENERATOR_VERSION = 2
 N_LATENT = 9

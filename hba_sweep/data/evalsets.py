@@ -23,8 +23,8 @@ import numpy as np
 from hba_sweep.data.things import (
     check_files_exist, check_inside, check_no_empty, parse_numeric, read_csv_strings, require_columns,
 )
-from hba_sweep.config import read_yaml
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.yaml_io import read_yaml
+from hba_sweep.foundation.errors import DataError
 
 FMRI_COLUMNS = ("concept", "stimulus")
 NOD_COLUMNS = ("image", "category")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 
 IMAGE_MEAN = (0.52997664, 0.48070561, 0.41943838)
 IMAGE_STD = (0.27608301, 0.26593025, 0.28238822)

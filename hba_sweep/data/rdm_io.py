@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hba_sweep.errors import DataError
-from hba_sweep.io_utils import atomic_write_bytes
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.io_utils import atomic_write_bytes
 
 SUFFIXES = (".mat", ".npy", ".npz", ".csv")
 SYMMETRY_ATOL = 1e-6

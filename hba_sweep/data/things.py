@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hba_sweep.data.images import ImageStore, build_transform
-from hba_sweep.errors import DataError
+from hba_sweep.foundation.errors import DataError
 
 N_DIMS = 66
 TARGET_COLUMNS = tuple(str(k) for k in range(N_DIMS))

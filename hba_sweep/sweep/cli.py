@@ -39,7 +39,7 @@ def _name(value: str) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
-    from hba_sweep.sweep import storage
+    from hba_sweep.foundation import storage
     from hba_sweep.sweep.dryrun import describe
     from hba_sweep.sweep.expand import expand
     from hba_sweep.sweep.plan import make_plan
@@ -85,7 +85,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def best_trial_line(experiment: str) -> str | None:
     """For a searched study (SEARCH_ALG), the best trial and its config under the study's metric/mode."""
-    from hba_sweep.sweep import storage
+    from hba_sweep.foundation import storage
 
     try:
         manifest = storage.read_json(storage.join(experiment, storage.MANIFEST))
@@ -102,7 +102,7 @@ def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]
     """The commands to go on with, exactly as a shell takes them (paths and URIs quoted)."""
     import shlex
 
-    from hba_sweep.sweep import storage
+    from hba_sweep.foundation import storage
 
     lines = []
     if exit_code:
@@ -119,7 +119,8 @@ def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]
 
 def status_command(args: argparse.Namespace) -> int:
     """``status DIR``: a table of trials and their states."""
-    from hba_sweep.sweep import jobs, storage
+    from hba_sweep.sweep import jobs
+    from hba_sweep.foundation import storage
     from hba_sweep.sweep.status import format_status, read_study
 
     experiment = storage.experiment_path(args.experiment, args.storage)

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 AUTH_MODE = "RAY_AUTH_MODE"
 TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hba_sweep.config import ConfigError, TrainConfig, _check_files, from_dict, run_name
-from hba_sweep.errors import SearchSpaceError
+from hba_sweep.foundation.errors import SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
 
 # Settings that name a run in the study (config.run_name); other varied settings are appended.

@@ -17,8 +17,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from hba_sweep.errors import ConfigError
-from hba_sweep.sweep import cluster, storage
+from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.sweep import cluster
+from hba_sweep.foundation import storage
 
 JOB_FILE = "job.json"
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"

@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from hba_sweep.errors import ConfigError
-from hba_sweep.sweep import storage
+from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.foundation import storage
 
 
 def _me() -> dict[str, Any]:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from hba_sweep.errors import ConfigError
-from hba_sweep.sweep import lock, storage, trialfiles
+from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.sweep import lock, trialfiles
+from hba_sweep.foundation import storage
 from hba_sweep.sweep.expand import Trial, expand
 from hba_sweep.sweep.faults import kill_point
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import lock, trialfiles
-from hba_sweep.sweep.storage import MANIFEST
+from hba_sweep.foundation.storage import MANIFEST
 
 TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",
                "PAUSED": "paused"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from hba_sweep.redaction import redact
+from hba_sweep.foundation.redaction import redact
 
 CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
 

@@ -15,7 +15,7 @@ import importlib.util
 import os
 from typing import Any
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
 
 HPARAM_KEYS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction",
                "random_seed", "lr", "rank", "vision_layers", "transformer_layers", "backbone")

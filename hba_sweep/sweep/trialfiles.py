@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hba_sweep.sweep import storage
+from hba_sweep.foundation import storage
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6})$")
 

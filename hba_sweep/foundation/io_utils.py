@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from hba_sweep.errors import storage_error
+from hba_sweep.foundation.errors import storage_error
 
 
 def current_umask() -> int:

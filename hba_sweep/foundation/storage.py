@@ -8,8 +8,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from hba_sweep.errors import ConfigError, HBAError, StorageError, storage_error
-from hba_sweep.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
+import pyarrow.fs
+
+from hba_sweep.foundation.errors import ConfigError, HBAError, StorageError, storage_error
+from hba_sweep.foundation.io_utils import atomic_write_text
+from hba_sweep.foundation.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
 
 MANIFEST = "study.json"
 
@@ -72,15 +75,11 @@ def reaching(path: str, action: str) -> Iterator[None]:
 
 
 def _fs(path: str):
-    import pyarrow.fs
-
     if is_uri(path):
         with reaching(path, "open the storage"):  # a network failure; a malformed URI is a ConfigError
             try:
                 return pyarrow.fs.FileSystem.from_uri(path)
             except (pyarrow.ArrowInvalid, ValueError) as exc:
-                from hba_sweep.errors import ConfigError
-
                 raise ConfigError(f"{redact(path)}: not a storage URI pyarrow accepts ({redact_text(str(exc))}). Fix: "
                                   "e.g. s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from "
                                   "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
@@ -89,8 +88,6 @@ def _fs(path: str):
 
 
 def exists(path: str) -> bool:
-    import pyarrow.fs
-
     fs, inner = _fs(path)
     with reaching(path, "read the storage"):
         return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
@@ -100,8 +97,6 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     """Write JSON (atomically on a local path)."""
     text = json.dumps(data, indent=1, default=str)
     if not is_uri(path):
-        from hba_sweep.io_utils import atomic_write_text
-
         atomic_write_text(path, text)
         return
     fs, inner = _fs(path)
@@ -129,8 +124,6 @@ SKIPPED_IN_COPIES = ("checkpoint_", "prefix_cache", "analysis")
 def copy_state(root: str, dest: str) -> None:
     """Copy an experiment's bookkeeping (study.json, Tune's experiment and trial state, results) from
     object storage to the local folder ``dest``; checkpoints, the prefix cache and the analysis stay."""
-    import pyarrow.fs
-
     fs, inner = _fs(root)
     inner = inner.rstrip("/")
     local = pyarrow.fs.LocalFileSystem()
@@ -165,8 +158,6 @@ def read_json_dict(path: str) -> dict[str, Any] | None:
 
 def listdir(path: str) -> list[str]:
     """Names of the entries of a directory (empty if it does not exist)."""
-    import pyarrow.fs
-
     fs, inner = _fs(path)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
     return sorted(info.base_name for info in infos)
@@ -183,8 +174,6 @@ def remove(path: str) -> None:
 
 def download_dir(path: str, local: str) -> str:
     """Copy a directory (local path or URI) to the local folder ``local``; return ``local``."""
-    import pyarrow.fs
-
     fs, inner = _fs(path)
     os.makedirs(local, exist_ok=True)
     pyarrow.fs.copy_files(inner, local, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from hba_sweep.errors import ConfigError
+from hba_sweep.foundation.errors import ConfigError
+
+
+def published_device(value: Any) -> str:
+    """The published ``cuda`` key: -1 all GPUs (here: ``cuda``, one GPU), 0 ``cuda:0``, 1 ``cuda:1``,
+    any other value the CPU (as the config's own comment, ``2 for CPU``, and the original trainer)."""
+    if isinstance(value, bool):
+        return "cuda" if value else "cpu"
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return value
+    if isinstance(value, int):
+        return {-1: "cuda", 0: "cuda:0", 1: "cuda:1"}.get(value, "cpu")
+    return str(value)
 
 
 def resolve_device(name: str | int | bool | None, fallback: bool = False,
@@ -18,8 +33,6 @@ def resolve_device(name: str | int | bool | None, fallback: bool = False,
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(name, (bool, int)):
-        from hba_sweep.published import published_device
-
         name, fallback = published_device(name), True
     index = str(name).partition(":")[2]
     missing = not torch.cuda.is_available() or (index.isdigit() and int(index) >= torch.cuda.device_count())
