@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def image_size(backbone: str) -> int:
-    from hba_sweep.backbones import backbone_config
+    from hba_sweep.model.backbones import backbone_config
 
     size = backbone_config(backbone)["vision_cfg"]["image_size"]
     return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from hba_sweep import adapters as adapter_kinds
+from hba_sweep.model import adapters as adapter_kinds
 from hba_sweep.foundation.errors import CheckpointError, load_error_detail
 from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
 

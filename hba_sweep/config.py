@@ -147,7 +147,7 @@ class TrainConfig:
     @property
     def alpha(self) -> float:
         """DoRA scaling numerator (scaling = alpha / rank): ``dora_alpha``, else the adapter's default."""
-        from hba_sweep.adapters import default_alpha
+        from hba_sweep.model.adapters import default_alpha
 
         return default_alpha(self.adapter, self.rank) if self.dora_alpha is None else float(self.dora_alpha)
 
@@ -304,7 +304,7 @@ def _is_plain_name(name: str) -> bool:
 
 
 def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:
-    from hba_sweep.backbones import backbone_depths  # imports open_clip: keep config import light
+    from hba_sweep.model.backbones import backbone_depths  # imports open_clip: keep config import light
 
     try:
         vision_depth, text_depth = backbone_depths(cfg.backbone)

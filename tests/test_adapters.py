@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hba_sweep import adapters
-from hba_sweep.adapters import HBADoRALinear
-from hba_sweep.backbones import backbone_depths, create_clip
+from hba_sweep.model import adapters
+from hba_sweep.model.adapters import HBADoRALinear
+from hba_sweep.model.backbones import backbone_depths, create_clip
 from hba_sweep.checkpoint import load_published_adapters
 from hba_sweep.foundation.errors import CheckpointError
 from hba_sweep.model import CLIPHBA, load_prompts

@@ -270,7 +270,7 @@ def test_published_run_folders_analyse_like_our_runs(study: dict, tmp_path: Path
     training_config.yaml): the same numbers per epoch, the fork paired with its baseline in summary.parquet."""
     import yaml
 
-    from hba_sweep.adapters import to_published_keys
+    from hba_sweep.model.adapters import to_published_keys
 
     root = tmp_path / "published"
     config = ckpt.read_meta(ckpt.epoch_dir(study["baseline"], 0))["config"]

@@ -11,8 +11,9 @@ import torch
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
-from hba_sweep import backbones, weights
-from hba_sweep.backbones import create_clip, register_tiny_backbone
+from hba_sweep.model import backbones
+from hba_sweep.model import weights
+from hba_sweep.model.backbones import create_clip, register_tiny_backbone
 from hba_sweep.foundation.errors import ConfigError
 
 OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_sweep.adapters import ADAPTERS
-from hba_sweep.backbones import backbone_depths, register_tiny_backbone
+from hba_sweep.model.adapters import ADAPTERS
+from hba_sweep.model.backbones import backbone_depths, register_tiny_backbone
 from hba_sweep.model import CLIPHBA, load_prompts
 
 

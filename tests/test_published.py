@@ -310,7 +310,7 @@ def write_published_run(run: Path, dest: Path, epochs: list[int]) -> Path:
     """Our run rewritten in the published trainer's formats: dora_params/, training_res.csv (current,
     0-based writer), random_states/dataset_split_indices.pth (row numbers of the annotation CSV)."""
     from hba_sweep import checkpoint as ckpt
-    from hba_sweep.adapters import to_published_keys
+    from hba_sweep.model.adapters import to_published_keys
 
     (dest / "dora_params").mkdir(parents=True)
     for e in epochs:

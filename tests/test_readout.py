@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_sweep import adapters
-from hba_sweep.backbones import register_tiny_backbone
+from hba_sweep.model import adapters
+from hba_sweep.model.backbones import register_tiny_backbone
 from hba_sweep.model import CLIPHBA
 
 TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},

@@ -1,4 +1,4 @@
-"""Data: the study's image transform and store, THINGS CSVs, reference RDMs, evaluation sets, demo data."""
+"""Data: the study's image transform and store, THINGS CSVs, reference RDMs, evaluation sets."""
 
 from hba_sweep.data.evalsets import (
     FmriSet, NightsSet, NodSet, load_nights, load_nod, load_things_fmri, read_evalsets_yaml,
@@ -13,14 +13,5 @@ __all__ = [
     "IMAGE_MEAN", "IMAGE_STD", "ImageStore", "build_transform", "load_image_uint8", "normalize_uint8",
     "ThingsDataset", "read_things_csv", "load_rdm", "save_rdm_mat", "vector_to_square",
     "FmriSet", "NodSet", "NightsSet", "load_things_fmri", "load_nod", "load_nights", "read_evalsets_yaml",
-    "make_demo_data",
 ]
 
-
-def __getattr__(name: str):
-    """Demo generation is imported lazily (``make_demo_data``)."""
-    if name == "make_demo_data":
-        from hba_sweep.data import demo
-
-        return getattr(demo, name)
-    raise AttributeError(name)

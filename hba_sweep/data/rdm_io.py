@@ -11,6 +11,7 @@ import numpy as np
 
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import atomic_write_bytes
+from hba_sweep.rsa import compute_model_rdm
 
 SUFFIXES = (".mat", ".npy", ".npz", ".csv")
 SYMMETRY_ATOL = 1e-6
@@ -134,8 +135,6 @@ def load_rdm(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
 def load_reference(path: str | os.PathLike, n: int, distance: str = "pearson") -> np.ndarray:
     """A reference RDM as :func:`load_rdm` reads it; a .npy/.npz/.csv file holding response
     patterns instead (n x d, d != n) becomes the RDM of its rows by ``distance``."""
-    from hba_sweep.rsa import compute_model_rdm
-
     path = Path(path)
     array = _read_array(path)
     try:

@@ -1,7 +1,7 @@
 """CLIPHBA: a CLIP backbone whose image features are read out against the 66 SPoSE prompts.
 
 Prediction for dimension k is ``logit_scale * cos(image_features, text_features_k)``. DoRA
-adapters (hba_sweep.adapters: the published variant by default, or peft's) sit on
+adapters (hba_sweep.model.adapters: the published variant by default, or peft's) sit on
 ``attn.out_proj`` of the last ``vision_layers`` vision blocks and the last ``transformer_layers``
 text blocks; nothing else trains.
 
@@ -15,7 +15,7 @@ longest one, exact because the text tower is causal), the vision prefix per imag
 hba_sweep.prefix_cache. The first adapted block's attention before ``out_proj`` depends on the
 frozen prefix only, so it is part of the state (``cache_attention``); the last adapted block of
 each tower is evaluated at its readout positions only (class token, end-of-text tokens;
-hba_sweep.readout). ``forward(images)`` runs every block at every position on full-length
+hba_sweep.model.readout). ``forward(images)`` runs every block at every position on full-length
 prompts and is the oracle the cached path is tested against.
 """
 
@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from hba_sweep import adapters, readout
-from hba_sweep.backbones import create_clip, resolve_backbone, weights_id
+from hba_sweep.model import adapters, readout
+from hba_sweep.model.backbones import create_clip, resolve_backbone, weights_id
 from hba_sweep.foundation.errors import CheckpointError
 
 TRUNCATABLE_TEXT_POOLS = ("argmax", "eos", "first")  # pooled position is the end-of-text token or earlier
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("hba_sweep.model")  # the model layer's logger: users filter warnings by this name
 
 
 def load_prompts() -> list[str]:

@@ -6,7 +6,7 @@ Every tower is built with open_clip's ``block_type: "custom"`` so that attention
 whatever the weights' source, as is any backbone with ``pretrained: openai`` (trap 2).
 
 ``pretrained`` is ``openai`` (OpenAI's file in ``~/.cache/clip`` if it is there and verified,
-else open_clip's own cache or download), another open_clip tag, a local file (hba_sweep.weights:
+else open_clip's own cache or download), another open_clip tag, a local file (hba_sweep.model.weights:
 a verified OpenAI TorchScript archive or a plain state dict), or ``none`` (seeded random init).
 """
 
@@ -22,7 +22,7 @@ from importlib import resources
 import open_clip
 import torch
 
-from hba_sweep import weights
+from hba_sweep.model import weights
 from hba_sweep.foundation.errors import ConfigError
 
 log = logging.getLogger(__name__)
