@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE, run_config
+from hba_sweep.artifacts.checkpoint import ADAPTER_FILE, META_FILE, run_config
 from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.foundation.errors import CheckpointError, DataError
 
@@ -127,7 +127,7 @@ def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     from hba_sweep.foundation.io_utils import file_sha256
 
     if is_published(ckpt.path):
-        from hba_sweep.checkpoint import load_published_adapters
+        from hba_sweep.artifacts.checkpoint import load_published_adapters
 
         if file_sha256(ckpt.path) != ckpt.adapter_sha256:
             raise CheckpointError(f"{ckpt.path}: changed while analyze ran. Fix: run analyze again.")

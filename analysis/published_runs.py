@@ -1,7 +1,7 @@
 """Published run folders as trials of a study, so ``analyze`` gives their tables and figures too.
 
 A published run folder holds ``training_res.csv`` and ``dora_params/epoch{e}_dora_params.pth``
-(read by :mod:`hba_sweep.published`); its settings come from the published ``training_config.yaml``
+(read by :mod:`hba_sweep.artifacts.published`); its settings come from the published ``training_config.yaml``
 found in the folder or its parent (the model layout, seed and perturbation window). Epochs are the
 run's own (the published fork's CSV starts at its window; rows before it are dropped by the
 own-epoch rule anyway). Checkpoints are keyed by the SHA-256 of the ``.pth`` file, read with
@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import file_sha256
 
-# hba_sweep.published's file pattern and folder, repeated so that listing a study does not load torch
+# hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
 DORA_PARAMS = "dora_params"
 # published training_config.yaml key -> our config key (the model layout and the trial's identity)
@@ -75,7 +75,7 @@ def run_config(run: Path) -> dict[str, Any]:
         if raw.get(key) not in (None, ""):
             config[ours] = raw[key]
     if "epochs" in config:
-        from hba_sweep.published import epoch_duration
+        from hba_sweep.config.published_keys import epoch_duration
 
         config["epochs"] = epoch_duration(config["epochs"])
     return config
@@ -84,7 +84,7 @@ def run_config(run: Path) -> dict[str, Any]:
 def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
     """A :class:`analysis.gather.Trial` per published run folder under ``root``."""
     from analysis.gather import Checkpoint, Trial
-    from hba_sweep.published import PublishedRun
+    from hba_sweep.artifacts.published import PublishedRun
 
     trials = []
     for folder in run_folders(fs, root):

@@ -42,7 +42,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from hba_sweep import checkpoint
+    from hba_sweep.artifacts import checkpoint
     from hba_sweep.config import load_config, run_dir
     from hba_sweep.training import run_training_experiment
 

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from hba_sweep import checkpoint as ckpt
+from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep import prefix_cache, rsa
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
@@ -166,7 +166,8 @@ def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Pa
     no effect here are appended to ``notes`` (if given)."""
     from hba_sweep.config import ALIASES as TRAIN_ALIASES
     from hba_sweep.config import FIELD_NAMES
-    from hba_sweep.published import INFER_IGNORED, TRAIN_IGNORED
+    from hba_sweep.config.published_keys import INFER_IGNORED
+    from hba_sweep.config.published_keys import TRAIN_IGNORED
 
     cfg = dict(INFER_DEFAULTS)
     problems = []
@@ -268,7 +269,7 @@ def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
 def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
     """The published ``epoch{e}_dora_params.pth`` files ``model_weights_path``/``epoch`` name (a file:
     itself, whatever ``epoch`` says; a published run folder: its epoch(s)), or None if it is not one."""
-    from hba_sweep.published import PublishedRun, dora_params_epoch
+    from hba_sweep.artifacts.published import PublishedRun, dora_params_epoch
 
     if path.is_file():
         return [path] if dora_params_epoch(path) is not None else None
@@ -324,7 +325,7 @@ def _read_meta(ckpt_dir: Path) -> dict[str, Any]:
     """Our checkpoint's meta.json; for a published file its epoch and run name (the model settings
     then come from the inference YAML, as in the published script)."""
     if ckpt_dir.is_file():
-        from hba_sweep.published import dora_params_epoch
+        from hba_sweep.artifacts.published import dora_params_epoch
 
         run = ckpt_dir.parent.parent if ckpt_dir.parent.name == "dora_params" else ckpt_dir.parent
         return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True, "adapter": "hba_dora"}

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from hba_sweep import checkpoint as ckpt
+from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
@@ -50,7 +50,7 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
     if cfg.init_from is not None:
         return Start("forked", fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
     if uses_baseline_path(cfg):
-        from hba_sweep.published import PublishedRun
+        from hba_sweep.artifacts.published import PublishedRun
 
         epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
         if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
@@ -137,8 +137,8 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
     documented difference): AdamW's moments start fresh (the published ``epoch{e}_random_states.pth``
     is a pickle keyed by the published model's parameter order and is not read).
     """
-    from hba_sweep.checkpoint import load_published_adapters
-    from hba_sweep.published import PublishedRun
+    from hba_sweep.artifacts.checkpoint import load_published_adapters
+    from hba_sweep.artifacts.published import PublishedRun
 
     run = PublishedRun.open(start.path)
     model.load_adapter_state_dict(load_published_adapters(run.dora_path(start.epoch)))

@@ -75,7 +75,7 @@ def _names_in_file(path: Path) -> tuple[list[str] | None, list[str]]:
 def split_from_file(path: str | os.PathLike, names: Sequence[str], annotations: str | os.PathLike
                     ) -> tuple[list[int], list[int]]:
     """(train rows, validation rows) pinned by ``split_file``; ConfigError naming unknown images."""
-    from hba_sweep.published import read_split_indices
+    from hba_sweep.artifacts.published import read_split_indices
 
     path = Path(path)
     n = len(names)

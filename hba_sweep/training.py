@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hba_sweep import checkpoint as ckpt
+from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm

@@ -14,7 +14,7 @@ from torch import nn
 from hba_sweep.model import adapters
 from hba_sweep.model.adapters import HBADoRALinear
 from hba_sweep.model.backbones import backbone_depths, create_clip
-from hba_sweep.checkpoint import load_published_adapters
+from hba_sweep.artifacts.checkpoint import load_published_adapters
 from hba_sweep.foundation.errors import CheckpointError
 from hba_sweep.model import CLIPHBA, load_prompts
 
@@ -307,7 +307,7 @@ def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_confi
     as peft_dora, with a fix naming the key; its adapters still load into a peft_dora predictor."""
     import json
 
-    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.artifacts import checkpoint as ckpt
     from hba_sweep.config import run_dir
     from hba_sweep.foundation.errors import ConfigError
     from hba_sweep.inference import ModelSpec

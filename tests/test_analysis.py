@@ -14,7 +14,7 @@ import torch
 from analysis import gather
 from analysis.cli import analyze
 from analysis.evaluate import Options
-from hba_sweep import checkpoint as ckpt
+from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep import inference
 from hba_sweep.cli import main
 

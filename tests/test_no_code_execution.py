@@ -26,7 +26,7 @@ import yaml
 from conftest import write_small_run_config
 
 from hba_sweep import cli
-from hba_sweep.checkpoint import ADAPTER_FILE, META_FILE, STATE_FILE
+from hba_sweep.artifacts.checkpoint import ADAPTER_FILE, META_FILE, STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("hba_sweep", "analysis", "trainables", "search_spaces")

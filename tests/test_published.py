@@ -16,7 +16,7 @@ import yaml
 from torch.utils.data import DataLoader, Subset, random_split
 
 from conftest import write_small_run_config
-from hba_sweep import published
+from hba_sweep.artifacts import published
 from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError, ConfigError, DataError
@@ -245,7 +245,7 @@ def test_both_behavioural_rsa_references_every_epoch(small, tmp_path):
     own targets; the oracle predicts with the plain (uncached) model from the saved adapters."""
     from scipy.stats import spearmanr
 
-    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.artifacts import checkpoint as ckpt
     from hba_sweep.data.rdm_io import load_rdm
     from hba_sweep.data.things import ThingsDataset
     from hba_sweep.model import CLIPHBA
@@ -309,7 +309,7 @@ def test_published_inference_config_runs_unchanged_but_its_paths(reference_data,
 def write_published_run(run: Path, dest: Path, epochs: list[int]) -> Path:
     """Our run rewritten in the published trainer's formats: dora_params/, training_res.csv (current,
     0-based writer), random_states/dataset_split_indices.pth (row numbers of the annotation CSV)."""
-    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.artifacts import checkpoint as ckpt
     from hba_sweep.model.adapters import to_published_keys
 
     (dest / "dora_params").mkdir(parents=True)
@@ -332,7 +332,7 @@ def write_published_run(run: Path, dest: Path, epochs: list[int]) -> Path:
 def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path):
     """baseline_checkpoint_path = a published folder: the adapters, split, LR schedule and shuffle order
     of epoch e are restored (checked against our own baseline's state there); AdamW starts fresh."""
-    from hba_sweep import checkpoint as ckpt
+    from hba_sweep.artifacts import checkpoint as ckpt
 
     make, _ = small
     base = make(run_name="base", epochs=3, lr_scheduler="cosineannealinglr")

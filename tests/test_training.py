@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hba_sweep import checkpoint as ckpt
+from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.config import run_dir
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.training import run_training_experiment

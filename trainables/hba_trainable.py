@@ -104,7 +104,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     from hba_sweep.config import from_dict
     from hba_sweep.perturbations import register_types
     from hba_sweep.sweep.terminal import quiet_checkpoint_logs
-    from hba_sweep.sweep import trialfiles
+    from hba_sweep.artifacts import trialfiles
     from hba_sweep.foundation import storage
 
     name = config.get("run_name")

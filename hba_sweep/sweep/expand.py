@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hba_sweep.config import ConfigError, TrainConfig, _check_files, from_dict, run_name
-from hba_sweep.foundation.errors import SearchSpaceError
+from hba_sweep.config import TrainConfig, from_dict, run_name
+from hba_sweep.config.train_config import _check_files
+from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
 
 # Settings that name a run in the study (config.run_name); other varied settings are appended.

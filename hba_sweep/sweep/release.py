@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ray.tune.search import Searcher
 
-from hba_sweep.sweep import trialfiles
+from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation import storage
 from hba_sweep.sweep.faults import kill_point
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep import lock, trialfiles
+from hba_sweep.sweep import lock
+from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation import storage
 from hba_sweep.sweep.expand import Trial, expand
 from hba_sweep.sweep.faults import kill_point

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hba_sweep.config import ConfigError, resolve_paths
+from hba_sweep.config import resolve_paths
 from hba_sweep.foundation.yaml_io import read_yaml
-from hba_sweep.foundation.errors import SearchSpaceError
+from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 
 REQUIRED = ("BASE_CONFIG", "PARAM_SPACE")
 OPTIONAL = ("NAME", "SEARCH_ALG", "SCHEDULER", "METRIC", "MODE", "NUM_SAMPLES", "RESOURCES", "MAX_FAILURES",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep import lock, trialfiles
+from hba_sweep.sweep import lock
+from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation.storage import MANIFEST
 
 TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",

@@ -3,10 +3,9 @@
 Everything the published trainer (``src/training/trainer.py`` and the older
 ``cvpr_train_behavior_things_pipeline.py``) leaves on disk has one reader here:
 
-- ``training_config.yaml`` / ``inference_config.yaml``: :data:`TRAIN_IGNORED`,
-  :data:`INFER_IGNORED` name the keys that only steer the published code; :func:`epoch_duration`
-  parses ``max_duration`` / ``lr_warmup_duration`` (``500``, ``'5ep'``); the ``cuda`` key's
-  published meaning is :func:`hba_sweep.foundation.devices.published_device`.
+- ``training_config.yaml`` / ``inference_config.yaml``: their keys' rules are
+  :mod:`hba_sweep.config.published_keys` (config layer); the ``cuda`` key's published meaning is
+  :func:`hba_sweep.foundation.devices.published_device`.
 - ``training_res.csv`` (:func:`read_training_res`): ``epoch,train_loss,test_loss|val_loss[,rho,p]``.
   Epoch numbering: the older pipeline wrote ``epoch + 1`` in the CSV (1-based; its header ends in
   ``behavioral_rsa_p_value``) but saved ``dora_params/epoch{epoch}_dora_params.pth`` 0-based; the
@@ -34,26 +33,6 @@ import torch
 
 from hba_sweep.foundation.errors import CheckpointError, DataError, load_error_detail
 
-# Keys of the published training_config.yaml that steer only the published code (logging, its
-# W&B extras, multi-GPU); accepted and reported once as ignored.
-TRAIN_IGNORED = {
-    "debug_logging": "prints tensors of the first batch each epoch in the published code",
-    "logger": "the published code's logger choice; this tool logs to stderr and metrics.csv",
-    "wandb_tags": "W&B run tags", "wandb_notes": "W&B run notes", "wandb_run_name": "W&B run name",
-    "wandb_run_id": "W&B run id", "wandb_watch_model": "W&B gradient watching", "wandb_log_freq": "W&B log frequency",
-    "pin_memory": "DataLoader pinning (this tool pins on CUDA itself)",
-    "use_ddp": "multi-GPU DDP (one GPU per run here; run a sweep for parallelism)",
-    "num_classes": "classes of scratch training (not supported)",
-}
-# Keys of the published inference_config.yaml that change nothing here.
-INFER_IGNORED = {
-    "load_hba": "the published script's switch between CLIP-HBA and plain CLIP; CLIP-HBA checkpoints are what is evaluated",
-    "num_workers": "DataLoader worker count (images are decoded in-process)",
-    "cka_unbiased": "both the biased and the unbiased CKA are always reported",
-}
-# Keys checked against the one value this tool supports (the published finetune mode).
-TRAIN_CHECKED = {"training_mode": "finetune", "architecture": "clip-hba"}
-
 DORA_PARAMS = "dora_params"
 RANDOM_STATES = "random_states"
 SPLIT_INDICES = "dataset_split_indices.pth"
@@ -68,21 +47,6 @@ COLUMN_NAMES = {
     "rsa_behavioral_p": "behavioral_rsa_p",
 }
 ONE_BASED_MARKER = "behavioral_rsa_p_value"  # header of the older pipeline, which wrote epoch + 1
-
-
-def epoch_duration(value: Any, key: str = "max_duration") -> int:
-    """``500`` or ``'500ep'`` -> 500 (the published ``parse_epoch_duration``); ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{key} must be a number of epochs such as 5 or '5ep'")
-    text = str(value).strip().lower()
-    text = text[:-2] if text.endswith("ep") else text
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"{key} must be a number of epochs such as 5 or '5ep'") from None
-    if not number.is_integer():
-        raise ValueError(f"{key} must be a whole number of epochs")
-    return int(number)
 
 
 # ---- training_res.csv --------------------------------------------------------------------
@@ -224,18 +188,4 @@ class PublishedRun:
         return read_split_indices(path) if path.is_file() else None
 
 
-def check_training_mode(raw: dict[str, Any], source: str) -> list[str]:
-    """Problems with the published keys whose one supported value is fixed (training_mode, architecture)."""
-    problems = []
-    for key, wanted in TRAIN_CHECKED.items():
-        if key in raw and raw[key] is not None and str(raw[key]).strip().lower() != wanted:
-            problems.append(
-                f"{source}: {key}={raw[key]!r} is not supported: this tool fine-tunes CLIP-HBA with DoRA "
-                f"(the published training_mode: finetune, architecture: CLIP-HBA). Fix: set {key}: "
-                f"{'finetune' if key == 'training_mode' else 'CLIP-HBA'}; training from scratch is not supported.")
-    return problems
-
-
-__all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch",
-           "epoch_duration", "TRAIN_IGNORED", "INFER_IGNORED", "TRAIN_CHECKED",
-           "check_training_mode"]
+__all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch"]

@@ -22,7 +22,12 @@ import yaml
 
 from hba_sweep.foundation.errors import ConfigError, HBAError
 from hba_sweep.foundation.devices import published_device
+from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.foundation.yaml_io import read_yaml
+from hba_sweep.model.adapters import default_alpha
+from hba_sweep.model.backbones import backbone_depths
+from hba_sweep.perturbations import registered_types
+from hba_sweep.config.published_keys import TRAIN_CHECKED, TRAIN_IGNORED, check_training_mode, epoch_duration
 
 # Keys of the published study's YAML files that name a field of TrainConfig.
 ALIASES = {
@@ -147,8 +152,6 @@ class TrainConfig:
     @property
     def alpha(self) -> float:
         """DoRA scaling numerator (scaling = alpha / rank): ``dora_alpha``, else the adapter's default."""
-        from hba_sweep.model.adapters import default_alpha
-
         return default_alpha(self.adapter, self.rank) if self.dora_alpha is None else float(self.dora_alpha)
 
 
@@ -207,16 +210,14 @@ def _coerce(name: str, value: Any) -> Any:
 def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
                notes: list[str] | None = None) -> dict[str, Any]:
     """Rename aliases, read the published keys, reject unknown keys, coerce types."""
-    from hba_sweep import published
-
     values: dict[str, Any] = {}
-    problems += published.check_training_mode(dict(raw), source)
+    problems += check_training_mode(dict(raw), source)
     ignored = []
     for key, value in raw.items():
-        if key in published.TRAIN_IGNORED:
+        if key in TRAIN_IGNORED:
             ignored.append(key)
             continue
-        if key in published.TRAIN_CHECKED:
+        if key in TRAIN_CHECKED:
             continue
         name = ALIASES.get(key, key)
         if name not in FIELD_TYPES:
@@ -228,7 +229,7 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
             value = None
         try:
             if key in ("max_duration", "lr_warmup_duration") and value is not None:
-                value = published.epoch_duration(value, key)
+                value = epoch_duration(value, key)
             if key == "cuda":
                 value = published_device(value)
                 values["cpu_fallback"] = True
@@ -237,7 +238,7 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
             problems.append(f"{source}: {key}={value!r} {exc}. Fix: give a valid value.")
     if ignored and notes is not None:
         notes.append(f"{source}: published keys with no effect here, ignored: "
-                     + "; ".join(f"{k} ({published.TRAIN_IGNORED[k]})" for k in ignored))
+                     + "; ".join(f"{k} ({TRAIN_IGNORED[k]})" for k in ignored))
     for key in LOWERCASE_CHOICES:
         if isinstance(values.get(key), str):
             values[key] = values[key].strip().lower()
@@ -304,8 +305,6 @@ def _is_plain_name(name: str) -> bool:
 
 
 def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:
-    from hba_sweep.model.backbones import backbone_depths  # imports open_clip: keep config import light
-
     try:
         vision_depth, text_depth = backbone_depths(cfg.backbone)
     except ConfigError as exc:
@@ -321,8 +320,6 @@ def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:
 
 
 def _check_perturbation(cfg: TrainConfig, source: str) -> list[str]:
-    from hba_sweep.perturbations import registered_types
-
     types = registered_types()
     if cfg.perturb_type not in types:
         return [f"{source}: perturb_type={cfg.perturb_type!r} is not a known perturbation. "
@@ -473,8 +470,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | Ma
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write the config as YAML (atomically)."""
-    from hba_sweep.foundation.io_utils import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -494,9 +489,3 @@ def run_name(cfg: TrainConfig) -> str:
 def run_dir(cfg: TrainConfig) -> Path:
     """``save_path/<run name>/``."""
     return Path(cfg.save_path) / run_name(cfg)
-
-
-__all__ = [
-    "TrainConfig", "ConfigError", "load_config", "from_dict", "parse_overrides", "save_config",
-    "run_name", "run_dir", "DEFAULTS", "FIELD_NAMES", "ALIASES",
-]
