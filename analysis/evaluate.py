@@ -3,7 +3,7 @@
 Results are keyed by checkpoint content (adapter SHA-256 + model layout) and evaluation settings
 (dataset, files, metrics): a checkpoint shared by a baseline and its forks' inherited epochs is
 evaluated once, and re-running ``analyze`` computes nothing already in ``evaluations.parquet``.
-Per model layout the frozen prefix of each image set is computed once (hba_sweep.prefix_cache);
+Per model layout the frozen prefix of each image set is computed once (hba_sweep.training.prefix_cache);
 each checkpoint then runs only its adapted layers. Work runs in-process, or spread over Ray
 tasks with fractional CPU/GPU resources.
 """
@@ -20,13 +20,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.gather import Checkpoint, Study, load_adapters
+from analysis.gather import load_adapters
+from analysis.records import Checkpoint, Study
 from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.choices import DATASETS
-from hba_sweep.inference import ModelSpec, Predictor
-from hba_sweep.scoring import EvalSet, ScoreSettings, build_evalset
+from hba_sweep.training.inference import ModelSpec, Predictor
+from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 from hba_sweep.foundation.io_utils import atomic_write
 
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]

@@ -13,14 +13,17 @@ import hashlib
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from hba_sweep.artifacts.checkpoint import ADAPTER_FILE, META_FILE, run_config
+from analysis.published_runs import is_published, published_trials
+from analysis.records import Checkpoint, EpochEntry, Study, Trial
+from hba_sweep.artifacts.checkpoint import ADAPTER_FILE, META_FILE, load_published_adapters, run_config
 from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.foundation.errors import CheckpointError, DataError
+from hba_sweep.foundation.io_utils import file_sha256
+from hba_sweep.foundation.storage import experiment_path
 
 MANIFEST = "study.json"
 EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
@@ -29,66 +32,8 @@ NOT_IDENTITY = FORK_MAY_CHANGE | set(PATH_FIELDS)
 SKIP_DIRS = {"analysis", "prefix_cache"}
 
 
-@dataclass
-class Checkpoint:
-    """One epoch checkpoint on the experiment's filesystem."""
-
-    path: str            # directory holding meta.json and adapter.safetensors
-    epoch: int
-    adapter_sha256: str  # recorded in meta.json; also the content key of the adapters
-    config: dict[str, Any]
-
-
-@dataclass
-class Trial:
-    """One trial (or run): its settings, training history and checkpoints by epoch."""
-
-    trial_id: str        # Tune's trial id (unique per trial), else the run directory's name
-    directory: str
-    config: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
-    baseline_id: str | None = None
-    label: str = ""      # readable name: the trial's run_name (the study manifest's key)
-    role: str | None = None  # from the manifest: "baseline", "perturbed", "trial"; None without one
-    status: str | None = None  # from the manifest, e.g. "skipped", with its reason in ``note``
-    note: str | None = None
-
-    @property
-    def is_baseline(self) -> bool:
-        if self.role is not None:
-            return self.role == "baseline"
-        return self.config.get("perturb_type", "none") == "none"
-
-    @property
-    def inherited_epochs(self) -> list[int]:
-        return sorted(int(r["epoch"]) for r in self.history if r.get("inherited"))
-
-
-@dataclass
-class EpochEntry:
-    """A row of the study: trial x epoch -> the checkpoint that holds that epoch's weights."""
-
-    trial_id: str
-    epoch: int
-    inherited: bool
-    checkpoint: Checkpoint
-
-
-@dataclass
-class Study:
-    root: str
-    filesystem: pafs.FileSystem
-    trials: dict[str, Trial]
-    entries: list[EpochEntry]
-    manifest: dict[str, Any] | None
-    skipped: list[str]
-
-
 def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, root) of an experiment: a local dir, a URI, or a name under ``storage``."""
-    from hba_sweep.foundation.storage import experiment_path
-
     target = experiment_path(path, storage)  # the name joins a URI's path, before its ?query
     try:
         if "://" in target:
@@ -123,12 +68,8 @@ def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from analysis.published_runs import is_published
-    from hba_sweep.foundation.io_utils import file_sha256
 
     if is_published(ckpt.path):
-        from hba_sweep.artifacts.checkpoint import load_published_adapters
-
         if file_sha256(ckpt.path) != ckpt.adapter_sha256:
             raise CheckpointError(f"{ckpt.path}: changed while analyze ran. Fix: run analyze again.")
         return load_published_adapters(ckpt.path)
@@ -230,7 +171,6 @@ def gather(fs: pafs.FileSystem, root: str) -> Study:
             trial.history, trial.config = history, dict(config)
         ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""), config)
         trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
-    from analysis.published_runs import published_trials
 
     for trial in published_trials(fs, root):  # published run folders (training_res.csv + dora_params/)
         trials.setdefault(trial.trial_id, trial)

@@ -17,8 +17,11 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from analysis.records import Checkpoint, Trial
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import file_sha256
+from hba_sweep.config.published_keys import epoch_duration
+from hba_sweep.artifacts.published import PublishedRun
 
 # hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
@@ -75,17 +78,12 @@ def run_config(run: Path) -> dict[str, Any]:
         if raw.get(key) not in (None, ""):
             config[ours] = raw[key]
     if "epochs" in config:
-        from hba_sweep.config.published_keys import epoch_duration
-
         config["epochs"] = epoch_duration(config["epochs"])
     return config
 
 
 def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
-    """A :class:`analysis.gather.Trial` per published run folder under ``root``."""
-    from analysis.gather import Checkpoint, Trial
-    from hba_sweep.artifacts.published import PublishedRun
-
+    """A :class:`analysis.records.Trial` per published run folder under ``root``."""
     trials = []
     for folder in run_folders(fs, root):
         run = PublishedRun(Path(folder))

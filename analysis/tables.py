@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis import definitions as d
 from analysis.evaluate import checkpoint_key
-from analysis.gather import Study, Trial
+from analysis.records import Study, Trial
 
 RESULT_COLUMNS = ["trial_id", "trial_label", "epoch", "inherited", "dataset", "reference", "metric", "value",
                   "p_value", "ci_low", "ci_high", "baseline_value", "delta"]

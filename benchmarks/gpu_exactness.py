@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from hba_sweep.config import load_config, run_dir
-from hba_sweep.data.demo import make_demo_data
+from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.images import ImageStore
-from hba_sweep.inference import ModelSpec, Predictor
+from hba_sweep.training.inference import ModelSpec, Predictor
 from hba_sweep.training import run_training_experiment
 
 tmp = Path(tempfile.mkdtemp())

@@ -69,7 +69,7 @@ def main() -> None:
 
     import ray
 
-    from hba_sweep.data.demo import make_demo_data
+    from hba_sweep.training.demo_data import make_demo_data
     from hba_sweep.sweep.runner import RunOptions, run_study
     from hba_sweep.sweep.spec import load_search_space
     from trainables.sleep_trainable import sleep_training

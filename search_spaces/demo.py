@@ -19,7 +19,7 @@ EVALSETS = str(_DATA / "evalsets.yaml")
 
 def PREPARE():
     """Generate the demo data if it is missing (deterministic; reused when present)."""
-    from hba_sweep.data.demo import make_demo_data
+    from hba_sweep.training.demo_data import make_demo_data
 
     make_demo_data(_DATA)
 

@@ -17,7 +17,7 @@ REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-dat
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo data set in the published formats (hba-tiny, 64 px)."""
-    from hba_sweep.data.demo import make_demo_data
+    from hba_sweep.training.demo_data import make_demo_data
 
     root = tmp_path_factory.mktemp("demo")
     make_demo_data(root)

@@ -310,7 +310,7 @@ def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_confi
     from hba_sweep.artifacts import checkpoint as ckpt
     from hba_sweep.config import run_dir
     from hba_sweep.foundation.errors import ConfigError
-    from hba_sweep.inference import ModelSpec
+    from hba_sweep.training.inference import ModelSpec
     from hba_sweep.training import run_training_experiment
 
     old = demo_config(epochs=1, adapter="peft_dora", behavioral_rsa=False)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from analysis import gather
-from analysis.cli import analyze
+from analysis.analyze import analyze
 from analysis.evaluate import Options
 from hba_sweep.artifacts import checkpoint as ckpt
-from hba_sweep import inference
+from hba_sweep.training import inference
 from hba_sweep.cli import main
 
 DOCUMENTED = ["trial_id", "epoch", "inherited", "dataset", "reference", "metric", "value", "p_value", "ci_low",
@@ -102,7 +102,7 @@ def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path) -> None
 
     from hba_sweep.data.evalsets import read_evalsets_yaml
     from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat
-    from hba_sweep.scoring import ScoreSettings
+    from hba_sweep.training.scoring import ScoreSettings
 
     specs = read_evalsets_yaml(study["evalsets"])
     rdm_file = tmp_path / "RDM48_triplet.mat"
@@ -257,7 +257,7 @@ def test_searcher_trials_differing_only_in_searched_values_stay_apart(study: dic
     assert settings.loc["ab12c_00000", "lr"] == 1e-3 and settings.loc["ab12c_00001", "dora_alpha"] == 16.0
     training = tables.training_table(found)
     assert training.groupby("trial_id").size().to_dict() == {"ab12c_00000": 3, "ab12c_00001": 3}
-    from analysis.cli import best_trial_summary
+    from analysis.best_trial import best_trial_summary
 
     own = training[training["epoch"] >= 0]
     best = own.loc[own["val_loss"].idxmin()]

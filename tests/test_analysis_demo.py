@@ -10,7 +10,7 @@ import pytest
 
 import ray
 
-from analysis.cli import analyze  # noqa: E402
+from analysis.analyze import analyze  # noqa: E402
 from analysis.evaluate import Options  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402

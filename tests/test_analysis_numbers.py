@@ -16,7 +16,7 @@ from analysis import definitions as d
 from analysis import figures
 from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
-from hba_sweep.scoring import ScoreSettings, build_evalset
+from hba_sweep.training.scoring import ScoreSettings, build_evalset
 
 
 def by_reference(rows: list[dict]) -> dict[tuple[str, str], float]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cli import analyze
+from analysis.analyze import analyze
 from analysis.evaluate import Options
 
 WINDOWS = [(1, 1), (1, 2), (2, 1), (2, 2)]

@@ -25,7 +25,7 @@ import pytest
 import ray
 
 from hba_sweep.cli import build_parser  # noqa: E402
-from hba_sweep.data.demo import make_demo_data  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, connect  # noqa: E402
 
 pytestmark = pytest.mark.slow

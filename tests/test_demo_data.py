@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from hba_sweep.command_parsers import add_demo_data_parser
-from hba_sweep.data.demo import make_demo_data
+from hba_sweep.cli.command_parsers import add_demo_data_parser
+from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.evalsets import load_nights, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset, read_things_csv
@@ -107,7 +107,7 @@ def test_train_yaml_is_a_valid_config(demo, monkeypatch, tmp_path):
 
 def test_infer_yaml_names_the_run_train_yaml_makes(demo, monkeypatch, tmp_path):
     from hba_sweep.config import load_config, run_dir
-    from hba_sweep.inference import load_infer_config
+    from hba_sweep.training.inference import load_infer_config
 
     monkeypatch.chdir(tmp_path)
     cfg = load_infer_config(demo / "infer.yaml")

@@ -18,7 +18,7 @@ from conftest import write_small_run_config
 from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.config import load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError
-from hba_sweep.training import STATUS_FILE, run_training_experiment
+from hba_sweep.training.loop import STATUS_FILE, run_training_experiment
 
 PATIENCE = 2
 EPOCHS = 7

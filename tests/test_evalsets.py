@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hba_sweep.data.demo import make_demo_data
+from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.foundation.errors import DataError

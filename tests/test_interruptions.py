@@ -26,7 +26,7 @@ import pytest
 
 import ray
 
-from hba_sweep.data.demo import make_demo_data  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep.expand import Trial, expand  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
@@ -67,7 +67,7 @@ def train_killed_mid_epoch(cfg, report, marker: str):
     """
     from ray import tune
 
-    from hba_sweep import training
+    from hba_sweep.training import loop as training
 
     original = training.train_one_epoch
     victim = tune.get_context().get_trial_name() == "killed"

@@ -20,8 +20,8 @@ from hba_sweep.artifacts import published
 from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError, ConfigError, DataError
-from hba_sweep.split import draw_split, epoch_order
-from hba_sweep.training import make_scheduler, run_training_experiment
+from hba_sweep.training.split import draw_split, epoch_order
+from hba_sweep.training.loop import make_scheduler, run_training_experiment
 
 
 def published_config_copy(reference_data: Path, demo_dir: Path, dest: Path, save_path: Path) -> Path:
@@ -222,7 +222,7 @@ def test_split_is_checked_by_image_name_on_resume(small):
 
 
 def test_random_target_stats_cover_every_target_of_the_file(small, monkeypatch):
-    from hba_sweep import training
+    from hba_sweep.training import loop as training
     from hba_sweep.data.things import read_things_csv
 
     make, csv_path = small
@@ -364,7 +364,7 @@ def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path
 
 def test_infer_reads_a_published_dora_params_file(small, tmp_path, demo_dir, capsys):
     """model_weights_path: a published epoch{e}_dora_params.pth gives the predictions of the same adapters."""
-    from hba_sweep.inference import run_inference
+    from hba_sweep.training.inference import run_inference
 
     make, _ = small
     base = make(run_name="base", epochs=1, transformer_layers=1)

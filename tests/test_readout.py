@@ -194,7 +194,7 @@ def test_readout_on_the_study_architecture(adapter):
 @pytest.mark.parametrize("vision_layers", [1, 2])
 def test_analysis_predictor_equals_oracle(demo_dir, adapter, vision_layers):
     """The analysis path (prefix once, readout-only suffix per checkpoint) vs ``forward`` on images."""
-    from hba_sweep import inference
+    from hba_sweep.training import inference
     from hba_sweep.data.images import ImageStore
 
     paths = sorted((demo_dir / "eval48" / "images").iterdir())[:10]

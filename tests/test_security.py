@@ -104,7 +104,7 @@ def test_unexpected_errors_are_printed_redacted(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError(f"storage failed at s3://AKIAXX:{SECRET}@bucket/x")
 
-    monkeypatch.setattr("hba_sweep.sweep.cli.status_command", boom)
+    monkeypatch.setattr("hba_sweep.cli.sweep_commands.status_command", boom)
     code = invoke(["status", "somewhere"])
     err = capsys.readouterr().err
     assert code == 1 and "RuntimeError" in err and SECRET not in err and "s3://***@bucket/x" in err

@@ -18,7 +18,7 @@ import psutil
 
 from ray.tune import Callback  # noqa: E402
 
-from hba_sweep.data.demo import make_demo_data  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep import runner  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402

@@ -94,7 +94,7 @@ def test_unreachable_object_storage_is_clear():
 def test_unreachable_storage_while_uploading_the_analysis_is_clear(tmp_path):
     import pyarrow.fs as pafs
 
-    from analysis.cli import sync
+    from analysis.analyze import sync
 
     (tmp_path / "report.md").write_text("x")
     remote = pafs.S3FileSystem(endpoint_override="127.0.0.1:9", scheme="http", access_key="AKIAXX",

@@ -12,6 +12,7 @@ split.json) are copied into the trial's working dir under ``run/`` and synced wi
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -19,9 +20,26 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
+import ray
+import torch
+from ray import tune
+
+from hba_sweep.artifacts import trialfiles
+from hba_sweep.config import from_dict
+from hba_sweep.foundation import storage
+from hba_sweep.perturbations import register_types
+from hba_sweep.training import run_training_experiment
+
 FAULT_ENV = "HBA_SWEEP_FAULT"  # test only: "<epoch>:<marker file>[:<trial name part>]"
 RUN_FILES = ("metrics.csv", "config.yaml", "split.json")
 _said: set[str] = set()
+CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def quiet_checkpoint_logs() -> None:
+    """No "Checkpoint successfully created at: ..." line per epoch and trial (the table says enough)."""
+    for name in CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def say_once(message: str) -> str:
@@ -72,10 +90,6 @@ def _prune_checkpoints(checkpoint_dir: Path) -> None:
 def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
     """Report a trial's stored epochs again (its own rows only); return the local copy of the last
     checkpoint when ``with_checkpoints`` (Tune persists each again under the same name)."""
-    from ray import tune
-
-    from hba_sweep.foundation import storage
-
     if not stored:
         return None
     if not with_checkpoints:
@@ -97,16 +111,6 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
     ``perturbations`` are the user-registered types (name -> class) the search-space file defined;
     ``finished``: run names finished on storage when the driver started (they only replay)."""
-    import ray
-    import torch
-    from ray import tune
-
-    from hba_sweep.config import from_dict
-    from hba_sweep.perturbations import register_types
-    from hba_sweep.sweep.terminal import quiet_checkpoint_logs
-    from hba_sweep.artifacts import trialfiles
-    from hba_sweep.foundation import storage
-
     name = config.get("run_name")
     where = storage.join(study_root, name) if study_root and name else None
     if where is not None and name in finished:
@@ -116,7 +120,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     quiet_checkpoint_logs()
 
     if train_fn is None:
-        from hba_sweep.training import run_training_experiment as train_fn
+        train_fn = run_training_experiment
     context = tune.get_context()
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()

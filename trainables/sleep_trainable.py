@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ray import tune
+
+from hba_sweep.config import run_dir
+
 SECONDS_ENV = "HBA_SLEEP_EPOCH_SECONDS"
 
 
@@ -28,8 +32,6 @@ def _stop_after(stop_after: dict[str, int] | None) -> int | None:
     a part of trial names to that epoch."""
     if not stop_after:
         return None
-    from ray import tune
-
     name = tune.get_context().get_trial_name()
     return next((epoch for part, epoch in stop_after.items() if part in name), None)
 
@@ -37,8 +39,6 @@ def _stop_after(stop_after: dict[str, int] | None) -> int | None:
 def sleep_training(config, report: Callable | None = None, seconds: float | None = None,
                    stop_after: dict[str, int] | None = None) -> dict:
     """Sleep ``seconds`` (default $HBA_SLEEP_EPOCH_SECONDS or 0.05) per epoch; write tiny checkpoints."""
-    from hba_sweep.config import run_dir
-
     seconds = float(os.environ.get(SECONDS_ENV, 0.05)) if seconds is None else seconds
     out = run_dir(config)
     history, start = [], -1

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from hba_sweep.foundation.errors import ConfigError, HBAError
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation.devices import published_device
 from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.foundation.yaml_io import read_yaml

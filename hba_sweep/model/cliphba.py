@@ -12,7 +12,7 @@ The network is split where the adapters start:
 
 so the frozen prefixes can be computed once: the text prefix here (the prompts truncated to the
 longest one, exact because the text tower is causal), the vision prefix per image set in
-hba_sweep.prefix_cache. The first adapted block's attention before ``out_proj`` depends on the
+hba_sweep.training.prefix_cache. The first adapted block's attention before ``out_proj`` depends on the
 frozen prefix only, so it is part of the state (``cache_attention``); the last adapted block of
 each tower is evaluated at its readout positions only (class token, end-of-text tokens;
 hba_sweep.model.readout). ``forward(images)`` runs every block at every position on full-length

@@ -11,9 +11,9 @@ recorded in ``<experiment>/job.json`` (submission id and dashboard address; neve
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
-import sys
 import time
 from typing import Any, Callable
 
@@ -33,7 +33,7 @@ def dashboard_url(address: str | None) -> str:
 
 def client(url: str):
     """A JobSubmissionClient for the dashboard at ``url``, with this machine's token if it asks for one."""
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # reason: Ray loads only to reach a dashboard
 
     mode = cluster.dashboard_auth_mode(url)
     if mode is None:
@@ -70,7 +70,7 @@ def entrypoint(args: argparse.Namespace, name: str, python: str = "python") -> s
 
 def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
     """Submit the study as a Ray Job; record it in <experiment>/job.json; print how to follow it."""
-    from hba_sweep.sweep.spec import load_search_space
+    from hba_sweep.sweep.spec import load_search_space  # reason: torch loads (through config) only to submit
 
     space = load_search_space(args.search_space)  # syntax and names checked before anything is sent
     name = args.name or space.name
@@ -96,8 +96,6 @@ def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int
 
 def read_job(experiment: str) -> dict[str, Any] | None:
     """The job.json of an experiment (directory or URI); None if the study was not submitted."""
-    import json
-
     path = storage.join(experiment, JOB_FILE)
     if not storage.exists(path):
         return None
@@ -114,60 +112,3 @@ def job_line(experiment: str) -> str | None:
     except ConfigError as exc:
         state = f"unknown ({exc})"
     return f"Ray job {job['submission_id']}: {state}  (dashboard {job['dashboard']}/#/jobs/{job['submission_id']})"
-
-
-def _job_or_exit(experiment: str) -> dict[str, Any]:
-    job = read_job(experiment)
-    if job is None:
-        raise ConfigError(f"{storage.redact(experiment)}: no {JOB_FILE}, the study was not submitted as a Ray job. "
-                          "Fix: give the experiment `run --submit` printed; a study run in a terminal logs there.")
-    return job
-
-
-def logs_command(args: argparse.Namespace) -> int:
-    """``logs EXPERIMENT [--follow]``: the job driver's output (Tune's progress table)."""
-    experiment = storage.experiment_path(args.experiment, args.storage)
-    job = _job_or_exit(experiment)
-    jobs = client(job["dashboard"])
-    if not args.follow:
-        sys.stdout.write(jobs.get_job_logs(job["submission_id"]))
-        return 0
-    import asyncio
-
-    async def tail() -> None:
-        async for lines in jobs.tail_job_logs(job["submission_id"]):
-            sys.stdout.write(lines)
-            sys.stdout.flush()
-
-    asyncio.run(tail())
-    return 0
-
-
-def stop_command(args: argparse.Namespace) -> int:
-    """``stop EXPERIMENT``: stop the job (Tune saves the trials' state; ``run --resume`` finishes them)."""
-    experiment = storage.experiment_path(args.experiment, args.storage)
-    job = _job_or_exit(experiment)
-    stopped = client(job["dashboard"]).stop_job(job["submission_id"])
-    print(f"Ray job {job['submission_id']}: " + ("stop requested" if stopped else "not running"))
-    return 0
-
-
-def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="the experiment `run --submit` printed (a directory or URI, or a name "
-                                      "with --storage)")
-    p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
-
-
-def add_logs_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("logs", help="the output of a study submitted with run --submit")
-    _experiment_args(p)
-    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
-    p.set_defaults(func=logs_command)
-    return p
-
-
-def add_stop_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("stop", help="stop a study submitted with run --submit")
-    _experiment_args(p)
-    p.set_defaults(func=stop_command)
-    return p

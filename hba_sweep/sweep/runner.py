@@ -19,15 +19,23 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
-from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep import lock
+import ray
+from ray import tune
+
 from hba_sweep.artifacts import trialfiles
+from hba_sweep.config import from_dict, run_name
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.perturbations import user_types
+from hba_sweep.sweep import cluster, lock, terminal, trackers
 from hba_sweep.sweep.expand import Trial, expand
 from hba_sweep.sweep.faults import kill_point
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
+from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
+from trainables.hba_trainable import train_hba
 
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 METRIC_COLUMNS = {"epoch": "epoch", "val_loss": "val_loss", "behavioral_rsa_rho": "rsa_rho"}
@@ -72,9 +80,6 @@ class StudyOutcome:
 # ---- Ray --------------------------------------------------------------------------------
 def connect(opts: RunOptions) -> bool:
     """Start or join Ray (hba_sweep/sweep/cluster.py); True if this call connected."""
-    import ray
-
-    from hba_sweep.sweep import cluster
 
     if ray.is_initialized():
         return False
@@ -86,18 +91,11 @@ def connect(opts: RunOptions) -> bool:
 def _callbacks(opts: RunOptions, name: str, root: str | None = None) -> list:
     """TensorBoard, MLflow, W&B with the epoch as x-axis (hba_sweep/sweep/trackers.py); W&B's local
     files go to ``<root>/wandb`` when the study is on a local path."""
-    from hba_sweep.sweep import trackers
-
     wandb_dir = os.path.abspath(root) if root is not None and not storage.is_uri(root) else None
     return trackers.callbacks(opts.mlflow_uri, opts.wandb_project, name, wandb_dir)
 
 
 def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):
-    from ray import tune
-
-    from hba_sweep.perturbations import user_types
-    from trainables.hba_trainable import train_hba
-
     # perturbation types the search-space file registered: workers never execute that file
     fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types(), study_root=root,
                               finished=frozenset(finished))
@@ -116,8 +114,6 @@ def trial_resources(space: SearchSpace, opts: RunOptions) -> dict[str, float]:
 
 def check_fits(space: SearchSpace, opts: RunOptions) -> None:
     """On a Ray we started ourselves, a trial asking for more than the machine has would wait forever."""
-    import ray
-
     have = ray.cluster_resources()
     for kind, ray_name in (("cpu", "CPU"), ("gpu", "GPU")):
         want = trial_resources(space, opts).get(kind, 0)
@@ -131,8 +127,6 @@ def check_fits(space: SearchSpace, opts: RunOptions) -> None:
 
 def _trial_name(trial) -> str:
     """The trial's directory and name: its planned run name (searched trials: a name plus Tune's id)."""
-    from hba_sweep.config import from_dict, run_name
-
     name = trial.config.get("run_name")
     if name:
         return name
@@ -145,9 +139,6 @@ def _trial_name(trial) -> str:
 # ---- one Tune experiment ----------------------------------------------------------------
 def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns: list[str], root: str,
              max_concurrent: int | None, num_samples: int):
-    from ray import tune
-
-    from hba_sweep.sweep import terminal
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
@@ -166,8 +157,6 @@ def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns:
 
 
 def _study_name(root: str) -> str:
-    from urllib.parse import urlsplit
-
     return (urlsplit(root).path if storage.is_uri(root) else root).rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -175,8 +164,6 @@ def _parent(root: str) -> str:
     """The storage path Tune gets: ``root`` without its last part (the study name)."""
     if not storage.is_uri(root):
         return os.path.dirname(root.rstrip("/"))
-    from urllib.parse import urlsplit, urlunsplit
-
     url = urlsplit(root)
     return urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
 
@@ -186,9 +173,6 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     """Run planned trials (:class:`~hba_sweep.sweep.release.Planned`) as one Tune experiment at ``root``,
     skipping what is finished on storage. Returns the searcher (what finished, failed, was skipped) and
     Tune's ResultGrid."""
-    from ray import tune
-
-    from hba_sweep.sweep.release import StudySearcher
 
     finished = {p.name for p in planned if trialfiles.read_done(trialfiles.trial_path(root, p.name)) is not None}
     searcher = StudySearcher(planned, root, finished, record=record)
@@ -213,8 +197,6 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
 
 def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: "StudyOutcome") -> None:
     """A SEARCH_ALG study: the searcher proposes the trials; --resume uses Tune's restore."""
-    from ray import tune
-
     trainable = _trainable(space, opts, root, set())
     state = _newest_state(root)
     if opts.resume and state is not None and tune.Tuner.can_restore(root):
@@ -257,8 +239,6 @@ def independent(trials: list[Trial], root: str) -> list:
 
 def planned_trials(plan: Plan, cache_dir: str) -> list:
     """The plan as searcher entries: every config carries its run name and the shared prefix cache."""
-    from hba_sweep.sweep.release import Planned
-
     def config(t: Trial) -> dict[str, Any]:
         return {**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir}
 
@@ -395,7 +375,5 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         if held is not None:
             lock.release(root, held)
         if started:
-            import ray
-
             ray.shutdown()
     return outcome

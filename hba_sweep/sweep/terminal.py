@@ -7,17 +7,6 @@ import re
 
 from hba_sweep.foundation.redaction import redact
 
-CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
-
-
-def quiet_checkpoint_logs() -> None:
-    """No "Checkpoint successfully created at: ..." line per epoch and trial (the table says enough)."""
-    import logging
-
-    for name in CHECKPOINT_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _cli_reporter():
     from ray.tune import CLIReporter
 

@@ -22,6 +22,9 @@ import numpy as np
 from hba_sweep import rsa
 from hba_sweep.foundation.choices import DATASETS
 from hba_sweep.foundation.errors import DataError
+from hba_sweep.data.rdm_io import load_reference
+from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
+from hba_sweep.data.things import check_files_exist, read_things_csv
 
 Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]
@@ -98,8 +101,6 @@ def two_afc_scorer(nights: Any, split: str | None) -> Scorer:
 
 def load_references(paths: Mapping[str, str], n: int, distance: str = "pearson") -> dict[str, np.ndarray]:
     """Reference RDMs by name; a file holding response patterns (n x d, not square) becomes an RDM."""
-    from hba_sweep.data.rdm_io import load_reference
-
     return {name: load_reference(path, n, distance) for name, path in paths.items()}
 
 
@@ -165,9 +166,6 @@ def build_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings
 
 
 def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> tuple[list[Path], Scorer]:
-    from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
-    from hba_sweep.data.things import check_files_exist, read_things_csv
-
     def rsa_scorer_for(n: int, groups: Sequence[Any] | None = None) -> Scorer:
         references = load_references(spec.get("reference_rdms") or {}, n, settings.reference_rdm_distance_metric)
         return rsa_scorer(references, model_rdm_distance(dataset, spec, settings), settings.rsa_similarity_metric,

@@ -1,7 +1,7 @@
 """One CLIP-HBA training run: ``run_training_experiment(config, report=None)``.
 
 The story, top to bottom: seed, load data and split, build the model, set up (or restore, see
-hba_sweep.run_start) optimizer, scheduler and RNG state, evaluate once (epoch -1; a fork re-evaluates its start),
+hba_sweep.training.run_start) optimizer, scheduler and RNG state, evaluate once (epoch -1; a fork re-evaluates its start),
 then per epoch train with the perturbation strategy, evaluate, checkpoint, write the metrics
 row and report it; stop early after ``early_stopping_patience`` epochs without improvement.
 The run ends with a status (:func:`run_status`): ``finished``, ``early_stopped``, ``diverged``
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hba_sweep.artifacts import checkpoint as ckpt
-from hba_sweep import prefix_cache
+from hba_sweep.training import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
@@ -37,8 +37,8 @@ from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.model import CLIPHBA
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
-from hba_sweep.run_start import start_source, start_state
-from hba_sweep.split import SplitRecord, epoch_order, write_split_json
+from hba_sweep.training.run_start import start_source, start_state
+from hba_sweep.training.split import SplitRecord, epoch_order, write_split_json
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
                   "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",

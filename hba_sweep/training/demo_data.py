@@ -16,7 +16,6 @@ loss and its behavioural RSA rises. Layout of ``DIR``::
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -29,6 +28,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from hba_sweep.config import from_dict, run_name
 from hba_sweep.data.evalsets import load_nod
 from hba_sweep.data.rdm_io import save_rdm_mat
 from hba_sweep.data.things import N_DIMS
@@ -244,8 +244,6 @@ def _train_yaml(config: dict[str, Any]) -> str:
 def _infer_yaml(train: dict[str, Any], things: dict[str, Any]) -> str:
     """The inference YAML (the study's keys) for the run ``train --config train.yaml`` writes:
     behavioural RSA of every epoch's checkpoint on the 48 evaluation images."""
-    from hba_sweep.config import from_dict, run_name
-
     name = run_name(from_dict(train, check_files=False))
     config = {
         "model_weights_path": f"{train['save_path']}/{name}", "epoch": "all", "dataset": "things",
@@ -288,7 +286,7 @@ def _generate(root: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(root / MARKER, json.dumps(settings, indent=2) + "\n")
 
 
-def _existing_settings(out_dir: Path) -> dict[str, Any] | None:
+def existing_settings(out_dir: Path) -> dict[str, Any] | None:
     """The settings of demo data already in ``out_dir``; DataError if it holds something else."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return None
@@ -319,7 +317,7 @@ def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: i
     _check_arguments(n_train, image_size)
     out_dir = Path(out_dir)
     settings = _settings(n_train, image_size, seed, backbone)
-    existing = _existing_settings(out_dir)
+    existing = existing_settings(out_dir)
     if existing == settings and (out_dir / "train.yaml").is_file() and (out_dir / "infer.yaml").is_file() and not force:
         return out_dir / "train.yaml"
     if existing is not None and not force:
@@ -351,15 +349,3 @@ def describe(out_dir: Path) -> str:
         f"  nights/                      {NIGHTS_TRIPLETS} 2AFC triplets",
         "  evalsets.yaml, train.yaml, infer.yaml",
     ])
-
-
-def demo_data_command(args: argparse.Namespace) -> int:
-    """`demo-data DIR`: write (or reuse) the demo data and say what is there."""
-    out_dir = Path(args.dir)
-    existed = _existing_settings(out_dir) is not None
-    train_yaml = make_demo_data(out_dir, n_train=args.n_train, image_size=args.image_size, seed=args.seed,
-                                backbone=args.backbone, force=args.force)
-    verb = "regenerated" if existed and args.force else ("reused existing" if existed else "wrote")
-    print(f"{verb} demo data in {out_dir}:\n{describe(out_dir)}")
-    print(f"next: python -m hba_sweep train --config {train_yaml}")
-    return 0

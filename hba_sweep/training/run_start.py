@@ -20,7 +20,9 @@ from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, ru
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
-from hba_sweep.split import SplitRecord, draw_split, epoch_order, split_from_file
+from hba_sweep.training.split import SplitRecord, draw_split, epoch_order, split_from_file
+from hba_sweep.artifacts.published import PublishedRun
+from hba_sweep.artifacts.checkpoint import load_published_adapters
 
 
 def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:
@@ -50,8 +52,6 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
     if cfg.init_from is not None:
         return Start("forked", fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
     if uses_baseline_path(cfg):
-        from hba_sweep.artifacts.published import PublishedRun
-
         epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
         if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
             run = PublishedRun.open(root)
@@ -137,9 +137,6 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
     documented difference): AdamW's moments start fresh (the published ``epoch{e}_random_states.pth``
     is a pickle keyed by the published model's parameter order and is not read).
     """
-    from hba_sweep.artifacts.checkpoint import load_published_adapters
-    from hba_sweep.artifacts.published import PublishedRun
-
     run = PublishedRun.open(start.path)
     model.load_adapter_state_dict(load_published_adapters(run.dora_path(start.epoch)))
     split = run.split()

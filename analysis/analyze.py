@@ -1,4 +1,5 @@
-"""``python -m hba_sweep analyze <experiment>``: tables, figures and a report for a whole study.
+"""Analyse a whole study (``python -m hba_sweep analyze <experiment>``, :mod:`hba_sweep.cli.analyze`):
+tables, figures and a report.
 
 Everything the user can get wrong (experiment dir, --datasets, evaluation sets, their files) is
 checked before anything is written; outputs are written atomically, so a failed run leaves the
@@ -7,9 +8,7 @@ previous results untouched.
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 
-from analysis import definitions, evaluate, gather, tables
+from analysis import definitions, evaluate, figures, gather, report, tables
+from analysis.best_trial import best_trial
+from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
-from hba_sweep.foundation.choices import DATASETS
-from hba_sweep.scoring import ScoreSettings
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.redaction import redact_text
+from hba_sweep.foundation.storage import reaching
 
 
 @dataclass
@@ -40,17 +40,11 @@ class Summary:
 
 
 def is_remote(fs) -> bool:
-    import pyarrow.fs as pafs
-
     return not isinstance(fs, pafs.LocalFileSystem)
 
 
 def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
     """Copy the named output files between the experiment's storage and a local folder."""
-    import pyarrow.fs as pafs
-
-    from hba_sweep.foundation.storage import reaching
-
     local = pafs.LocalFileSystem()
     where = f"{fs.type_name}://{src if download else dst}"  # for the message: an unreachable store, a full disk
     with reaching(where, "download the analysis cache" if download else "upload the analysis"):
@@ -62,7 +56,7 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
                 pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
-def plan_line(study: gather.Study, todo: dict) -> str:
+def plan_line(study: Study, todo: dict) -> str:
     """What analyze will evaluate and why the rest is not evaluated again."""
     keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
     inherited = sum(e.inherited for e in study.entries)
@@ -119,34 +113,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     return summary
 
 
-def best_trial(study: gather.Study, training: pd.DataFrame) -> tuple[dict | None, str | None, str | None]:
-    """The best trial under the manifest's metric/mode (with its label and searched settings)."""
-    manifest = study.manifest or {}
-    metric, mode = manifest.get("metric"), manifest.get("mode")
-    if not metric or not mode:
-        return None, metric, mode
-    keys = tables.searched_keys(study)
-    configs = {t.trial_id: {k: t.config.get(k) for k in keys} for t in study.trials.values()}
-    best = definitions.best_trial(training, metric, mode, configs)
-    if best:
-        best["label"] = study.trials[best["trial_id"]].label
-    return best, metric, mode
-
-
-def best_trial_summary(experiment: str, storage: str | None = None) -> str | None:
-    """One line naming a study's best trial and its searched config under the study's metric/mode
-    (for ``run`` and ``status`` to print); None when the study names no metric or nothing logged it."""
-    fs, root = gather.open_experiment(experiment, storage)
-    study = gather.gather(fs, root)
-    best, metric, mode = best_trial(study, tables.training_table(study))
-    if not best:
-        return None
-    config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-    return (f"best trial ({metric}, {mode}): {best['label']} [{best['trial_id']}] {metric}={best['value']:.4f} "
-            f"at epoch {best['epoch']}" + (f"; {config}" if config else ""))
-
-
-def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
+def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
                    csv: bool, computed: int, log, truncate: str) -> Summary:
     results = tables.results_table(study, cache, [es.key() for es in evalsets])
     training = tables.training_table(study)
@@ -158,8 +125,6 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
         evaluate.write_parquet(out_dir / f"{name}.parquet", frame)
         if csv:
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    from analysis import figures, report  # matplotlib only here: `run`/`status` never load it (it writes a cache in ~)
-
     paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, opts.score.n_boot, opts.score.seed)
     best, metric, mode = best_trial(study, training)
     skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
@@ -175,29 +140,3 @@ def _write_outputs(study: gather.Study, cache: pd.DataFrame, evalsets, names, so
     log(f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
         f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures")
     return Summary(out_dir, computed, results, training, summary, paths, skipped + notes)
-
-
-def _datasets(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise DataError(f"--datasets {value!r}: empty. Fix: give names from {list(DATASETS)}, comma-separated.")
-    return names
-
-
-def options_from_args(args: argparse.Namespace) -> evaluate.Options:
-    if args.workers < 0 or args.batch_size < 1 or args.bootstrap < 0:
-        raise ConfigError("--workers and --bootstrap must be >= 0 and --batch-size >= 1. Fix: correct the value.")
-    score = ScoreSettings(args.model_rdm_distance, args.rsa_similarity, "pearson", args.bootstrap, args.seed)
-    workers = 0 if args.local else args.workers
-    return evaluate.Options(_datasets(args.datasets), args.evalsets, args.device, args.batch_size, workers,
-                            args.cpus_per_worker, args.gpus_per_worker, score)
-
-
-def analyze_command(args: argparse.Namespace) -> int:
-    """`analyze`: evaluate, tabulate and draw a study."""
-    opts = options_from_args(args)
-    analyze(args.experiment, opts, args.out, args.csv, args.storage,
-            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate)
-    return 0

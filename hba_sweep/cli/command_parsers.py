@@ -11,19 +11,19 @@ from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from hba_sweep.data.demo import demo_data_command
+    from hba_sweep.cli.demo_data import demo_data_command  # reason: pandas and torch load when demo-data runs, not for --help
 
     return demo_data_command(args)
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from hba_sweep.inference import infer_command
+    from hba_sweep.cli.infer import infer_command  # reason: torch loads when infer runs, not for --help
 
     return infer_command(args)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from analysis.cli import analyze_command
+    from hba_sweep.cli.analyze import analyze_command  # reason: pandas, torch, matplotlib load when analyze runs
 
     return analyze_command(args)
 

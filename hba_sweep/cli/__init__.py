@@ -1,4 +1,6 @@
-"""``python -m hba_sweep <command>``: each subsystem registers its own subcommands here.
+"""``python -m hba_sweep <command>``: the CLI layer (the top layer). Each command module registers
+its subcommands here: train (train), run/status (sweep_commands), logs/stop (jobs_commands),
+demo-data/infer/analyze (command_parsers; their handlers in demo_data, infer, analyze).
 
 User mistakes (HBAError) print their message and exit 2, without a traceback.
 """
@@ -18,49 +20,18 @@ from hba_sweep.foundation.redaction import redact_text
 # command -> (module, function registering it, one-line help). Only the chosen command's module is
 # imported (torch, Ray and matplotlib load inside commands), so --help and argument errors are fast.
 COMMANDS = {
-    "demo-data": ("hba_sweep.command_parsers", "add_demo_data_parser",
+    "demo-data": ("hba_sweep.cli.command_parsers", "add_demo_data_parser",
                   "generate deterministic demo data in the published formats"),
-    "train": ("hba_sweep.cli", "add_train_parser", "train one run (no Ray)"),
-    "run": ("hba_sweep.sweep.cli", "add_run_parser", "run a study from a search-space file on Ray Tune"),
-    "status": ("hba_sweep.sweep.cli", "add_status_parser",
+    "train": ("hba_sweep.cli.train", "add_train_parser", "train one run (no Ray)"),
+    "run": ("hba_sweep.cli.sweep_commands", "add_run_parser", "run a study from a search-space file on Ray Tune"),
+    "status": ("hba_sweep.cli.sweep_commands", "add_status_parser",
                "done / running / failed / pending per trial of an experiment"),
-    "logs": ("hba_sweep.sweep.jobs", "add_logs_parser", "the output of a study submitted with run --submit"),
-    "stop": ("hba_sweep.sweep.jobs", "add_stop_parser", "stop a study submitted with run --submit"),
-    "analyze": ("hba_sweep.command_parsers", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
-    "infer": ("hba_sweep.command_parsers", "add_infer_parser",
+    "logs": ("hba_sweep.cli.jobs_commands", "add_logs_parser", "the output of a study submitted with run --submit"),
+    "stop": ("hba_sweep.cli.jobs_commands", "add_stop_parser", "stop a study submitted with run --submit"),
+    "analyze": ("hba_sweep.cli.command_parsers", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
+    "infer": ("hba_sweep.cli.command_parsers", "add_infer_parser",
               "evaluate a run's checkpoint(s) from the study's inference YAML"),
 }
-
-def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train one run (no Ray)",
-                              description="Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.")
-    p.add_argument("--config", required=True, help="YAML config (the study's keys are accepted)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
-    p.set_defaults(func=_train)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from hba_sweep.artifacts import checkpoint
-    from hba_sweep.config import load_config, run_dir
-    from hba_sweep.training import run_training_experiment
-
-    cfg = load_config(args.config, args.overrides)
-    if args.resume and cfg.resume_from is None:
-        if checkpoint.list_epochs(run_dir(cfg)):
-            cfg = cfg.replace(resume_from=str(run_dir(cfg)))
-        else:
-            print(f"--resume: {run_dir(cfg)} has no checkpoint yet; starting the run.", file=sys.stderr)
-    summary = run_training_experiment(cfg)
-    if summary["status"] == "diverged":
-        print(f"error: {summary['run_dir']}: {summary['message']}. The run stopped; metrics.csv records the "
-              "non-finite values.", file=sys.stderr)
-        return 2
-    print(f"done: {summary['run_dir']} ({summary['status']}, last epoch {summary['epoch']}, val_loss "
-          f"{summary['val_loss']:.4g}, behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in "
-          f"{summary['run_dir']}/metrics.csv")
-    return 0
 
 
 def chosen_command(argv: Sequence[str] | None) -> str | None:

@@ -3,19 +3,18 @@
 Two layers:
 
 - The batched path (:class:`Predictor`): for one model layout (backbone, layer split, rank) the
-  frozen vision prefix of an image set is computed once through :mod:`hba_sweep.prefix_cache`
+  frozen vision prefix of an image set is computed once through :mod:`hba_sweep.training.prefix_cache`
   (the same cache training uses), then each checkpoint only loads its adapters and runs
   ``forward_from_prefix``. ``model.forward`` on images stays the oracle the tests compare with.
-- Evaluation sets (:class:`hba_sweep.scoring.EvalSet`): the images to run plus a scorer turning
+- Evaluation sets (:class:`hba_sweep.training.scoring.EvalSet`): the images to run plus a scorer turning
   predictions into result rows (behavioural and neural RSA, NIGHTS 2AFC, CKA).
 
 ``run_inference(config)`` evaluates one checkpoint from the study's inference keys, and
-``python -m hba_sweep infer --config X.yaml`` writes one JSON result per epoch.
+``python -m hba_sweep infer --config X.yaml`` (:mod:`hba_sweep.cli.infer`) writes one JSON result per epoch.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import io
@@ -30,12 +29,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from hba_sweep import rsa
 from hba_sweep.artifacts import checkpoint as ckpt
-from hba_sweep import prefix_cache, rsa
+from hba_sweep.artifacts.published import PublishedRun, dora_params_epoch
+from hba_sweep.config import ALIASES as TRAIN_ALIASES
+from hba_sweep.config import FIELD_NAMES, parse_overrides
+from hba_sweep.config.published_keys import INFER_IGNORED, TRAIN_IGNORED
+from hba_sweep.data.images import ImageStore
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text
-from hba_sweep.scoring import NIGHTS_DEFAULT_SPLIT, EvalSet, Row, ScoreSettings, build_evalset
+from hba_sweep.foundation.yaml_io import read_yaml
+from hba_sweep.model import CLIPHBA
+from hba_sweep.training import prefix_cache
+from hba_sweep.training.scoring import NIGHTS_DEFAULT_SPLIT, EvalSet, Row, ScoreSettings, build_evalset
 
 MODEL_KEYS = ("backbone", "pretrained", "adapter", "vision_layers", "transformer_layers", "rank", "dora_alpha",
               "dora_dropout")
@@ -66,8 +73,6 @@ class ModelSpec:
         return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:16]
 
     def build(self):
-        from hba_sweep.model import CLIPHBA
-
         return CLIPHBA(backbone=self.backbone, pretrained=self.pretrained, vision_layers=self.vision_layers,
                        transformer_layers=self.transformer_layers, rank=self.rank, dora_alpha=self.dora_alpha,
                        dora_dropout=self.dora_dropout, adapter=self.adapter)
@@ -99,9 +104,7 @@ class Predictor:
                 COUNTERS["prefix_images"] += n
 
             def batches():
-                from hba_sweep.data.images import ImageStore
-
-                return ImageStore(paths, self.model.image_size).batch
+                        return ImageStore(paths, self.model.image_size).batch
 
             prefix = prefix_cache.frozen_prefix(self.model, paths, batches, self.cache_root, self.dtype, self.device,
                                                 self.batch_size, self._autocast, count)
@@ -164,11 +167,6 @@ def read_infer_config(raw: Mapping[str, Any], source: str = "<config>", base: Pa
                       notes: list[str] | None = None) -> dict[str, Any]:
     """Normalise the study's inference keys; ConfigError listing every problem. Published keys with
     no effect here are appended to ``notes`` (if given)."""
-    from hba_sweep.config import ALIASES as TRAIN_ALIASES
-    from hba_sweep.config import FIELD_NAMES
-    from hba_sweep.config.published_keys import INFER_IGNORED
-    from hba_sweep.config.published_keys import TRAIN_IGNORED
-
     cfg = dict(INFER_DEFAULTS)
     problems = []
     if raw.get("load_hba") is False or str(raw.get("load_hba", "")).lower() == "false":
@@ -269,8 +267,6 @@ def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
 def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
     """The published ``epoch{e}_dora_params.pth`` files ``model_weights_path``/``epoch`` name (a file:
     itself, whatever ``epoch`` says; a published run folder: its epoch(s)), or None if it is not one."""
-    from hba_sweep.artifacts.published import PublishedRun, dora_params_epoch
-
     if path.is_file():
         return [path] if dora_params_epoch(path) is not None else None
     if not path.is_dir() or ckpt.list_epochs(path) or not (path / "dora_params").is_dir():
@@ -316,17 +312,15 @@ def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
 def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Verified adapters and meta (no pickle: safetensors and JSON, or a published .pth read weights_only)."""
     if ckpt_dir.is_file():  # a published epoch{e}_dora_params.pth
-        return ckpt.load_published_adapters(ckpt_dir), _read_meta(ckpt_dir)
+        return ckpt.load_published_adapters(ckpt_dir), read_meta(ckpt_dir)
     meta = ckpt.verify_checkpoint(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
     return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), meta
 
 
-def _read_meta(ckpt_dir: Path) -> dict[str, Any]:
+def read_meta(ckpt_dir: Path) -> dict[str, Any]:
     """Our checkpoint's meta.json; for a published file its epoch and run name (the model settings
     then come from the inference YAML, as in the published script)."""
     if ckpt_dir.is_file():
-        from hba_sweep.artifacts.published import dora_params_epoch
-
         run = ckpt_dir.parent.parent if ckpt_dir.parent.name == "dora_params" else ckpt_dir.parent
         return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True, "adapter": "hba_dora"}
     return ckpt.read_meta(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
@@ -362,9 +356,6 @@ def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Pred
 
 def load_infer_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read an inference YAML (relative paths next to it), with ``--set key=value`` overrides on top."""
-    from hba_sweep.config import parse_overrides
-    from hba_sweep.foundation.yaml_io import read_yaml
-
     raw = read_yaml(path)
     extra = parse_overrides(overrides)
     source = str(path) + (f" (with --set {', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
@@ -407,21 +398,6 @@ def write_result(result: Mapping[str, Any], cfg: Mapping[str, Any]) -> Path:
     return path
 
 
-def infer_command(args: argparse.Namespace) -> int:
-    """`infer --config`: one JSON per evaluated epoch."""
-    cfg = load_infer_config(args.config, args.overrides)
-    if args.device:
-        cfg["device"] = args.device
-    dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
-    predictor = predictor_for(cfg, _read_meta(dirs[0]))  # one model and prefix for every epoch
-    for ckpt_dir in dirs:
-        result = run_inference(cfg, predictor, ckpt_dir)
-        path = write_result(result, cfg)
-        summary = ", ".join(f"{r['reference']} {r['metric']} {r['value']:.4f}" for r in result["results"])
-        print(f"epoch {result['epoch']}: {summary} -> {path}")
-    return 0
-
-
 def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
     """The checkpoint's model settings (meta.json), overridden by the keys the YAML sets."""
     return ModelSpec.from_mapping(ckpt.run_config(meta) if meta else {}, {k: cfg[k] for k in MODEL_KEYS if k in cfg})
@@ -430,9 +406,3 @@ def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
 def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:
     return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"],
                      precision=cfg.get("precision", "fp32"))
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
-    from hba_sweep.cli import main as cli_main
-
-    return cli_main(["infer", *(argv if argv is not None else sys.argv[1:])])

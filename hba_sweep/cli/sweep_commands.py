@@ -1,9 +1,15 @@
-"""``run`` and ``status`` subcommands; hba_sweep/cli.py registers them with these two functions."""
+"""``run`` and ``status`` subcommands; hba_sweep/cli/__init__.py registers them with these two functions."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import tempfile
 from typing import Any
+
+from hba_sweep.foundation import storage
+from hba_sweep.sweep import jobs
+from hba_sweep.sweep.status import format_status, read_study
 
 DEFAULT_STORAGE = "ray_results"
 
@@ -30,7 +36,7 @@ def _count(value: str) -> int:
 
 def _name(value: str) -> str:
     """--name: the same rule as a search space's NAME (it becomes a directory under --storage)."""
-    from hba_sweep.sweep.spec import NAME_RE
+    from hba_sweep.sweep.spec import NAME_RE  # reason: the search-space loader imports torch (through config)
 
     if not NAME_RE.match(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid experiment name: use letters, digits, _ . - only")
@@ -39,17 +45,16 @@ def _name(value: str) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
-    from hba_sweep.foundation import storage
+    # reason (each): torch and Ray load when a study runs, not for --help
     from hba_sweep.sweep.dryrun import describe
     from hba_sweep.sweep.expand import expand
     from hba_sweep.sweep.plan import make_plan
     from hba_sweep.sweep.runner import RunOptions, run_study
     from hba_sweep.sweep.spec import load_search_space
+    from hba_sweep.sweep.trackers import validate
 
     if args.submit is not None and not args.dry_run:  # the study runs as a Ray Job on the cluster
-        from hba_sweep.sweep.jobs import submit
-
-        return submit(args)
+        return jobs.submit(args)
     space = load_search_space(args.search_space)
     if args.dry_run:
         expansion = expand(space, check_files=True)
@@ -61,8 +66,6 @@ def run_command(args: argparse.Namespace) -> int:
                       gpus_per_trial=args.gpus_per_trial, dashboard=not args.no_dashboard,
                       dashboard_host=args.dashboard_host, wandb_project=args.wandb, mlflow_uri=args.mlflow,
                       verbose=args.verbose)
-    from hba_sweep.sweep.trackers import validate
-
     validate(args.mlflow, args.wandb)  # before Ray starts or anything is written
     outcome = run_study(space, opts)
     root = storage.redact(outcome.root)  # a URI may carry credentials (secret_key=...)
@@ -85,25 +88,19 @@ def run_command(args: argparse.Namespace) -> int:
 
 def best_trial_line(experiment: str) -> str | None:
     """For a searched study (SEARCH_ALG), the best trial and its config under the study's metric/mode."""
-    from hba_sweep.foundation import storage
-
     try:
         manifest = storage.read_json(storage.join(experiment, storage.MANIFEST))
     except (OSError, ValueError):
         return None
     if not manifest.get("searcher"):
         return None
-    from analysis.cli import best_trial_summary
+    from analysis.best_trial import best_trial_summary  # reason: pandas loads only for a searched study
 
     return best_trial_summary(experiment)
 
 
 def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]:
     """The commands to go on with, exactly as a shell takes them (paths and URIs quoted)."""
-    import shlex
-
-    from hba_sweep.foundation import storage
-
     lines = []
     if exit_code:
         where = (["--storage", storage.redact(args.storage)] if args.storage != DEFAULT_STORAGE else []) + \
@@ -119,10 +116,6 @@ def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]
 
 def status_command(args: argparse.Namespace) -> int:
     """``status DIR``: a table of trials and their states."""
-    from hba_sweep.sweep import jobs
-    from hba_sweep.foundation import storage
-    from hba_sweep.sweep.status import format_status, read_study
-
     experiment = storage.experiment_path(args.experiment, args.storage)
     job = jobs.job_line(experiment)  # a study submitted with run --submit: its Ray job first
     if job:
@@ -131,8 +124,6 @@ def status_command(args: argparse.Namespace) -> int:
             print("the study has not started yet (its job is queued or starting)")
             return 0
     if storage.is_uri(experiment):
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
             storage.copy_state(experiment, local)
             driver, rows = read_study(local)

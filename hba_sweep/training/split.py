@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from hba_sweep.foundation.errors import ConfigError, DataError
+from hba_sweep.config import split_sizes
+from hba_sweep.artifacts.published import read_split_indices
+from hba_sweep.foundation.io_utils import atomic_write_text
 
 
 def draw_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
     """The published split of ``n`` rows: (train rows, validation rows) in ``random_split`` order."""
-    from hba_sweep.config import split_sizes
-
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_train, _ = split_sizes(n, train_portion)
     return order[:n_train], order[n_train:]
@@ -75,8 +76,6 @@ def _names_in_file(path: Path) -> tuple[list[str] | None, list[str]]:
 def split_from_file(path: str | os.PathLike, names: Sequence[str], annotations: str | os.PathLike
                     ) -> tuple[list[int], list[int]]:
     """(train rows, validation rows) pinned by ``split_file``; ConfigError naming unknown images."""
-    from hba_sweep.artifacts.published import read_split_indices
-
     path = Path(path)
     n = len(names)
     if path.suffix.lower() in (".pth", ".pt"):
@@ -151,8 +150,6 @@ class SplitRecord:
 def write_split_json(path: Path, record: SplitRecord, annotations: str | os.PathLike, train_idx: Sequence[int],
                      val_idx: Sequence[int]) -> None:
     """``split.json``: written once; an existing one recording another split is an error, never overwritten."""
-    from hba_sweep.foundation.io_utils import atomic_write_text
-
     if path.is_file():
         try:
             recorded = json.loads(path.read_text())
