@@ -29,6 +29,7 @@ from hba_sweep.foundation.choices import DATASETS
 from hba_sweep.training.inference import ModelSpec, Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 from hba_sweep.foundation.io_utils import atomic_write
+import ray
 
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]
 CACHE_FILE = "evaluations.parquet"
@@ -211,8 +212,6 @@ def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], eva
 def _run_ray(study: Study, work: list, evalsets: Sequence[EvalSet], opts: Options, cache_root: str,
              save: Callable[[list[dict[str, Any]]], None], progress: Callable[..., None]) -> int:
     """Split the work into ``workers`` contiguous chunks (layout-sorted), one Ray task each."""
-    import ray
-
     started = not ray.is_initialized()
     if started:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -24,6 +24,9 @@ from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.foundation.errors import CheckpointError, DataError
 from hba_sweep.foundation.io_utils import file_sha256
 from hba_sweep.foundation.storage import experiment_path
+import os
+from safetensors import SafetensorError
+from safetensors.torch import load
 
 MANIFEST = "study.json"
 EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
@@ -39,8 +42,6 @@ def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSys
         if "://" in target:
             fs, root = pafs.FileSystem.from_uri(target)
         else:
-            import os
-
             fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(target))
         info = fs.get_file_info(root)
     except (OSError, ValueError) as exc:
@@ -65,9 +66,6 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
     """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle);
     a published ``epoch{e}_dora_params.pth`` through ``load_published_adapters`` (weights_only)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
 
     if is_published(ckpt.path):
         if file_sha256(ckpt.path) != ckpt.adapter_sha256:

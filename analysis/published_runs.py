@@ -22,6 +22,7 @@ from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import file_sha256
 from hba_sweep.config.published_keys import epoch_duration
 from hba_sweep.artifacts.published import PublishedRun
+import yaml
 
 # hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
@@ -52,8 +53,6 @@ def _config_file(run: Path) -> Path | None:
     for folder in (run, run.parent):
         for path in sorted(folder.glob("*.y*ml")):
             try:
-                import yaml
-
                 raw = yaml.safe_load(path.read_text())
             except Exception:  # noqa: BLE001 - not a readable YAML: not the run's config
                 continue
@@ -64,8 +63,6 @@ def _config_file(run: Path) -> Path | None:
 
 def run_config(run: Path) -> dict[str, Any]:
     """Our config keys from the published ``training_config.yaml`` of ``run`` (DataError without one)."""
-    import yaml
-
     path = _config_file(run)
     if path is None:
         raise DataError(f"{run}: a published run folder without its training_config.yaml (model layout, seed and "

@@ -52,7 +52,7 @@ class TrainingState:
     train_indices: list[int] = field(default_factory=list)
     val_indices: list[int] = field(default_factory=list)
     rng: dict = field(default_factory=dict)
-    # the split by image name and each image's target digest (checked on resume/fork; see split.py)
+    # the split by image name and each image's target digest (checked on resume/fork; see training/split.py)
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
     target_digests: dict = field(default_factory=dict)

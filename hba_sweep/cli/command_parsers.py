@@ -11,7 +11,7 @@ from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from hba_sweep.cli.demo_data import demo_data_command  # reason: pandas and torch load when demo-data runs, not for --help
+    from hba_sweep.cli.demo_data import demo_data_command  # reason: pandas, torch load when it runs, not for --help
 
     return demo_data_command(args)
 

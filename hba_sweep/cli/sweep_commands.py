@@ -45,13 +45,12 @@ def _name(value: str) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """``run SPACE``: dry-run or run a study; user mistakes raise HBAError (exit 2)."""
-    # reason (each): torch and Ray load when a study runs, not for --help
-    from hba_sweep.sweep.dryrun import describe
-    from hba_sweep.sweep.expand import expand
-    from hba_sweep.sweep.plan import make_plan
-    from hba_sweep.sweep.runner import RunOptions, run_study
-    from hba_sweep.sweep.spec import load_search_space
-    from hba_sweep.sweep.trackers import validate
+    from hba_sweep.sweep.dryrun import describe  # reason: Ray and torch load when run runs, not for --help
+    from hba_sweep.sweep.expand import expand  # reason: Ray and torch load when run runs, not for --help
+    from hba_sweep.sweep.plan import make_plan  # reason: Ray and torch load when run runs, not for --help
+    from hba_sweep.sweep.runner import RunOptions, run_study  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.spec import load_search_space  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.trackers import validate  # reason: Ray loads when run runs, not for --help
 
     if args.submit is not None and not args.dry_run:  # the study runs as a Ray Job on the cluster
         return jobs.submit(args)

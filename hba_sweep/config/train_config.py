@@ -85,7 +85,7 @@ class TrainConfig:
     pretrained: str = "openai"
     vision_layers: int = 2
     transformer_layers: int = 1
-    adapter: str = "hba_dora"  # the published DoRA; "peft_dora": peft's DoRA (hba_sweep/adapters.py)
+    adapter: str = "hba_dora"  # the published DoRA; "peft_dora": peft's DoRA (hba_sweep/model/adapters.py)
     rank: int = 32
     dora_alpha: float | None = None  # None: the adapter's default (hba_dora 16, published; peft_dora = rank)
     dora_dropout: float = 0.0  # as published in effect (the published training never applied its 0.1)
@@ -162,7 +162,7 @@ DEFAULTS = TrainConfig()
 
 def _fix_for_unknown(key: str) -> str:
     close = difflib.get_close_matches(key, list(FIELD_NAMES) + list(ALIASES), n=1)
-    return f"did you mean {close[0]!r}?" if close else "remove it (see TrainConfig in hba_sweep/config.py for the keys)."
+    return f"did you mean {close[0]!r}?" if close else "remove it (see TrainConfig in hba_sweep/config/train_config.py for the keys)."
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import atomic_write_bytes
 from hba_sweep.rsa import compute_model_rdm
+import scipy.io
 
 SUFFIXES = (".mat", ".npy", ".npz", ".csv")
 SYMMETRY_ATOL = 1e-6
@@ -19,8 +20,6 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by hba_sweep"
 
 
 def _read_mat(path: Path) -> np.ndarray:
-    import scipy.io
-
     try:
         contents = scipy.io.loadmat(str(path))
     except NotImplementedError:
@@ -147,8 +146,6 @@ def load_reference(path: str | os.PathLike, n: int, distance: str = "pearson") -
 
 def mat_bytes(variables: dict[str, np.ndarray]) -> bytes:
     """A MATLAB v5 file's bytes, with a fixed header text (no timestamp: deterministic)."""
-    import scipy.io
-
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, variables)
     data = bytearray(buffer.getvalue())

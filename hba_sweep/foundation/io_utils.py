@@ -76,7 +76,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    import torch
+    import torch  # reason: the CLI parsers import io_utils (through storage): --help stays torch-free
 
     atomic_write(path, lambda fh: torch.save(obj, fh))
 

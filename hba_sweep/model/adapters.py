@@ -87,7 +87,7 @@ def attach(clip: nn.Module, targets: list[str], adapter: str, rank: int, alpha: 
             owner = clip.get_submodule(parent)
             setattr(owner, child, HBADoRALinear(getattr(owner, child), rank, alpha, dropout))
         return
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model  # reason: peft loads only for the peft_dora adapter
 
     # A regex (full match) rather than a list: peft matches list entries as name suffixes, and
     # "transformer.resblocks.0..." would also adapt "visual.transformer.resblocks.0...".

@@ -56,7 +56,7 @@ def read_token() -> str | None:
 def set_auth_mode(mode: str) -> None:
     """Token authentication on or off for this process and its children, as Ray does it itself
     (ray._private.authentication.authentication_token_setup._enable_token_auth)."""
-    from ray._raylet import Config
+    from ray._raylet import Config  # reason: the CLI parsers import cluster: --help stays Ray-free
 
     os.environ[AUTH_MODE] = mode
     Config.initialize("")
@@ -128,7 +128,7 @@ def _auth_error(origin: str, address: str, had_token: str | None) -> ConfigError
 def join(address: str, origin: str = "--address", **init_kwargs: Any):
     """``ray.init(address)`` for a running cluster with Ray's token authentication handled; exit-2
     errors (ConfigError) for an unreachable address and a missing or refused token."""
-    import ray
+    import ray  # reason: the CLI parsers import cluster: --help stays Ray-free
 
     if address != "auto" and not address.startswith("ray://"):
         check_reachable(*split_address(address, origin), origin)
@@ -156,7 +156,7 @@ def join(address: str, origin: str = "--address", **init_kwargs: Any):
 def connect(address: str | None, origin: str, include_dashboard: bool, dashboard_host: str,
             echo: Callable[[str], None], **init_kwargs: Any) -> None:
     """Join ``address`` or start Ray here; print the dashboard and how a browser opens it."""
-    import ray
+    import ray  # reason: the CLI parsers import cluster: --help stays Ray-free
 
     if address:
         ctx = join(address, origin, **init_kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hba_sweep.sweep.expand import Expansion
 from hba_sweep.sweep.plan import Plan
 from hba_sweep.sweep.spec import SearchSpace
+from ray.tune.search.sample import Domain
 
 MAX_ROWS = 60
 
@@ -26,8 +27,6 @@ def _object(value: object, absent: str) -> str:
 
 def _domain(value: object) -> str:
     """A PARAM_SPACE entry: a Tune domain as its kind and range (e.g. ``float loguniform (1e-05, 0.003)``)."""
-    from ray.tune.search.sample import Domain
-
     if isinstance(value, Domain):
         return f"{type(value).__name__.lower()} {str(value.get_sampler()).lower()} {value.domain_str}"
     return repr(value)

@@ -14,6 +14,9 @@ from hba_sweep.config import TrainConfig, from_dict, run_name
 from hba_sweep.config.train_config import _check_files
 from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
+from ray.tune.search.variant_generator import generate_variants
+import numpy as np
+from ray.tune.search.sample import Domain
 
 # Settings that name a run in the study (config.run_name); other varied settings are appended.
 NAMED_FIELDS = {"backbone", "rank", "vision_layers", "transformer_layers", "random_seed", "perturb_type",
@@ -45,10 +48,6 @@ class Expansion:
 
 
 def _variants(param_space: dict[str, Any], num_samples: int, seed: int = 0) -> list[dict[str, Any]]:
-    from ray.tune.search.variant_generator import generate_variants
-
-    import numpy as np
-
     rng = np.random.RandomState(seed)
     out = []
     for _ in range(num_samples):
@@ -100,8 +99,6 @@ def _label(space: SearchSpace, index: int, varied: dict[str, Any]) -> str:
 
 
 def _varied_keys(space: SearchSpace) -> set[str]:
-    from ray.tune.search.sample import Domain
-
     return {k for k, v in space.param_space.items() if isinstance(v, Domain) or _has_grid(v) or callable(v)}
 
 

@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation import storage
 from hba_sweep.sweep.faults import kill_point
+import json
 
 
 @dataclass
@@ -121,8 +122,6 @@ class StudySearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         """Tune saves searcher state with its experiment state; ours is rebuilt from storage on every
         run, so this records what was released (for inspection) and restore ignores it."""
-        import json
-
         with open(checkpoint_path, "w") as fh:
             json.dump({"suggested": self.suggested, "skipped": self.skipped, "failed": sorted(self.failed)}, fh)
 

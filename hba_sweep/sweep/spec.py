@@ -17,6 +17,8 @@ from typing import Any, Callable
 from hba_sweep.config import resolve_paths
 from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import SearchAlgorithm, Searcher
 
 REQUIRED = ("BASE_CONFIG", "PARAM_SPACE")
 OPTIONAL = ("NAME", "SEARCH_ALG", "SCHEDULER", "METRIC", "MODE", "NUM_SAMPLES", "RESOURCES", "MAX_FAILURES",
@@ -212,9 +214,6 @@ def instantiate(space: SearchSpace, what: str) -> Any:
     value = space.search_alg if what == "SEARCH_ALG" else space.scheduler
     if value is None:
         return None
-    from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import SearchAlgorithm, Searcher
-
     if isinstance(value, (Searcher, SearchAlgorithm, TrialScheduler)):
         return value
     if callable(value):

@@ -79,7 +79,7 @@ def driver_line(root: Path, manifest: dict, held: dict | None) -> str:
 
 def _tune_only(root: Path) -> list[TrialStatus]:
     """A plain Tune experiment: trial states through Tune's public ExperimentAnalysis."""
-    from ray.tune import ExperimentAnalysis
+    from ray.tune import ExperimentAnalysis  # reason: the `status` parser imports this module: --help stays Ray-free
 
     try:
         analysis = ExperimentAnalysis(str(root))

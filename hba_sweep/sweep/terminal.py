@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import re
 
+from ray.tune import CLIReporter
+
 from hba_sweep.foundation.redaction import redact
 
-def _cli_reporter():
-    from ray.tune import CLIReporter
-
-    return CLIReporter
-
-
-class StudyReporter(_cli_reporter()):
+class StudyReporter(CLIReporter):
     """Tune's CLIReporter whose "Result logdir: <staging>" line reads "Experiment: <root>"."""
 
     def __init__(self, root: str, **kwargs):

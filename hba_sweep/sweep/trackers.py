@@ -16,6 +16,8 @@ import os
 from typing import Any
 
 from hba_sweep.foundation.errors import ConfigError
+from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+from ray.tune.logger import TBXLoggerCallback
 
 HPARAM_KEYS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction",
                "random_seed", "lr", "rank", "vision_layers", "transformer_layers", "backbone")
@@ -44,7 +46,7 @@ def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
     """ConfigError (exit 2) for a tracker that would fail once the study runs."""
     if mlflow_uri:
         _need("mlflow", "--mlflow")
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # reason: optional dependency, loaded when --mlflow asks for it
 
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             try:
@@ -65,7 +67,7 @@ def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
 def _has_api() -> bool:
     """Whether ``wandb login`` stored a key (~/.netrc) that the W&B API finds."""
     try:
-        import wandb
+        import wandb  # reason: optional dependency, loaded when --wandb asks for it
 
         return bool(wandb.Api(timeout=10).api_key)
     except Exception:
@@ -82,7 +84,7 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wand
     if mlflow_uri:
         out.append(epoch_mlflow()(tracking_uri=mlflow_uri, experiment_name=name))
     if wandb_project:
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from ray.air.integrations.wandb import WandbLoggerCallback  # reason: needs the optional wandb
 
         class EpochWandb(WandbLoggerCallback):
             _logger_actor_cls = epoch_wandb_actor()
@@ -95,8 +97,6 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wand
 
 def _epoch_step(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with the epoch where Tune's loggers look for their step."""
-    from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
-
     if "epoch" not in result:
         return result
     return {**{k: v for k, v in result.items() if k != TIMESTEPS_TOTAL}, TRAINING_ITERATION: int(result["epoch"])}
@@ -110,8 +110,6 @@ def hparams(trial) -> dict[str, Any]:
 
 
 def _tbx_base():
-    from ray.tune.logger import TBXLoggerCallback
-
     return TBXLoggerCallback
 
 
@@ -139,7 +137,7 @@ class EpochTBX(_tbx_base()):
 
 
 def epoch_mlflow():
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.air.integrations.mlflow import MLflowLoggerCallback  # reason: needs the optional mlflow
 
     class EpochMLflow(MLflowLoggerCallback):
         """MLflow's step is the epoch."""
@@ -170,7 +168,7 @@ class _EpochAxis:
 
 
 def epoch_wandb_actor():
-    from ray.air.integrations.wandb import _WandbLoggingActor
+    from ray.air.integrations.wandb import _WandbLoggingActor  # reason: needs the optional wandb
 
     class EpochWandbActor(_WandbLoggingActor):
         def __init__(self, *args, **kwargs):

@@ -39,6 +39,8 @@ from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
 from hba_sweep.training.run_start import start_source, start_state
 from hba_sweep.training.split import SplitRecord, epoch_order, write_split_json
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from tqdm import tqdm
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
                   "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",
@@ -142,8 +144,6 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.
       end_factor=1, total_iters=w)`` then ``CosineAnnealingLR(T_max=max(1, epochs - w), eta_min=0)``
       (``SequentialLR``, milestone w); with w = 0 the plain cosine.
     """
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-
     if cfg.lr_scheduler == "none":
         return None
     warm = cfg.lr_warmup_epochs if cfg.lr_scheduler == "cosineannealinglrwithwarmup" else 0
@@ -279,8 +279,6 @@ def make_logger(cfg: TrainConfig) -> Callable[[str], None]:
 def progress_bar(cfg: TrainConfig, total: int, epoch: int):
     """A tqdm bar on a terminal, else a no-op counter."""
     if cfg.progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
         return tqdm(total=total, desc=f"epoch {epoch}", unit="img", leave=False)
     return None
 

@@ -25,6 +25,7 @@ from hba_sweep.foundation.errors import DataError
 from hba_sweep.data.rdm_io import load_reference
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
 from hba_sweep.data.things import check_files_exist, read_things_csv
+from scipy.stats import binomtest
 
 Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]
@@ -84,8 +85,6 @@ def cka_scorer(targets: np.ndarray) -> Scorer:
 
 def two_afc_scorer(nights: Any, split: str | None) -> Scorer:
     """NIGHTS 2AFC accuracy; p-value of a two-sided binomial test against chance (0.5)."""
-    from scipy.stats import binomtest
-
     left_vote = (nights.human_choice == 0).astype(float)
     right_vote = 1.0 - left_vote
 

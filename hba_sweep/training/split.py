@@ -30,6 +30,7 @@ from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.config import split_sizes
 from hba_sweep.artifacts.published import read_split_indices
 from hba_sweep.foundation.io_utils import atomic_write_text
+import pandas as pd
 
 
 def draw_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
@@ -62,8 +63,6 @@ def _names_in_file(path: Path) -> tuple[list[str] | None, list[str]]:
             return ([str(x) for x in train] if isinstance(train, list) else None), [str(x) for x in data["val"]]
         raise ConfigError(f"{path}: split_file holds neither a list of names nor a \"val\" list. Fix: write "
                           'a list of validation image names, or {"val": [...]}.')
-    import pandas as pd
-
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
