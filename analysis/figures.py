@@ -235,7 +235,7 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
     framed and starred."""
     from matplotlib.patches import Rectangle
 
-    significant = significant or {}
+    tested, significant = significant is not None, significant or {}
     grids = heatmap_grids(summary, column)
     if not grids:
         raise NoData(f"no perturbed trials with a baseline and a value of {column}")
@@ -263,7 +263,8 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
         ax.set_ylabel("length (epochs)")
         ax.set_title(ptype, fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds; red: worse)")
-    marks = "; framed *: significant, BH q ≤ the chosen level" if significant else ""
+    marks = ("\nframed *: significant after BH correction over all windows" + ("" if any(significant.values()) else
+                                                                               " (no window is)")) if tested else ""
     fig.suptitle(title or f"{label}: over each trial's own epochs{marks}", fontsize=10)
     return fig
 
