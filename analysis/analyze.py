@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
-from analysis import definitions, evaluate, figures, gather, report, tables
+from analysis import bootstrap, definitions, dimensions, evaluate, figures, gather, report, statistics, tables
 from analysis.best_trial import best_trial
 from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
@@ -68,12 +68,19 @@ def plan_line(study: Study, todo: dict) -> str:
 
 
 def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
-            storage: str | None = None, log=print, truncate: str = "min_val_loss") -> Summary:
-    """Analyse every checkpoint of a study; compute only evaluations not in the cache yet."""
+            storage: str | None = None, log=print, truncate: str = "min_val_loss", test: str = "t",
+            alpha: float = 0.05, per_seed_heatmaps: bool = False) -> Summary:
+    """Analyse every checkpoint of a study; compute only evaluations not in the cache yet.
+
+    ``test``: the test over seeds whose p is BH-corrected (``t`` or ``sign_flip``); ``alpha``: the
+    q level a window must reach to be called significant; ``per_seed_heatmaps``: also one heatmap per seed."""
     started = time.perf_counter()
     opts = opts or evaluate.Options()
     if truncate not in definitions.TRUNCATE_RULES:
         raise ConfigError(f"--truncate {truncate!r}: unknown rule. Fix: use one of {list(definitions.TRUNCATE_RULES)}.")
+    if test not in statistics.TESTS or not 0.0 < alpha < 1.0:
+        raise ConfigError(f"--test {test!r} / --q {alpha!r}: the test must be one of {list(statistics.TESTS)} and q "
+                          "in (0, 1). Fix: e.g. --test t --q 0.05.")
     fs, root = gather.open_experiment(experiment, storage)
     study = gather.gather(fs, root)
     if not study.entries:
@@ -81,7 +88,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
                         "directory, e.g. ray_results/<name>, after at least one epoch has finished.")
     specs, source = evaluate.find_evalset_specs(study, opts.evalsets_file)
     names = evaluate.select_datasets(specs, opts.datasets, source)
-    evalsets = evaluate.build_evalsets(specs, names, opts.score)  # loads every file: errors before any write
+    evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
     remote = f"{root.rstrip('/')}/analysis" if is_remote(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
     if remote:  # work in a local folder, then upload to <experiment>/analysis
@@ -102,7 +109,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
     summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log,
-                             truncate)
+                             {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         sync(fs, str(out_dir), remote, files, download=False)
@@ -114,18 +121,28 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
 
 
 def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
-                   csv: bool, computed: int, log, truncate: str) -> Summary:
-    results = tables.results_table(study, cache, [es.key() for es in evalsets])
+                   csv: bool, computed: int, log, choices: dict[str, Any]) -> Summary:
+    truncate = choices["truncate"]
+    keys = [ev.key for ev in evalsets]
+    results = tables.results_table(study, cache, keys)
+    draws = bootstrap.draws_of(results, cache)
+    results = bootstrap.add_delta_intervals(results, draws)
     training = tables.training_table(study)
     per_epoch = tables.per_epoch_measures(results, training)
     summary = tables.summary_table(results, training, truncate, per_epoch)
+    stats = statistics.window_statistics(summary, bootstrap.summary_draws(summary, results, draws), choices["test"],
+                                         choices["alpha"], opts.score.seed)
+    summary = statistics.with_window_statistics(summary, stats)
+    dims = dimensions.window_dimensions(dimensions.dimension_deltas(study, cache, keys, tables.settings_table(study)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"results": results, "training_metrics": training, "summary": summary}
+    outputs = {"results": results, "training_metrics": training, "summary": summary, "windows": stats,
+               "dimensions": dims}
     for name, frame in outputs.items():
         evaluate.write_parquet(out_dir / f"{name}.parquet", frame)
         if csv:
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, opts.score.n_boot, opts.score.seed)
+    paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"],
+                                    dims if len(dims) else None)
     best, metric, mode = best_trial(study, training)
     skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
                                      for t in study.trials.values() if t.status and t.status != "done"]
@@ -134,9 +151,9 @@ def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, o
             "n_inherited": sum(e.inherited for e in study.entries),
             "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
             "datasets": names, "evalsets_source": source, "score": opts.score, "computed": computed,
-            "skipped": skipped, "truncate": truncate, "best": best, "metric": metric, "mode": mode,
+            "skipped": skipped, **choices, "best": best, "metric": metric, "mode": mode,
             "diverged": tables.diverged_trials(training, results), "n_results": len(results), "n_training": len(training)}
-    atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes))
+    atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes, stats))
     log(f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
         f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures")
     return Summary(out_dir, computed, results, training, summary, paths, skipped + notes)

@@ -7,7 +7,8 @@ tables, figures and the report all call.
 - **Truncation** (``min_val_loss``, the default, as ``load_training_results`` and the analysis
   notebook): keep a run's own epochs up to and including its first minimum validation loss
   (non-finite losses never count as the minimum); the baseline is truncated the same way.
-  ``none`` keeps every own epoch.
+  ``none`` keeps every own epoch. ``baseline_only`` (the published heatmaps, ``all_figures.ipynb``):
+  the baseline truncated at its minimum validation loss, the perturbed runs not truncated.
 - **Summary of a perturbed trial** (one row each): for every measure (the triplet behavioural RSA
   ``alignment``, ``target_rsa`` where logged, each evaluation set/ROI), the maximum over the trial's
   truncated own epochs and its epoch, the baseline's maximum over *its* truncated own epochs, and
@@ -55,6 +56,13 @@ def own_epochs(rows: pd.DataFrame, perturb_epoch: int | None = None) -> pd.DataF
     return rows[keep].sort_values("epoch")
 
 
+def rule_for(rule: str, baseline: bool) -> str:
+    """The per-run rule of a study rule: ``baseline_only`` is ``min_val_loss`` for baselines, ``none`` for the rest."""
+    if rule == "baseline_only":
+        return "min_val_loss" if baseline else "none"
+    return rule
+
+
 def truncation_epoch(rows: pd.DataFrame, rule: str = "min_val_loss") -> float:
     """The last epoch kept: the first epoch of minimum finite ``val_loss`` (or the last epoch for
     ``none``); NaN when no epoch qualifies (no rows, or no finite loss)."""
@@ -62,6 +70,8 @@ def truncation_epoch(rows: pd.DataFrame, rule: str = "min_val_loss") -> float:
         raise ValueError(f"truncate must be one of {TRUNCATE_RULES}, got {rule!r}")
     if rows.empty:
         return float("nan")
+    if rule == "baseline_only":
+        raise ValueError("baseline_only is a study rule: resolve it per run with rule_for(rule, baseline)")
     if rule == "none":
         return float(rows["epoch"].max())
     loss = pd.to_numeric(rows["val_loss"], errors="coerce").where(lambda v: np.isfinite(v))
@@ -129,10 +139,10 @@ def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "mi
             continue
         bid = t["baseline_id"]
         if bid not in base_cache:
-            base_cache[bid] = run_extremes(by_trial.get(bid, empty), measures, rule)
+            base_cache[bid] = run_extremes(by_trial.get(bid, empty), measures, rule_for(rule, True))
         base = base_cache[bid]
         rows = by_trial.get(t["trial_id"], empty)
-        own = run_extremes(rows, measures, rule, t["perturb_epoch"])
+        own = run_extremes(rows, measures, rule_for(rule, False), t["perturb_epoch"])
         trained = own_epochs(rows, t["perturb_epoch"])["epoch"]
         last = float(trained.max()) if len(trained) else float("nan")
         record = {"trial_id": t["trial_id"], "baseline_id": bid,

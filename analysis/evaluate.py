@@ -10,6 +10,7 @@ tasks with fractional CPU/GPU resources.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
 import time
@@ -20,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import RSA_DATASETS, Resampler, percentile_ci, resampler_for
 from analysis.gather import load_adapters
 from analysis.records import Checkpoint, Study
 from hba_sweep.data.evalsets import read_evalsets_yaml
@@ -31,8 +33,11 @@ from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 from hba_sweep.foundation.io_utils import atomic_write
 import ray
 
-EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high"]
+EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high",
+                "boot"]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
 CACHE_FILE = "evaluations.parquet"
+ROWS_VERSION = 2  # 2: bootstrap draws on RSA rows, mean SPoSE dimensions on THINGS (older caches recompute)
+DIMENSION_METRIC = "mean_prediction"  # THINGS rows: reference = a SPoSE dimension's label, value = its mean
 
 
 @dataclass
@@ -106,8 +111,24 @@ def select_datasets(specs: dict[str, dict[str, Any]], requested: Sequence[str] |
     return list(dict.fromkeys(requested))
 
 
-def build_evalsets(specs: dict[str, dict[str, Any]], names: Sequence[str], score: ScoreSettings) -> list[EvalSet]:
-    return [build_evalset(name, specs["things" if name == "cka" else name], score) for name in names]
+@dataclass
+class Evaluation:
+    """An evaluation set with its cache key and its stimulus bootstrap (None without draws)."""
+
+    evalset: EvalSet
+    key: str
+    resampler: Resampler | None
+
+
+def build_evaluations(specs: dict[str, dict[str, Any]], names: Sequence[str], score: ScoreSettings) -> list[Evaluation]:
+    """The evaluations of ``names``; intervals come from the vectorised draws, not from the scorer's loop."""
+    out = []
+    for name in names:
+        es = build_evalset(name, specs["things" if name == "cka" else name], dataclasses.replace(score, n_boot=0))
+        boot = (score.n_boot, score.seed) if name in RSA_DATASETS and score.n_boot > 0 else ()
+        key = hashlib.sha256(f"{es.key()}|rows{ROWS_VERSION}|boot{boot}".encode()).hexdigest()[:16]
+        out.append(Evaluation(es, key, resampler_for(name, es.settings, len(es.paths), score.n_boot, score.seed)))
+    return out
 
 
 # ---- the cache of evaluations -----------------------------------------------------------
@@ -131,10 +152,11 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda fh: frame.to_parquet(fh, index=False))
 
 
-def pending(study: Study, evalsets: Sequence[EvalSet], cache: pd.DataFrame) -> dict[str, tuple[Checkpoint, list[str]]]:
+def pending(study: Study, evaluations: Sequence[Evaluation],
+            cache: pd.DataFrame) -> dict[str, tuple[Checkpoint, list[str]]]:
     """Checkpoints (by key) with the evaluation keys still missing for each."""
     done = set(zip(cache["checkpoint_key"], cache["eval_key"]))
-    keys = [es.key() for es in evalsets]
+    keys = [ev.key for ev in evaluations]
     todo: dict[str, tuple[Checkpoint, list[str]]] = {}
     for entry in study.entries:
         ck = checkpoint_key(entry.checkpoint)
@@ -155,12 +177,31 @@ def score_or_nan(es: EvalSet, predictions: np.ndarray) -> list[dict[str, Any]]:
     return [{**r, "value": nan, "p_value": nan, "ci_low": nan, "ci_high": nan} for r in es.score(stand_in)]
 
 
-def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
+def evaluation_rows(ev: Evaluation, predictions: np.ndarray) -> list[dict[str, Any]]:
+    """The scorer's rows, each RSA row with its bootstrap draws and percentile CI; on THINGS also the
+    mean predicted value of every SPoSE dimension (the 66 labels of the model's prompts)."""
+    finite = bool(np.all(np.isfinite(predictions)))
+    rows = score_or_nan(ev.evalset, predictions)
+    draws = ev.resampler.draws(predictions) if ev.resampler is not None and finite else {}
+    for row in rows:
+        if row["reference"] in draws and row["metric"].startswith("rsa_"):
+            row["boot"] = draws[row["reference"]].astype(np.float64).tolist()
+            row["ci_low"], row["ci_high"] = percentile_ci(draws[row["reference"]])
+    if ev.evalset.dataset == "things":
+        from hba_sweep.model import load_prompts
+
+        means = predictions.mean(axis=0) if finite else np.full(predictions.shape[1], np.nan)
+        rows += [{"reference": label, "metric": DIMENSION_METRIC, "value": float(v), "p_value": float("nan"),
+                  "ci_low": float("nan"), "ci_high": float("nan")} for label, v in zip(load_prompts(), means)]
+    return rows
+
+
+def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evaluations: Sequence[Evaluation],
                          device: str, cache_root: str, batch_size: int,
                          progress: Callable[[Checkpoint], None] | None = None) -> list[dict[str, Any]]:
     """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set;
     ``progress(checkpoint)`` after each."""
-    by_key = {es.key(): es for es in evalsets}  # each key once: it stats every image of the set
+    by_key = {ev.key: ev for ev in evaluations}
     predictor: Predictor | None = None  # one model in memory at a time (work is sorted by layout)
     rows = []
     for ck, ckpt, eval_keys in work:
@@ -170,9 +211,9 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
         predictor.load(load_adapters(fs, ckpt), posixpath.join(ckpt.path, "adapter"))
         for key in eval_keys:
-            es = by_key[key]
-            rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": es.dataset, **r}
-                     for r in score_or_nan(es, predictor.predict(es.paths))]
+            ev = by_key[key]
+            rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": ev.evalset.dataset, **r}
+                     for r in evaluation_rows(ev, predictor.predict(ev.evalset.paths))]
         if progress is not None:
             progress(ckpt)
     return rows
@@ -183,7 +224,7 @@ def _by_layout(todo: dict[str, tuple[Checkpoint, list[str]]]) -> list[tuple[str,
     return sorted(work, key=lambda w: (ModelSpec.from_mapping(w[1].config).key(), w[1].path))
 
 
-def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], evalsets: Sequence[EvalSet],
+def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], evalsets: Sequence[Evaluation],
                 opts: Options, out_dir: Path, save: Callable[[list[dict[str, Any]]], None],
                 log: Callable[[str], None] = lambda m: None) -> int:
     """Compute the pending evaluations (in process or as Ray tasks); ``save`` is called per chunk,
@@ -209,7 +250,7 @@ def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], eva
     return len(work)
 
 
-def _run_ray(study: Study, work: list, evalsets: Sequence[EvalSet], opts: Options, cache_root: str,
+def _run_ray(study: Study, work: list, evalsets: Sequence[Evaluation], opts: Options, cache_root: str,
              save: Callable[[list[dict[str, Any]]], None], progress: Callable[..., None]) -> int:
     """Split the work into ``workers`` contiguous chunks (layout-sorted), one Ray task each."""
     started = not ray.is_initialized()

@@ -6,15 +6,17 @@ Each ``*_figure`` function returns a matplotlib Figure (tests read the plotted d
 - ``baseline_curves.png``: behavioural alignment and validation loss of the baselines over training.
 - ``change_<type>.png``: per perturbation type, the per-epoch change vs the baseline (same seed,
   same epoch) in behavioural alignment and validation loss; one panel per (start epoch, length),
-  the window shaded, mean over seeds with a band (seed range, or bootstrap CI with --bootstrap).
+  the window shaded, mean over seeds with its 95% t interval (no band with one seed).
 - ``ba_vs_loss.png``: behavioural alignment against validation loss (the published curve), every
   trial over its truncated own epochs, baselines in black; ``na_vs_loss_<dataset>.png`` the same
   per neural ROI.
 - ``single_epoch_effects.png``: single-epoch perturbations, change vs the baseline at the perturbed
-  epoch (as the published single-epoch figures), one panel per measure: behavioural alignment,
-  validation loss, every evaluation set/ROI, NIGHTS, CKA (biased and unbiased).
+  epoch, one panel per measure family (:mod:`analysis.effects`).
 - ``heatmap_<measure>.png``: the summary deviations (max alignment, min validation loss, ...)
-  over start epoch x length, per type, on one symmetric colour scale shared by the types.
+  over start epoch x length, per type, on one symmetric colour scale shared by the types; windows
+  significant after BH correction framed and starred; ``heatmap_<measure>_seed<k>.png`` per seed
+  on request.
+- ``spose_dimensions.png``: the SPoSE dimensions that move most per window (:mod:`analysis.dimensions`).
 
 A figure without data is still written, saying why, and the reason goes into the report.
 """
@@ -109,8 +111,16 @@ def epoch_deltas(training: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int = 0) -> Figure:
-    """Panels (measure x length) by start epoch for one perturbation type; mean over seeds with a band."""
+def mean_and_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t interval of the mean over seeds (NaN band with one seed)."""
+    from analysis.statistics import t_interval
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    return (float(x.mean()) if x.size else float("nan"), *t_interval(x))
+
+
+def change_figure(deltas: pd.DataFrame, ptype: str) -> Figure:
+    """Panels (measure x length) by start epoch for one perturbation type; mean over seeds with its 95% CI."""
     rows = deltas[deltas["perturb_type"] == ptype]
     if rows.empty:
         raise NoData(f"no {ptype} trials with a baseline")
@@ -120,14 +130,14 @@ def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int =
     grid = [(m, n) for m in measures for n in lengths]
     fig, axes = plt.subplots(len(grid), len(starts), figsize=(3.2 * len(starts) + 1, 2.4 * len(grid)),
                              squeeze=False, sharex=True)
-    band = f"bootstrap {95}% CI of the mean ({n_boot} draws)" if n_boot else "range over seeds"
+    band = "95% t interval of the mean over seeds (none with one seed)"
     for (measure, length), ax_row in zip(grid, axes):
         for start, ax in zip(starts, ax_row):
             cell = rows[(rows["perturb_epoch"] == start) & (rows["perturb_length"] == length)]
             ax.axvspan(start - 0.5, start + length - 0.5, color="orange", alpha=0.15, lw=0)
             ax.axhline(0, color="k", lw=0.7)
             if not cell.empty:
-                stats = [(e, *d.seed_band(g[measure].tolist(), n_boot, seed)) for e, g in cell.groupby("epoch")]
+                stats = [(e, *mean_and_interval(g[measure].tolist())) for e, g in cell.groupby("epoch")]
                 e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
                 x, m = _gapped(e, mean)
                 ax.plot(x, m, color="C0", marker="o", ms=3, label="mean over seeds")
@@ -142,6 +152,8 @@ def change_figure(deltas: pd.DataFrame, ptype: str, n_boot: int = 0, seed: int =
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"{ptype}: change vs baseline per epoch (window shaded; band: {band})", fontsize=10)
+    fig.text(0.5, -0.01, "below 0: the perturbation lowered the measure; a band that excludes 0 marks an epoch whose "
+             "change is unlikely to be seed noise (uncorrected)", ha="center", fontsize=8)
     return fig
 
 
@@ -151,7 +163,7 @@ def _truncated_rows(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str) ->
     for _, t in trials.iterrows():
         rows = by_trial.get(t["trial_id"], per_epoch.iloc[:0])
         own = d.own_epochs(rows, None if t["is_baseline"] else t["perturb_epoch"])
-        out.append((t, d.truncate(own, rule)[0]))
+        out.append((t, d.truncate(own, d.rule_for(rule, bool(t["is_baseline"])))[0]))
     return out
 
 
@@ -208,41 +220,6 @@ def single_epoch_effects(per_epoch: pd.DataFrame, trials: pd.DataFrame) -> pd.Da
     return pd.DataFrame(records, columns=["trial_id", "perturb_type", "perturb_epoch", "measure", "delta"])
 
 
-def single_epoch_figure(effects: pd.DataFrame, n_boot: int = 0, seed: int = 0) -> Figure:
-    effects = effects.dropna(subset=["delta"]) if len(effects) else effects
-    if effects.empty:
-        raise NoData("no single-epoch perturbed trials with a baseline in this study")
-    measures = list(dict.fromkeys(effects["measure"]))
-    cols = min(4, len(measures))
-    nrows = -(-len(measures) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols + 1.5, 3 * nrows), squeeze=False)
-    types = sorted(effects["perturb_type"].unique())
-    for ax, measure in zip(axes.flat, measures):
-        for i, ptype in enumerate(types):
-            rows = effects[(effects["measure"] == measure) & (effects["perturb_type"] == ptype)]
-            if rows.empty:
-                continue
-            stats = [(e, *d.seed_band(g["delta"].tolist(), n_boot, seed)) for e, g in rows.groupby("perturb_epoch")]
-            e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
-            x, m = _gapped(e, mean)
-            ax.plot(x, m, marker="o", ms=4, color=f"C{i + 1}", label=ptype)
-            ax.fill_between(x, _gapped(e, low)[1], _gapped(e, high)[1], color=f"C{i + 1}", alpha=0.2, lw=0)
-        ax.axhline(0, color="k", lw=0.7)
-        ax.set_title(f"Δ {label_of(measure)}", fontsize=9)
-        ax.set_xlabel("perturbed epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(measures):]:
-        ax.axis("off")
-    handles = [plt.Line2D([], [], color=f"C{i + 1}", marker="o", label=t) for i, t in enumerate(types)]
-    band = f"bootstrap 95% CI ({n_boot} draws)" if n_boot else "range over seeds"
-    fig.legend(handles=handles, title=f"mean; band: {band}", loc="upper left", bbox_to_anchor=(1.0, 0.95),
-               fontsize=8)
-    fig.suptitle("Single-epoch perturbations: trial - baseline at the perturbed epoch", fontsize=10)
-    return fig
-
-
 # ---- heatmaps -----------------------------------------------------------------------------
 def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
     """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns); trials whose
@@ -252,7 +229,13 @@ def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]
             .sort_index().sort_index(axis=1) for ptype, g in rows.groupby("perturb_type")}
 
 
-def heatmap_figure(summary: pd.DataFrame, column: str, label: str) -> Figure:
+def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
+                   significant: dict[str, set[tuple[int, int]]] | None = None, title: str = "") -> Figure:
+    """Mean over seeds per window, per type; ``significant`` (type -> {(start, length)}) cells are
+    framed and starred."""
+    from matplotlib.patches import Rectangle
+
+    tested, significant = significant is not None, significant or {}
     grids = heatmap_grids(summary, column)
     if not grids:
         raise NoData(f"no perturbed trials with a baseline and a value of {column}")
@@ -271,20 +254,34 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str) -> Figure:
             if np.isfinite(value):
                 r, g, b, _ = cmap((value + limit) / (2 * limit))
                 dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-                ax.text(j, i, f"{value:+.3g}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+                star = (int(grid.columns[j]), int(grid.index[i])) in significant.get(ptype, set())
+                ax.text(j, i, f"{value:+.3g}" + ("*" if star else ""), ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black", fontweight="bold" if star else "normal")
+                if star:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=2.5))
         ax.set_xlabel("start epoch")
         ax.set_ylabel("length (epochs)")
         ax.set_title(ptype, fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds; red: worse)")
-    fig.suptitle(f"{label}: over each trial's own epochs", fontsize=10)
+    marks = ("\nframed *: significant after BH correction over all windows" + ("" if any(significant.values()) else
+                                                                               " (no window is)")) if tested else ""
+    fig.suptitle(title or f"{label}: over each trial's own epochs{marks}", fontsize=10)
     return fig
 
 
 # ---- all ----------------------------------------------------------------------------------
 def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
-             rule: str = "min_val_loss", n_boot: int = 0, seed: int = 0) -> tuple[list[Path], list[str]]:
-    """Write every figure; returns (paths, notes on figures drawn without data)."""
+             rule: str = "min_val_loss", stats: pd.DataFrame | None = None, per_seed: bool = False,
+             dimensions: pd.DataFrame | None = None) -> tuple[list[Path], list[str]]:
+    """Write every figure; returns (paths, notes on figures drawn without data).
+
+    ``stats``: :func:`analysis.statistics.window_statistics` (significant heatmap cells are marked);
+    ``per_seed``: also one heatmap per seed (as the published notebooks); ``dimensions``:
+    :func:`analysis.dimensions.window_dimensions` for ``spose_dimensions.png``."""
+    from analysis.dimensions import dimensions_figure
+    from analysis.effects import single_epoch_figure
+    from analysis.statistics import significant_cells
+
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = training.drop_duplicates("trial_id") if len(training) else training
     jobs: list[tuple[str, str, callable]] = [
@@ -292,8 +289,7 @@ def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFr
     deltas = epoch_deltas(training) if len(training) else pd.DataFrame(columns=d.WINDOW)
     types = sorted(deltas["perturb_type"].dropna().unique()) if len(deltas) else []
     for ptype in types:
-        jobs.append((f"change_{ptype}.png", f"{ptype} vs baseline", lambda p=ptype: change_figure(deltas, p, n_boot,
-                                                                                                    seed)))
+        jobs.append((f"change_{ptype}.png", f"{ptype} vs baseline", lambda p=ptype: change_figure(deltas, p)))
     jobs.append(("ba_vs_loss.png", "Behavioural alignment vs validation loss",
                  lambda: vs_loss_figure(per_epoch, trials, ["alignment", "target_rsa"], rule,
                                         "Alignment vs validation loss (truncated own epochs; baselines black)")))
@@ -305,11 +301,21 @@ def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFr
                              per_epoch, trials, m, rule, f"{ds}: neural alignment per ROI vs validation loss "
                                                          "(truncated own epochs; baselines black)")))
     jobs.append(("single_epoch_effects.png", "Single-epoch perturbations vs baseline",
-                 lambda: single_epoch_figure(single_epoch_effects(per_epoch, trials), n_boot, seed)))
+                 lambda: single_epoch_figure(single_epoch_effects(per_epoch, trials))))
+    seeds = sorted(summary["random_seed"].dropna().unique()) if per_seed and "random_seed" in summary else []
     for column, label in HEATMAPS.items():
         if column in summary or column != "max_target_rsa_deviation":
             name = column.replace("_deviation", "")
-            jobs.append((f"heatmap_{name}.png", label, lambda c=column, lb=label: heatmap_figure(summary, c, lb)))
+            marks = significant_cells(stats, column) if stats is not None else None
+            jobs.append((f"heatmap_{name}.png", label,
+                         lambda c=column, lb=label, m=marks: heatmap_figure(summary, c, lb, m)))
+            for s in seeds:
+                jobs.append((f"heatmap_{name}_seed{int(s)}.png", f"{label}, seed {int(s)}",
+                             lambda c=column, lb=label, s=s: heatmap_figure(
+                                 summary[summary["random_seed"] == s], c, lb,
+                                 title=f"{lb}: seed {int(s)} only (as the published per-seed heatmaps)")))
+    if dimensions is not None:
+        jobs.append(("spose_dimensions.png", "Which SPoSE dimensions move", lambda: dimensions_figure(dimensions)))
     paths, notes = [], []
     for name, title, make in jobs:
         try:

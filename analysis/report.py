@@ -14,11 +14,17 @@ HEADLINE = {"max_alignment_deviation": "Δ max alignment", "min_val_loss_deviati
             "max_target_rsa_deviation": "Δ max target RSA"}
 
 
+TRUNCATION = {
+    "min_val_loss": "each run's own epochs up to and including its minimum validation loss (`--truncate "
+                    "min_val_loss`, as the published notebooks' tables); the baseline is truncated the same way",
+    "none": "all of each run's own epochs (`--truncate none`; the published notebooks truncate at the minimum "
+            "validation loss)",
+    "baseline_only": "the baseline's own epochs up to its minimum validation loss, the perturbed runs' own epochs "
+                     "all of them (`--truncate baseline_only`, the published heatmaps' rule)"}
+
+
 def preface(rule: str) -> list[str]:
-    trunc = ("each run's own epochs up to and including its minimum validation loss (`--truncate min_val_loss`, "
-             "as the published notebooks); the baseline is truncated the same way" if rule == "min_val_loss" else
-             "all of each run's own epochs (`--truncate none`; the published notebooks truncate at the minimum "
-             "validation loss)")
+    trunc = TRUNCATION[rule]
     return ["## Definitions", "",
             "- **Own epochs**: the epochs a run trained itself: never epoch -1 (before training), never epochs a "
             "fork inherited from its baseline; a perturbed trial's start at its window (`perturb_epoch`).",
@@ -57,6 +63,46 @@ def window_section(summary: pd.DataFrame) -> list[str]:
             "`summary.parquet`."]
 
 
+def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
+    """Per type, one sentence per headline measure, then every measure's significant windows."""
+    from analysis import statistics as st
+
+    if stats is None or stats.empty:
+        return ["No finished perturbed trial with its baseline: nothing to test."]
+    lines = [f"Per perturbation type and measure: the windows whose deviation from the baseline is significant "
+             f"after Benjamini-Hochberg correction over all windows of the study (q ≤ {alpha:g}); with two or more "
+             f"seeds the {st.TEST_NAMES[test]}, with one seed the paired stimulus bootstrap where the measure has "
+             "bootstrap draws (see docs/statistics.md).", ""]
+    for ptype in sorted(stats["perturb_type"].dropna().unique()):
+        for measure in [m for m in HEADLINE if m in set(stats["measure"])]:
+            lines.append(f"- **{ptype}, {HEADLINE[measure]}**: {st.answer(stats, ptype, measure, alpha)}")
+    rows = []
+    for (ptype, measure), g in stats.groupby(["perturb_type", "measure"]):
+        hits = g[g["significant"]]
+        where = ", ".join(f"{int(r['perturb_epoch'])}+{int(r['perturb_length'])} ({'↑' if r['mean'] > 0 else '↓'})"
+                          for _, r in hits.iterrows()) or "none"
+        best = g["q"].min()
+        rows.append((ptype, measure, ", ".join(sorted(set(g["test"]))), where, f"{best:.3g}" if pd.notna(best) else "n/a"))
+    return lines + ["", *_table(["perturbation", "measure", "test", "significant windows (start+length, direction)",
+                                 "smallest q"], rows)]
+
+
+def tests_section(stats: pd.DataFrame) -> list[str]:
+    """Per window, the headline measures' mean, 95% CI, p and q."""
+    rows = stats[stats["measure"].isin(list(HEADLINE))] if stats is not None and len(stats) else pd.DataFrame()
+    if rows.empty:
+        return []
+    body = [(r["perturb_type"], int(r["perturb_epoch"]), int(r["perturb_length"]), HEADLINE[r["measure"]], int(r["n"]),
+             _fmt(r["mean"]), "n/a" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+             "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}", "n/a" if pd.isna(r["q"]) else f"{r['q']:.3g}",
+             r["test"] + (" *" if r["significant"] else "")) for _, r in rows.iterrows()]
+    return ["## Tests per window", "", *_table(["perturbation", "start epoch", "length", "measure", "seeds", "mean",
+                                                "95% CI", "p", "q (BH)", "test"], body),
+            "", "`windows.parquet` has every measure (each evaluation set/ROI), both seed tests' p and the q-values; "
+                "`summary.parquet` repeats each trial's window CI, p and q per deviation column; `results.parquet` "
+                "has the paired bootstrap of every per-epoch change (`delta_ci_low`, `delta_ci_high`, `delta_p`).", ""]
+
+
 def best_trial_lines(best: dict | None, metric: str | None, mode: str | None) -> list[str]:
     if not best:
         return []
@@ -67,7 +113,8 @@ def best_trial_lines(best: dict | None, metric: str | None, mode: str | None) ->
             "", f"Config: {config or '(no searched settings)'}", ""]
 
 
-def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[Path], notes: Sequence[str]) -> str:
+def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[Path], notes: Sequence[str],
+                 stats: pd.DataFrame | None = None) -> str:
     """Compose the report text (the caller writes it atomically)."""
     lines = [f"# Analysis of `{info['root']}`", "", *preface(info["truncate"]),
              "## What was analysed", "",
@@ -76,12 +123,16 @@ def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[
              f"- (trial, epoch) checkpoints: {info['n_entries']} ({info['n_inherited']} inherited from baselines), "
              f"{info['n_unique']} distinct checkpoints",
              f"- datasets: {', '.join(info['datasets'])} (evaluation sets from {info['evalsets_source']})",
-             f"- RSA similarity {info['score'].rsa_similarity_metric}, bootstrap draws {info['score'].n_boot or 'none'}",
+             f"- RSA similarity {info['score'].rsa_similarity_metric}, stimulus bootstrap draws "
+             f"{info['score'].n_boot or 'none (--bootstrap N for CIs of every RSA value)'} (seed {info['score'].seed})",
              f"- this run computed {info['computed']} checkpoint(s); the rest came from `evaluations.parquet`",
              f"- tables: `results.parquet` ({info['n_results']} rows), `training_metrics.parquet` "
              f"({info['n_training']} rows), `summary.parquet` ({len(summary)} perturbed trials)", "",
              *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
-             "## Perturbation windows vs baseline", "", *window_section(summary), "", "## Figures", ""]
+             "## The answer: which windows change alignment", "",
+             *answer_section(stats, info.get("alpha", 0.05), info.get("test", "t")), "",
+             "## Perturbation windows vs baseline", "", *window_section(summary), "", *tests_section(stats),
+             "## Figures", ""]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
     unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]

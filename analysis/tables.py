@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import definitions as d
-from analysis.evaluate import checkpoint_key
+from analysis.evaluate import DIMENSION_METRIC, checkpoint_key
 from analysis.records import Study, Trial
 
 RESULT_COLUMNS = ["trial_id", "trial_label", "epoch", "inherited", "dataset", "reference", "metric", "value",
@@ -64,6 +64,7 @@ def settings_table(study: Study) -> pd.DataFrame:
 def results_table(study: Study, evaluations: pd.DataFrame, eval_keys: Sequence[str]) -> pd.DataFrame:
     """Join each (trial, epoch) with its checkpoint's evaluation rows under the current settings."""
     evals = evaluations[evaluations["eval_key"].isin(list(eval_keys))]
+    evals = evals[evals["metric"] != DIMENSION_METRIC]  # the SPoSE dimensions: analysis.dimensions
     index = pd.DataFrame([{"trial_id": e.trial_id, "epoch": e.epoch, "inherited": e.inherited,
                            "checkpoint_key": checkpoint_key(e.checkpoint)} for e in study.entries],
                          columns=["trial_id", "epoch", "inherited", "checkpoint_key"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -90,7 +91,11 @@ def test_analyze_demo_study(demo_study: str, monkeypatch: pytest.MonkeyPatch) ->
     assert len(pd.read_parquet(out / "training_metrics.parquet")) == 50
     check_summary(out)
     report = (out / "report.md").read_text()
-    assert report.count("| label_shuffle |") == 2 and report.count("| random_target |") == 2  # one row per window
+    windows = report.split("## Perturbation windows vs baseline")[1].split("\n## ")[0]
+    assert windows.count("| label_shuffle |") == 2 and windows.count("| random_target |") == 2  # one row per window
+    for ptype in ("label_shuffle", "random_target"):  # the answer, stated per type (2 windows, 2 seeds each)
+        assert re.search(rf"\*\*{ptype}, Δ max alignment\*\*: (no window of 2 changes it|significant at q ≤ 0.05 for "
+                         r"start epoch)", report)
     n = len(calls)
     assert analyze(demo_study, log=lambda m: None).computed == 0 and len(calls) == n
 

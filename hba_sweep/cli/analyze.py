@@ -36,5 +36,6 @@ def analyze_command(args: argparse.Namespace) -> int:
     """`analyze`: evaluate, tabulate and draw a study."""
     opts = options_from_args(args)
     analyze(args.experiment, opts, args.out, args.csv, args.storage,
-            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate)
+            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate,
+            test=args.test, alpha=args.q, per_seed_heatmaps=args.per_seed_heatmaps)
     return 0

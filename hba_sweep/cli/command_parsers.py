@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_METRICS, TRUNCATE_RULES
+from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_METRICS, STAT_TESTS, TRUNCATE_RULES
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -79,16 +79,23 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--local", action="store_true", help="run in this process (same as --workers 0)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray resources of each task")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs of each task (fractions allowed)")
-    p.add_argument("--bootstrap", type=int, default=0,
-                   help="bootstrap draws for RSA confidence intervals and the figures' seed bands (0: none; bands "
-                        "show the seed range)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="stimulus-bootstrap draws: a CI for every RSA value, a paired CI and p for every change "
+                        "against the baseline, and the test of a one-seed window (default 200; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
+    p.add_argument("--test", default="t", choices=STAT_TESTS,
+                   help="test of a window's deviation over seeds: one-sample t (default) or sign-flip permutation")
+    p.add_argument("--q", type=float, default=0.05,
+                   help="Benjamini-Hochberg level at which a window is called significant (default 0.05)")
+    p.add_argument("--per-seed-heatmaps", action="store_true",
+                   help="also draw one heatmap per seed (as the published notebooks)")
     p.add_argument("--model-rdm-distance", default=None, choices=DISTANCE_METRICS,
                    help="model RDM distance for every RSA set (default: the set's model_rdm_distance_metric, else "
                         "1 - Pearson for behaviour and 1 - cosine for brains, as published)")
     p.add_argument("--truncate", default="min_val_loss", choices=TRUNCATE_RULES,
-                   help="summary over each run's own epochs up to its minimum validation loss (default, as "
-                        "published) or all of them (none)")
+                   help="summary over each run's own epochs up to its minimum validation loss (default), all of "
+                        "them (none), or the published notebooks' rule: the baseline truncated, perturbed runs not "
+                        "(baseline_only); see docs/statistics.md")
     p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
     p.set_defaults(func=_analyze)
     return p
