@@ -28,7 +28,8 @@ from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.choices import DATASETS
-from hba_sweep.training.inference import ModelSpec, Predictor
+from hba_sweep.model import ModelSpec
+from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 from hba_sweep.foundation.io_utils import atomic_write
 import ray

@@ -20,20 +20,23 @@ import pyarrow.fs as pafs
 from analysis.records import Checkpoint, Trial
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import file_sha256
-from hba_sweep.config.published_keys import epoch_duration
+from hba_sweep.config.published_keys import epoch_duration, published_name
+from hba_sweep.model import ModelSpec
 from hba_sweep.artifacts.published import PublishedRun
 import yaml
 
 # hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
 DORA_PARAMS = "dora_params"
-# published training_config.yaml key -> our config key (the model layout and the trial's identity)
-CONFIG_KEYS = {"clip_hba_backbone": "backbone", "vision_layers": "vision_layers",
-               "transformer_layers": "transformer_layers", "rank": "rank", "random_seed": "random_seed",
-               "perturb_type": "perturb_type", "perturb_epoch": "perturb_epoch", "perturb_length": "perturb_length",
-               "perturb_seed": "perturb_seed", "lr": "lr", "batch_size": "batch_size",
-               "train_portion": "train_portion", "max_duration": "epochs",
-               "pretrained": "pretrained"}  # not a published key (they always use openai): for other weights
+# Our config keys read from a published training_config.yaml (the model layout and the trial's identity;
+# pretrained is not a published key, they always use openai: it is read for other weights), by their
+# published spelling (hba_sweep.config.published_keys).
+TRIAL_KEYS = ("backbone", "vision_layers", "transformer_layers", "rank", "random_seed", "perturb_type",
+              "perturb_epoch", "perturb_length", "perturb_seed", "lr", "batch_size", "train_portion", "epochs",
+              "pretrained")
+# The model settings a published run does not record: the published ones (ModelSpec's defaults).
+UNRECORDED = ("pretrained", "adapter", "dora_alpha", "dora_dropout")
+PUBLISHED_MODEL = ModelSpec()
 
 
 def run_folders(fs: pafs.FileSystem, root: str) -> list[str]:
@@ -69,9 +72,9 @@ def run_config(run: Path) -> dict[str, Any]:
                         "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
                         "its parent).")
     raw = yaml.safe_load(path.read_text())
-    config: dict[str, Any] = {"pretrained": "openai", "adapter": "hba_dora", "dora_alpha": None,
-                              "dora_dropout": 0.0, "perturb_type": "none"}
-    for key, ours in CONFIG_KEYS.items():
+    config: dict[str, Any] = {**{k: getattr(PUBLISHED_MODEL, k) for k in UNRECORDED}, "perturb_type": "none"}
+    for ours in TRIAL_KEYS:
+        key = published_name(ours)
         if raw.get(key) not in (None, ""):
             config[ours] = raw[key]
     if "epochs" in config:

@@ -12,7 +12,8 @@ import torch
 from hba_sweep.config import load_config, run_dir
 from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.images import ImageStore
-from hba_sweep.training.inference import ModelSpec, Predictor
+from hba_sweep.model import ModelSpec, create_model
+from hba_sweep.training.predict import Predictor
 from hba_sweep.training import run_training_experiment
 
 tmp = Path(tempfile.mkdtemp())
@@ -35,7 +36,7 @@ print("GPU training cached == uncached (fp32, rel 1e-4):", all(abs(x - y) <= 1e-
 paths = sorted((tmp / "demo" / "eval48" / "images").iterdir())
 spec = ModelSpec(backbone="hba-tiny", pretrained="none", vision_layers=2, transformer_layers=1, rank=4)
 predictor = Predictor(spec, "cuda", None, batch_size=16)
-oracle = spec.build().cuda().eval()
+oracle = create_model(spec).cuda().eval()
 torch.manual_seed(0)
 state = {k: v + 0.1 * torch.randn_like(v) for k, v in oracle.adapter_state_dict().items()}
 predictor.load(state)

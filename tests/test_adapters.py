@@ -3,6 +3,7 @@ still available, one interface (parameters, state dicts, published checkpoint ke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import open_clip
@@ -212,7 +213,7 @@ def test_published_checkpoint_gives_the_formula_predictions(tmp_path):
     expected = backbone_predictions(raw, images, model.text_tokens_full)
     with torch.no_grad():
         torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-4)
-        model.cache_text = True
+        model.set_plan(dataclasses.replace(model.plan, cache_text=True))
         torch.testing.assert_close(model.forward_from_prefix(model.vision_prefix(images)), expected,
                                    rtol=1e-5, atol=1e-4)
 
@@ -310,7 +311,7 @@ def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_confi
     from hba_sweep.artifacts import checkpoint as ckpt
     from hba_sweep.config import run_dir
     from hba_sweep.foundation.errors import ConfigError
-    from hba_sweep.training.inference import ModelSpec
+    from hba_sweep.model import ModelSpec, create_model
     from hba_sweep.training import run_training_experiment
 
     old = demo_config(epochs=1, adapter="peft_dora", behavioral_rsa=False)
@@ -325,6 +326,6 @@ def test_checkpoints_record_their_adapter_and_older_ones_read_as_peft(demo_confi
     assert ckpt.read_meta(last)["config"]["adapter"] == "peft_dora"
     with pytest.raises(ConfigError, match="adapter: 'peft_dora' -> 'hba_dora'"):
         run_training_experiment(demo_config(epochs=2, behavioral_rsa=False, resume_from=str(run_dir(old))))
-    model = ModelSpec.from_mapping(ckpt.read_meta(last)["config"]).build()
+    model = create_model(ModelSpec.from_mapping(ckpt.read_meta(last)["config"]))
     assert model.adapter == "peft_dora"
     model.load_adapter_state_dict(ckpt.load_adapters(last))

@@ -15,8 +15,10 @@ from analysis import gather
 from analysis.analyze import analyze
 from analysis.evaluate import Options
 from hba_sweep.artifacts import checkpoint as ckpt
-from hba_sweep.training import inference
 from hba_sweep.cli import main
+from hba_sweep.model import ModelSpec, create_model
+from hba_sweep.training import prefix_cache
+from hba_sweep.training.predict import Predictor
 
 DOCUMENTED = ["trial_id", "epoch", "inherited", "dataset", "reference", "metric", "value", "p_value", "ci_low",
               "ci_high", "perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "random_seed"]
@@ -38,6 +40,27 @@ def study(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     fork = run_training_experiment(cfg.replace(init_from=base, init_epoch=0, perturb_type="label_shuffle",
                                                perturb_epoch=1, perturb_length=1))["run_dir"]
     return {"root": root / "runs", "baseline": Path(base), "fork": Path(fork), "evalsets": demo_dir / "evalsets.yaml"}
+
+
+@pytest.fixture()
+def work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts inference work as it happens: checkpoint predictions (``Predictor.predict`` calls) and
+    images whose frozen prefix is computed (``prefix_cache.compute_prefix``)."""
+    counts = {"prefix_images": 0, "checkpoint_predictions": 0}
+    predict, compute = Predictor.predict, prefix_cache.compute_prefix
+
+    def counted_predict(self, paths):
+        out = predict(self, paths)
+        counts["checkpoint_predictions"] += 1
+        return out
+
+    def counted_compute(prefix_fn, batches, n, *args, **kwargs):
+        counts["prefix_images"] += n
+        return compute(prefix_fn, batches, n, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", counted_predict)
+    monkeypatch.setattr(prefix_cache, "compute_prefix", counted_compute)
+    return counts
 
 
 class Counter:
@@ -93,7 +116,7 @@ def test_analyze_study_rows_figures_and_rerun(study: dict, tmp_path: Path, monke
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results)
 
 
-def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path) -> None:
+def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path, work: dict[str, int]) -> None:
     """Evaluations are keyed by what decides their numbers: RSA settings only touch RSA sets, and a
     reference RDM rewritten at the same path is evaluated again (not served stale from the cache)."""
     import os
@@ -118,9 +141,9 @@ def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path) -> None
         return pd.read_parquet(out / "results.parquet")
 
     def predictions_during(**score) -> tuple[int, pd.DataFrame]:
-        before = inference.COUNTERS["checkpoint_predictions"]
+        before = work["checkpoint_predictions"]
         table = run(**score)
-        return inference.COUNTERS["checkpoint_predictions"] - before, table
+        return work["checkpoint_predictions"] - before, table
 
     assert predictions_during()[0] == 4 * 3  # 4 distinct checkpoints x (things, cka, nights)
     count, before = predictions_during(n_boot=5)
@@ -186,7 +209,7 @@ def test_gather_reads_tune_trial_layout(study: dict, tmp_path: Path) -> None:
     assert [(e.epoch, e.inherited) for e in found.entries] == [(-1, False), (0, False), (1, False)]
 
 
-def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> None:
+def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path, work: dict[str, int]) -> None:
     """Prefix once per image set + adapted part per checkpoint == model.forward on images, per checkpoint."""
     from hba_sweep.data.images import ImageStore
     from hba_sweep.data.things import read_things_csv
@@ -196,10 +219,10 @@ def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> N
     dirs = [ckpt.epoch_dir(study["baseline"], e) for e in ckpt.list_epochs(study["baseline"])]
     dirs += [ckpt.epoch_dir(study["fork"], 1)]
     config = ckpt.read_meta(dirs[0])["config"]
-    spec = inference.ModelSpec.from_mapping(config)
-    predictor = inference.Predictor(spec, "cpu", None, batch_size=16)
-    before = inference.COUNTERS["prefix_images"]
-    oracle = spec.build().eval()
+    spec = ModelSpec.from_mapping(config)
+    predictor = Predictor(spec, "cpu", None, batch_size=16)
+    before = work["prefix_images"]
+    oracle = create_model(spec).eval()
     images = ImageStore(paths, oracle.image_size).all()
     for d in dirs:
         adapters = ckpt.load_adapters(d)
@@ -210,7 +233,7 @@ def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path) -> N
             full = oracle(images).double().numpy()
         # float32 rounding of logit_scale * cos (scale 100); the paths agree to 1e-10 in float64 (test_adapters)
         np.testing.assert_allclose(batched, full, rtol=1e-5, atol=1e-4)
-    assert inference.COUNTERS["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
+    assert work["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
 
 
 def test_remote_storage_uploads_outputs_and_reuses_cache(study: dict, tmp_path: Path,
@@ -312,20 +335,20 @@ def test_non_finite_predictions_give_nan_rows_and_a_diverged_trial(study: dict, 
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A diverged checkpoint (NaN predictions) does not stop analyze: its rows hold NaN, the report names it."""
     fork_adapters = ckpt.load_adapters(ckpt.epoch_dir(study["fork"], 1))
-    original = inference.Predictor.predict
+    original = Predictor.predict
     state = {}
 
     def load(self, adapters, source="<adapters>"):
         state["fork"] = all(torch.equal(adapters[k], fork_adapters[k]) for k in fork_adapters)
-        return inference.Predictor.__dict__["_orig_load"](self, adapters, source)
+        return Predictor.__dict__["_orig_load"](self, adapters, source)
 
     def predict(self, paths):
         out = original(self, paths)
         return np.full_like(out, np.nan) if state.get("fork") else out
 
-    monkeypatch.setattr(inference.Predictor, "_orig_load", inference.Predictor.load, raising=False)
-    monkeypatch.setattr(inference.Predictor, "load", load)
-    monkeypatch.setattr(inference.Predictor, "predict", predict)
+    monkeypatch.setattr(Predictor, "_orig_load", Predictor.load, raising=False)
+    monkeypatch.setattr(Predictor, "load", load)
+    monkeypatch.setattr(Predictor, "predict", predict)
     out = tmp_path / "a"
     summary = analyze(str(study["root"]), Options(datasets=["things", "nights", "cka"],
                                                   evalsets_file=str(study["evalsets"])), str(out), log=lambda m: None)

@@ -107,7 +107,7 @@ def test_train_yaml_is_a_valid_config(demo, monkeypatch, tmp_path):
 
 def test_infer_yaml_names_the_run_train_yaml_makes(demo, monkeypatch, tmp_path):
     from hba_sweep.config import load_config, run_dir
-    from hba_sweep.training.inference import load_infer_config
+    from hba_sweep.config.infer_config import load_infer_config
 
     monkeypatch.chdir(tmp_path)
     cfg = load_infer_config(demo / "infer.yaml")

@@ -109,7 +109,7 @@ def test_relative_paths_resolve_next_to_the_yaml_first(run: Path, demo_dir: Path
     """As for training configs: a relative path present next to the YAML wins over one in the working dir."""
     import shutil
 
-    from hba_sweep.training.inference import load_infer_config
+    from hba_sweep.config.infer_config import load_infer_config
 
     here, cwd = tmp_path / "study", tmp_path / "cwd"
     for folder in (here, cwd):

@@ -10,6 +10,7 @@ with every parameter of the last blocks randomised so that a skipped or swapped 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from hba_sweep.model import adapters
 from hba_sweep.model.backbones import register_tiny_backbone
-from hba_sweep.model import CLIPHBA
+from hba_sweep.model import CLIPHBA, ForwardPlan, ModelSpec, create_model
 
 TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
@@ -79,7 +80,7 @@ def paths_agree(model: CLIPHBA, n_images: int = 3) -> None:
     params = model.adapter_parameters()
     oracle = model(images)
     oracle_grads = torch.autograd.grad(F.mse_loss(oracle, targets), params)
-    model.readout_only = True
+    model.set_plan(dataclasses.replace(model.plan, readout_only=True))
     cached = model.forward_from_prefix(model.vision_prefix(images))
     cached_grads = torch.autograd.grad(F.mse_loss(cached, targets), params)
     assert_close_to_scale(cached, oracle, TOLERANCE[dtype])
@@ -153,7 +154,7 @@ def test_first_adapted_blocks_start_from_their_cached_attention(vision_layers, t
                              ("text ln_1", first_text.ln_1), ("text out_proj", first_text.attn.out_proj)]]
     model.forward_from_prefix(state)
     assert sorted(calls) == ["text out_proj", "vision out_proj"]
-    model.cache_attention = False
+    model.set_plan(ForwardPlan(cache_attention=False))
     stream = model.vision_prefix(images)
     assert stream.shape == (3, 17, 128)
     calls.clear()
@@ -161,10 +162,10 @@ def test_first_adapted_blocks_start_from_their_cached_attention(vision_layers, t
     assert sorted(calls) == ["text ln_1", "text out_proj", "vision ln_1", "vision out_proj"]
     for hook in hooks:
         hook.remove()
-    model.cache_attention = True
+    model.set_plan(ForwardPlan(cache_attention=True))
     assert_close_to_scale(off, model(images))
     paths_agree(model)
-    assert model.prefix_key() != (setattr(model, "cache_attention", False) or model.prefix_key())
+    assert model.prefix_key() != (model.set_plan(ForwardPlan(cache_attention=False)) or model.prefix_key())
 
 
 @pytest.mark.parametrize("adapter", adapters.ADAPTERS)
@@ -181,7 +182,7 @@ def test_readout_on_the_study_architecture(adapter):
     targets = torch.rand(2, 66) * 50
     outs, grads = [], []
     for readout_only in (False, True):
-        model.readout_only = readout_only
+        model.set_plan(ForwardPlan(readout_only=readout_only))
         out = model.forward_from_prefix(tokens)
         outs.append(out)
         grads.append(torch.autograd.grad(F.mse_loss(out, targets), model.adapter_parameters()))
@@ -194,14 +195,14 @@ def test_readout_on_the_study_architecture(adapter):
 @pytest.mark.parametrize("vision_layers", [1, 2])
 def test_analysis_predictor_equals_oracle(demo_dir, adapter, vision_layers):
     """The analysis path (prefix once, readout-only suffix per checkpoint) vs ``forward`` on images."""
-    from hba_sweep.training import inference
     from hba_sweep.data.images import ImageStore
+    from hba_sweep.training.predict import Predictor
 
     paths = sorted((demo_dir / "eval48" / "images").iterdir())[:10]
-    spec = inference.ModelSpec(backbone="hba-tiny", pretrained="none", adapter=adapter, vision_layers=vision_layers,
-                               transformer_layers=1, rank=4)
-    predictor = inference.Predictor(spec, "cpu", None, batch_size=4)
-    oracle = spec.build().eval()
+    spec = ModelSpec(backbone="hba-tiny", pretrained="none", adapter=adapter, vision_layers=vision_layers,
+                     transformer_layers=1, rank=4)
+    predictor = Predictor(spec, "cpu", None, batch_size=4)
+    oracle = create_model(spec).eval()
     images = ImageStore(paths, oracle.image_size).all()
     torch.manual_seed(1)
     for _ in range(2):  # two checkpoints through one predictor

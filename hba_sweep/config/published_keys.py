@@ -1,9 +1,37 @@
-"""The published configs' key rules: keys that only steer the published code (ignored here, named
-once), keys checked against the one supported value, and the ``'5ep'`` epoch durations."""
+"""The published configs' key rules: the one table of published spellings (training config,
+inference config and the published run folders' training_config.yaml), keys that only steer the
+published code (ignored here, named once), keys checked against the one supported value, and the
+``'5ep'`` epoch durations."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
+
+# Keys of the published training_config.yaml / inference_config.yaml spelled otherwise here:
+# published key -> our key. Each reader takes the entries naming one of its own keys (aliases_into).
+PUBLISHED_KEYS = {
+    "inference_annotations_file": "annotations_file",
+    "clip_hba_backbone": "backbone",
+    "max_duration": "epochs",
+    "rsa_things_img_dir": "rsa_img_dir",
+    "behavioral_rdm48_file": "behavioral_rdm_file",
+    "checkpoint_path": "save_path",
+    "cuda": "device",
+    "lr_warmup_duration": "lr_warmup_epochs",
+    "bootstrap": "n_bootstrap",
+}
+
+
+def aliases_into(names: Iterable[str]) -> dict[str, str]:
+    """The published spellings of a reader's keys ``names``: published key -> our key."""
+    own = set(names)
+    return {published: ours for published, ours in PUBLISHED_KEYS.items() if ours in own}
+
+
+def published_name(ours: str) -> str:
+    """The key the published files use for our key ``ours`` (itself where the spelling is the same)."""
+    return next((published for published, name in PUBLISHED_KEYS.items() if name == ours), ours)
+
 
 # Keys of the published training_config.yaml that steer only the published code (logging, its
 # W&B extras, multi-GPU); accepted and reported once as ignored.

@@ -1,60 +1,42 @@
 """The training configuration: one schema, the published study's YAML keys, strict validation.
 
-``load_config(path, overrides)`` reads a YAML file, applies ``--set key=value`` overrides and
-returns a validated :class:`TrainConfig`. Every problem is collected and raised together as a
-:class:`ConfigError` naming the source, the key, the value and the fix, before any model is built.
+``load_config(path, overrides)`` reads a YAML file, applies ``--set key=value`` overrides
+(hba_sweep.config.loader) and returns a validated :class:`TrainConfig`. Every problem is collected
+and raised together as a :class:`ConfigError` naming the source, the key, the value and the fix,
+before any model is built. This module holds the schema, the coercion of YAML/CLI values and run
+names; the value checks are in hba_sweep.config.train_checks, the file checks in
+hba_sweep.config.file_checks.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import difflib
-import functools
 import math
 import os
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.config.file_checks import split_sizes, uses_baseline_path
+from hba_sweep.config.loader import load_yaml_config, resolve_relative
+from hba_sweep.config.published_keys import (
+    TRAIN_CHECKED, TRAIN_IGNORED, aliases_into, check_training_mode, epoch_duration,
+)
+from hba_sweep.config.train_checks import check_values
 from hba_sweep.foundation.devices import published_device
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.yaml_io import read_yaml
-from hba_sweep.model.adapters import default_alpha
-from hba_sweep.model.backbones import backbone_depths
-from hba_sweep.perturbations import registered_types
-from hba_sweep.config.published_keys import TRAIN_CHECKED, TRAIN_IGNORED, check_training_mode, epoch_duration
+from hba_sweep.model.spec import ForwardPlan, ModelSpec
 
-# Keys of the published study's YAML files that name a field of TrainConfig.
-ALIASES = {
-    "clip_hba_backbone": "backbone",
-    "max_duration": "epochs",
-    "rsa_things_img_dir": "rsa_img_dir",
-    "behavioral_rdm48_file": "behavioral_rdm_file",
-    "checkpoint_path": "save_path",
-    "cuda": "device",
-    "lr_warmup_duration": "lr_warmup_epochs",
-}
+__all__ = ["TrainConfig", "from_dict", "load_config", "resolve_paths", "save_config", "run_name", "run_dir",
+           "split_sizes", "uses_baseline_path"]
+
 # Published keys whose empty value means "unset": the default applies (the published config leaves
 # perturb_epoch/perturb_length/perturb_seed empty for a baseline).
 EMPTY_IS_DEFAULT = {"perturb_epoch", "perturb_length", "perturb_seed", "lr_warmup_epochs", "max_duration"}
-
-CHOICES = {
-    "adapter": ("hba_dora", "peft_dora"),
-    "opt": ("adamw", "sgd"),
-    "lr_scheduler": ("none", "cosineannealinglr", "cosineannealinglrwithwarmup"),
-    "criterion": ("mse",),
-    "dataset_type": ("things",),
-    "model_rdm_distance_metric": ("pearson", "cosine", "euclidean"),
-    "rsa_similarity_metric": ("spearman", "pearson", "kendall"),
-    "precision": ("fp32", "bf16", "auto"),
-    "fork_early_stopping": ("reset", "inherit"),
-    "cache_dtype": ("auto", "float32", "bfloat16"),
-}
 
 # Spellings of the study's criterion names accepted for ``criterion: mse``.
 CRITERION_NAMES = {"mse": "mse", "mseloss": "mse", "mean_squared_error": "mse"}
@@ -77,18 +59,13 @@ RELATIVE_PATHS = PATH_FIELDS + ("split_file", "baseline_checkpoint_path")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of one training run, with the defaults of the published study."""
+class TrainConfig(ModelSpec):
+    """Every setting of one training run, with the defaults of the published study.
 
-    # model
-    backbone: str = "ViT-L/14"
-    pretrained: str = "openai"
-    vision_layers: int = 2
-    transformer_layers: int = 1
-    adapter: str = "hba_dora"  # the published DoRA; "peft_dora": peft's DoRA (hba_sweep/model/adapters.py)
-    rank: int = 32
-    dora_alpha: float | None = None  # None: the adapter's default (hba_dora 16, published; peft_dora = rank)
-    dora_dropout: float = 0.0  # as published in effect (the published training never applied its 0.1)
+    The model settings come first, from :class:`hba_sweep.model.ModelSpec` (``model_spec``: them alone;
+    ``alpha``: the DoRA scaling numerator); ``forward_plan``: the cached path they train with.
+    """
+
     # optimisation
     epochs: int = 500
     batch_size: int = 64
@@ -150,14 +127,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @property
-    def alpha(self) -> float:
-        """DoRA scaling numerator (scaling = alpha / rank): ``dora_alpha``, else the adapter's default."""
-        return default_alpha(self.adapter, self.rank) if self.dora_alpha is None else float(self.dora_alpha)
+    def forward_plan(self) -> ForwardPlan:
+        """``cache_frozen_prefix``: every shortcut of the cached path, or none (the published computation)."""
+        return ForwardPlan.cached(self.cache_frozen_prefix)
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 FIELD_NAMES = tuple(FIELD_TYPES)
 DEFAULTS = TrainConfig()
+ALIASES = aliases_into(FIELD_NAMES)  # the published spellings of TrainConfig's keys
 
 
 def _fix_for_unknown(key: str) -> str:
@@ -250,161 +228,6 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
     return values
 
 
-def _check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]:
-    """Range, choice, cross-field and file checks. Returns the problems found."""
-    problems: list[str] = []
-
-    def bad(key: str, problem: str, fix: str) -> None:
-        problems.append(f"{source}: {key}={getattr(cfg, key)!r} {problem}. Fix: {fix}")
-
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            bad(key, "is not a known choice", f"use one of {list(allowed)}.")
-    for key in ("rank", "epochs", "batch_size"):
-        if getattr(cfg, key) < 1:
-            bad(key, "must be at least 1", f"set {key} to 1 or more.")
-    for key in ("vision_layers", "transformer_layers", "num_workers", "lr_warmup_epochs", "perturb_epoch"):
-        if getattr(cfg, key) < 0:
-            bad(key, "must not be negative", f"set {key} to 0 or more.")
-    if cfg.lr <= 0:
-        bad("lr", "must be positive", "use a learning rate such as 3e-4.")
-    if cfg.weight_decay < 0:
-        bad("weight_decay", "must not be negative", "use 0 or a small positive value.")
-    if not 0.0 <= cfg.dora_dropout < 1.0:
-        bad("dora_dropout", "must be in [0, 1)", "use 0 (as published) or a dropout probability such as 0.1.")
-    if cfg.dora_alpha is not None and cfg.dora_alpha <= 0:
-        bad("dora_alpha", "must be positive", "use a positive value, or leave it empty for the adapter's default "
-            "(16 for hba_dora, rank for peft_dora).")
-    if not 0.0 < cfg.train_portion < 1.0:
-        bad("train_portion", "must be between 0 and 1", "use a fraction such as 0.8.")
-    if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 0:
-        bad("early_stopping_patience", "must not be negative", "use 0 (never stop early) or a number of epochs.")
-    if cfg.vision_layers + cfg.transformer_layers == 0:
-        bad("vision_layers", "and transformer_layers are both 0: nothing would train", "adapt at least one block.")
-    problems += _check_backbone(cfg, source)
-    problems += _check_perturbation(cfg, source)
-    if cfg.lr_scheduler == "cosineannealinglrwithwarmup" and cfg.lr_warmup_epochs >= cfg.epochs:
-        bad("lr_warmup_epochs", f"must be below epochs ({cfg.epochs})", "shorten the warm-up.")
-    if (cfg.init_from is None) != (cfg.init_epoch is None):
-        bad("init_from", "and init_epoch must be given together", "set both (fork from a run's epoch) or neither.")
-    if cfg.init_epoch is not None and cfg.init_epoch < 0:
-        bad("init_epoch", "must not be negative", "name an epoch the source run has finished.")
-    if cfg.run_name and not _is_plain_name(cfg.run_name):
-        bad("run_name", "is not a plain folder name (it would write outside save_path)",
-            "use letters, digits, '_', '-', '.' without '/', '\\' or '..', e.g. my_run.")
-    if not str(cfg.device).startswith(("auto", "cpu", "cuda", "mps")):
-        bad("device", "is not a device", "use auto, cpu, cuda or cuda:N.")
-    if check_files:
-        problems += _check_files(cfg, source)
-    return problems
-
-
-def _is_plain_name(name: str) -> bool:
-    """A single path component that stays inside its parent folder."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
-
-
-def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:
-    try:
-        vision_depth, text_depth = backbone_depths(cfg.backbone)
-    except ConfigError as exc:
-        return [f"{source}: {exc}"]
-    problems = []
-    if cfg.vision_layers > vision_depth:
-        problems.append(f"{source}: vision_layers={cfg.vision_layers} is larger than {cfg.backbone}'s "
-                        f"{vision_depth} vision blocks. Fix: use at most {vision_depth}.")
-    if cfg.transformer_layers > text_depth:
-        problems.append(f"{source}: transformer_layers={cfg.transformer_layers} is larger than {cfg.backbone}'s "
-                        f"{text_depth} text blocks. Fix: use at most {text_depth}.")
-    return problems
-
-
-def _check_perturbation(cfg: TrainConfig, source: str) -> list[str]:
-    types = registered_types()
-    if cfg.perturb_type not in types:
-        return [f"{source}: perturb_type={cfg.perturb_type!r} is not a known perturbation. "
-                f"Fix: use one of {sorted(types)} or register your own (hba_sweep.perturbations.register)."]
-    problems = []
-    if not 0.0 < cfg.perturb_fraction <= 1.0:
-        problems.append(f"{source}: perturb_fraction={cfg.perturb_fraction!r} must be in (0, 1]. "
-                        "Fix: use 1 to perturb whole batches, or a fraction such as 0.5.")
-    if cfg.perturb_type != "none":
-        if cfg.perturb_length < 1:
-            problems.append(f"{source}: perturb_length={cfg.perturb_length!r} must be at least 1. "
-                            "Fix: perturb for one epoch or more.")
-        elif cfg.perturb_epoch + cfg.perturb_length > cfg.epochs:
-            problems.append(
-                f"{source}: perturb_epoch={cfg.perturb_epoch} + perturb_length={cfg.perturb_length} runs past "
-                f"the last epoch ({cfg.epochs - 1}). Fix: start the window earlier, shorten it or raise epochs."
-            )
-    return problems
-
-
-def split_sizes(n: int, train_portion: float) -> tuple[int, int]:
-    """(training, validation) image counts of a split of ``n`` rows: ``int(train_portion * n)`` for
-    training, as the published ``random_split`` sizes (1444/362 of 1806)."""
-    n_train = int(train_portion * n)
-    return n_train, n - n_train
-
-
-@functools.lru_cache(maxsize=64)
-def _csv_rows(path: str, mtime_ns: int, size: int) -> int | None:
-    """Data rows of a CSV (blank lines left out); None if it cannot be read (the loader says why)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return max(0, sum(1 for row in csv.reader(fh) if any(cell.strip() for cell in row)) - 1)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-
-
-def _check_split(cfg: TrainConfig, source: str) -> list[str]:
-    """Both sides of the train/validation split must hold at least one image."""
-    path = cfg.img_annotations_file
-    st = os.stat(path)
-    n = _csv_rows(os.path.abspath(path), st.st_mtime_ns, st.st_size)
-    if not n:  # unreadable or empty: the CSV loader reports it with the row and column
-        return []
-    n_train, n_val = split_sizes(n, cfg.train_portion)
-    if n_train and n_val:
-        return []
-    fix = ("add rows to the file (at least 2 images)" if n < 2 else
-           f"add rows, or set train_portion so that both sides get an image (e.g. 0.5 for {n} images)")
-    return [f"{source}: img_annotations_file={path!r} has {n} image(s); train_portion={cfg.train_portion} gives "
-            f"{n_train} training and {n_val} validation image(s), and neither may be empty. Fix: {fix}."]
-
-
-def _check_files(cfg: TrainConfig, source: str) -> list[str]:
-    needed = {"img_dir": "dir", "img_annotations_file": "file"}
-    if cfg.behavioral_rsa:
-        needed.update(rsa_annotations_file="file", rsa_img_dir="dir", behavioral_rdm_file="file")
-    problems = []
-    for key, kind in needed.items():
-        value = getattr(cfg, key)
-        if value is None:
-            hint = " or set behavioral_rsa: false" if key.startswith(("rsa", "behavioral")) else ""
-            problems.append(f"{source}: {key} is missing. Fix: give the path of the {kind}{hint}.")
-        elif kind == "file" and not os.path.isfile(value):
-            problems.append(f"{source}: {key}={value!r}: no such file. Fix: correct the path.")
-        elif kind == "dir" and not os.path.isdir(value):
-            problems.append(f"{source}: {key}={value!r}: no such directory. Fix: correct the path.")
-    if cfg.img_annotations_file is not None and os.path.isfile(cfg.img_annotations_file) and cfg.split_file is None:
-        problems += _check_split(cfg, source)
-    if cfg.split_file is not None and not os.path.isfile(cfg.split_file):
-        problems.append(f"{source}: split_file={cfg.split_file!r}: no such file. Fix: give a JSON/CSV list of "
-                        "validation image names or a published dataset_split_indices.pth, or remove the key.")
-    if uses_baseline_path(cfg) and not os.path.isdir(str(cfg.baseline_checkpoint_path)):
-        problems.append(f"{source}: baseline_checkpoint_path={cfg.baseline_checkpoint_path!r}: no such directory "
-                        f"(perturb_epoch={cfg.perturb_epoch} forks from its epoch {cfg.perturb_epoch - 1}). Fix: give "
-                        "the baseline run's folder (a published one or one of ours), or set perturb_epoch: 0.")
-    return problems
-
-
-def uses_baseline_path(cfg: TrainConfig) -> bool:
-    """Whether the run forks from ``baseline_checkpoint_path`` (published: only when perturb_epoch > 0)."""
-    return (bool(cfg.baseline_checkpoint_path) and cfg.perturb_epoch > 0 and cfg.init_from is None
-            and cfg.resume_from is None)
-
-
 def from_dict(raw: Mapping[str, Any], source: str = "<config>", check_files: bool = True,
               notes: list[str] | None = None) -> TrainConfig:
     """Validate a mapping of study keys into a TrainConfig; raise ConfigError listing every problem.
@@ -416,56 +239,23 @@ def from_dict(raw: Mapping[str, Any], source: str = "<config>", check_files: boo
     if problems:
         raise ConfigError("\n".join(problems))
     cfg = TrainConfig(**values)
-    problems = _check_values(cfg, source, check_files)
+    problems = check_values(cfg, source, check_files)
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg
 
 
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` from ``--set`` -> a dict; values are parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected key=value. Fix: write e.g. --set epochs=6.")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     """Relative data paths in a config file name files next to it; a path found only from the
     working directory keeps that meaning (and one found nowhere is reported next to the file)."""
-    out = dict(raw)
-    for key, value in raw.items():
-        name = ALIASES.get(key, key)
-        if name in RELATIVE_PATHS and isinstance(value, str) and value and not os.path.isabs(value):
-            if (base / value).exists() or not os.path.exists(value):
-                out[key] = os.path.normpath(base / value)
-    return out
+    return resolve_relative(raw, base, ALIASES, inputs=RELATIVE_PATHS)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | Mapping[str, Any] | None = None,
                 check_files: bool = True) -> TrainConfig:
     """Load a YAML config (or defaults), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        raw = resolve_paths(read_yaml(path), Path(path).parent)
-        source = str(path)
-    extra = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    if extra:
-        source = f"{source} (with --set {', '.join(f'{k}={v}' for k, v in extra.items())})"
-    overridden = {ALIASES.get(k, k) for k in extra}
-    raw = {k: v for k, v in raw.items() if ALIASES.get(k, k) not in overridden}  # --set wins over any spelling
-    notes: list[str] = []
-    cfg = from_dict({**raw, **extra}, source=source, check_files=check_files, notes=notes)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return cfg
+    return load_yaml_config(path, overrides, lambda raw, source, notes: from_dict(raw, source, check_files, notes),
+                            ALIASES, inputs=RELATIVE_PATHS)
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

@@ -1,4 +1,5 @@
-"""Device selection shared by training, inference and the analysis."""
+"""Device selection and the precision rule (bf16 autocast on CUDA when asked for), shared by
+training, inference and the analysis."""
 
 from __future__ import annotations
 
@@ -43,3 +44,14 @@ def resolve_device(name: str | int | bool | None, fallback: bool = False,
             f"{name} requested (published cuda key) but this machine has no such GPU: running on the CPU")
         return torch.device("cpu")
     return torch.device(str(name))
+
+
+def precision_used(device: torch.device, precision: str) -> str:
+    """The one precision rule: ``bf16`` when asked for (``precision: bf16``, or ``auto``) on CUDA;
+    ``fp32`` otherwise (published)."""
+    return "bf16" if device.type == "cuda" and precision in ("auto", "bf16") else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast when :func:`precision_used` is bf16; plain fp32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_used(device, precision) == "bf16")

@@ -15,14 +15,16 @@ longest one, exact because the text tower is causal), the vision prefix per imag
 hba_sweep.training.prefix_cache. The first adapted block's attention before ``out_proj`` depends on the
 frozen prefix only, so it is part of the state (``cache_attention``); the last adapted block of
 each tower is evaluated at its readout positions only (class token, end-of-text tokens;
-hba_sweep.model.readout). ``forward(images)`` runs every block at every position on full-length
-prompts and is the oracle the cached path is tested against.
+hba_sweep.model.readout). Which of these shortcuts run is the model's :class:`ForwardPlan`, given
+at construction or by ``set_plan`` and resolved there once per tower. ``forward(images)`` runs every
+block at every position on full-length prompts and is the oracle the cached path is tested against.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from importlib import resources
 
 import open_clip
@@ -33,6 +35,7 @@ from torch import nn
 
 from hba_sweep.model import adapters, readout
 from hba_sweep.model.backbones import create_clip, resolve_backbone, weights_id
+from hba_sweep.model.spec import ForwardPlan
 from hba_sweep.foundation.errors import CheckpointError
 
 TRUNCATABLE_TEXT_POOLS = ("argmax", "eos", "first")  # pooled position is the end-of-text token or earlier
@@ -45,6 +48,16 @@ def load_prompts() -> list[str]:
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     assert len(prompts) == 66, f"expected 66 prompts, found {len(prompts)}"
     return prompts
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A :class:`ForwardPlan` resolved against one model's towers (what each step actually runs)."""
+
+    vision_layout: str  # what vision_prefix returns: "stream", "stream+context" or "stream+context@cls"
+    text_cached: bool  # text_features from the frozen text state (else the whole tower, full length)
+    text_from_context: bool  # the first adapted text block from its cached attention context
+    text_readout: bool  # the last adapted text block at the pooled positions only
 
 
 class CLIPHBA(nn.Module):
@@ -61,8 +74,10 @@ class CLIPHBA(nn.Module):
         dora_dropout: float = 0.0,
         prompts: list[str] | None = None,
         adapter: str = adapters.DEFAULT_ADAPTER,
+        plan: ForwardPlan = ForwardPlan(),
     ) -> None:
-        """``dora_alpha`` None: the adapter's default (16 for hba_dora, ``rank`` for peft_dora)."""
+        """``dora_alpha`` None: the adapter's default (16 for hba_dora, ``rank`` for peft_dora); ``plan``:
+        which cached-path shortcuts ``forward_from_prefix`` takes (all, by default)."""
         super().__init__()
         self.adapter = adapter
         self.backbone_name = backbone
@@ -85,19 +100,40 @@ class CLIPHBA(nn.Module):
         self.register_buffer("text_prefix", None, persistent=False)
         self.register_buffer("text_context", None, persistent=False)
         self.recompute_text_prefix()
-        self.cache_text = True  # False: every call runs the whole text tower on full-length prompts
-        self.readout_only = True  # False: forward_from_prefix runs the last adapted blocks at every position
-        self.cache_attention = True  # False: vision_prefix is the stream only; first adapted blocks run whole
         self.readout_fallbacks = self._readout_fallbacks(vision_layers, transformer_layers)
         for tower, why in self.readout_fallbacks.items():
             logger.warning("%s: the last adapted %s block runs at every position (%s)", backbone, tower, why)
+        self.set_plan(plan)
+
+    # ---- the cached path's plan ---------------------------------------------------------
+    @property
+    def plan(self) -> ForwardPlan:
+        """The :class:`ForwardPlan` in force (change it with :meth:`set_plan`)."""
+        return self._plan
+
+    def set_plan(self, plan: ForwardPlan) -> None:
+        """Decide once what the cached path runs in each tower: ``plan`` against the blocks this model has
+        (a tower without adapted blocks, a block type or pooling ``readout`` does not mirror)."""
+        vision = self.clip.visual.transformer.resblocks[self.vision_split:]
+        text = self.clip.transformer.resblocks[self.text_split:]
+        layout = "stream"
+        if plan.cache_attention and len(vision) > 0 and readout.unsupported(vision[0]) is None:
+            one_at_cls = len(vision) == 1 and plan.readout_only and "vision" not in self.readout_fallbacks
+            layout = "stream+context@cls" if one_at_cls else "stream+context"
+        self._plan = plan
+        self._route = _Route(
+            vision_layout=layout,
+            text_cached=plan.cache_text,
+            text_from_context=plan.cache_attention and len(text) > 0 and readout.unsupported(text[0]) is None,
+            text_readout=plan.readout_only and len(text) > 0 and "text" not in self.readout_fallbacks,
+        )
 
     # ---- vision -------------------------------------------------------------------------
     @torch.no_grad()
     def vision_prefix(self, images: torch.Tensor) -> torch.Tensor:
         """What the adapted vision blocks start from (frozen: no grad).
 
-        With ``cache_attention`` (and an open_clip attention block): (N, 2, T, C), the residual
+        With the plan's ``cache_attention`` (and an open_clip attention block): (N, 2, T, C), the residual
         stream entering the first adapted block and that block's ``out_proj`` input, at the class
         token only (T = 1) when that block is also the last and read out there, else at every
         token. Otherwise the stream alone, (N, L, C).
@@ -118,12 +154,7 @@ class CLIPHBA(nn.Module):
 
     def vision_state_layout(self) -> str:
         """What ``vision_prefix`` returns: "stream", "stream+context" or "stream+context@cls"."""
-        blocks = self.clip.visual.transformer.resblocks[self.vision_split:]
-        if not (self.cache_attention and len(blocks) > 0 and readout.unsupported(blocks[0]) is None):
-            return "stream"
-        if len(blocks) == 1 and self.readout_only and "vision" not in self.readout_fallbacks:
-            return "stream+context@cls"
-        return "stream+context"
+        return self._route.vision_layout
 
     def vision_suffix(self, state: torch.Tensor, readout_only: bool = False) -> torch.Tensor:
         """Adapted vision blocks, pooling and projection: ``vision_prefix``'s state -> image features.
@@ -211,18 +242,19 @@ class CLIPHBA(nn.Module):
     def text_features(self) -> torch.Tensor:
         """Features of the 66 prompts through the adapted text blocks: (66, embed_dim).
 
-        With ``cache_text`` the frozen blocks' output (truncated prompts) is reused; without it the
-        whole tower runs on the 77-token prompts, as the published code did (the oracle).
+        With the plan's ``cache_text`` the frozen blocks' output (truncated prompts) is reused; without
+        it the whole tower runs on the 77-token prompts, as the published code did (the oracle).
         """
-        if not self.cache_text:
+        route = self._route
+        if not route.text_cached:
             return self.text_features_full()
         x = self.text_prefix
         mask = self._text_attn_mask()
         mask = None if mask is None else mask.to(x.device)
         blocks = list(self.clip.transformer.resblocks[self.text_split:])
-        read = self.readout_only and len(blocks) > 0 and "text" not in self.readout_fallbacks
+        read = route.text_readout
         positions = self._text_positions(self.text_tokens).to(x.device)
-        if self.cache_attention and self.text_context is not None:  # the first adapted block from its context
+        if route.text_from_context:  # the first adapted block from its context
             context = self.text_context
             if read and len(blocks) == 1:
                 rows = torch.arange(len(x), device=x.device)
@@ -289,7 +321,7 @@ class CLIPHBA(nn.Module):
         """Predictions from ``vision_prefix``'s state (cached or computed now); ``text_features`` (from
         ``text_features()``) may be passed when the adapters do not change between calls."""
         text = self.text_features() if text_features is None else text_features
-        return self.head(self.vision_suffix(state, readout_only=self.readout_only), text)
+        return self.head(self.vision_suffix(state, readout_only=self._plan.readout_only), text)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Predictions from images through every block at every position, nothing cached (the oracle)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hba_sweep.config import TrainConfig, from_dict, run_name
-from hba_sweep.config.train_config import _check_files
+from hba_sweep.config.file_checks import file_problems
 from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
 from ray.tune.search.variant_generator import generate_variants
@@ -88,7 +88,7 @@ def _validate(space: SearchSpace, values: dict[str, Any], label: str, check_file
         problems.extend(str(exc).splitlines())
         return None
     if check_files:
-        for problem in _check_files(cfg, label):
+        for problem in file_problems(cfg, label):
             missing.add(problem.split(": ", 1)[1])
     return cfg.to_dict()
 

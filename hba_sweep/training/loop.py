@@ -32,11 +32,12 @@ from hba_sweep.training import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
-from hba_sweep.foundation.devices import resolve_device
+from hba_sweep.foundation.devices import autocast, precision_used, resolve_device
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.model import CLIPHBA
+from hba_sweep.model import CLIPHBA, create_model
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
+from hba_sweep.training.predict import predict_batches, prefix_rows, to_device
 from hba_sweep.training.run_start import start_source, start_state
 from hba_sweep.training.split import SplitRecord, epoch_order, write_split_json
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
@@ -59,18 +60,9 @@ class Images:
 
     def inputs(self, model: CLIPHBA, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """What enters the adapted blocks: cached prefix rows, or the frozen prefix run now."""
-        if self.prefix is not None:  # stored compactly (bf16 on CUDA); the adapted blocks compute in fp32/autocast
-            return to_device(self.prefix.rows(idx), device).float()
+        if self.prefix is not None:
+            return prefix_rows(self.prefix, idx, device)
         return model.vision_prefix(to_device(self.dataset.images(idx), device))
-
-
-def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host -> device copy; pinned and non-blocking on CUDA (a batch already on a GPU just moves)."""
-    if batch.device.type != "cpu":
-        return batch.to(device)
-    if device.type == "cuda":
-        batch = batch.pin_memory()
-    return batch.to(device, non_blocking=True)
 
 
 def load_images(cfg: TrainConfig, annotations: str, img_dir: str, image_size: int) -> ThingsDataset:
@@ -83,25 +75,16 @@ def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torc
     ds = images.dataset
     root = cfg.cache_dir if cfg.cache_dir is not None else Path(cfg.save_path) / "prefix_cache"
     prefix = prefix_cache.frozen_prefix(
-        model, ds.image_paths, lambda: ds.images, root, dtype, device, cfg.batch_size, lambda: autocast(device, cfg),
+        model, ds.image_paths, lambda: ds.images, root, dtype, device, cfg.batch_size,
+        lambda: autocast(device, cfg.precision),
         on_compute=lambda n: log(f"computing the frozen prefix of {n} images ({ds.annotations_file.name}) once"))
     images.prefix = prefix_cache.hold_on_device(prefix, device, log=log) if cfg.prefix_on_gpu else prefix
 
 
 # ---- precision and device ---------------------------------------------------------------
-def precision_used(device: torch.device, cfg: TrainConfig) -> str:
-    """``bf16`` when asked for (``precision: bf16``, or ``auto``) on CUDA; ``fp32`` otherwise (published)."""
-    return "bf16" if device.type == "cuda" and cfg.precision in ("auto", "bf16") else "fp32"
-
-
-def autocast(device: torch.device, cfg: TrainConfig) -> torch.autocast:
-    """bf16 autocast when :func:`precision_used` is bf16; plain fp32 otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_used(device, cfg) == "bf16")
-
-
 def cache_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype:
     if cfg.cache_dtype == "auto":
-        return torch.bfloat16 if precision_used(device, cfg) == "bf16" else torch.float32
+        return torch.bfloat16 if precision_used(device, cfg.precision) == "bf16" else torch.float32
     return getattr(torch, cfg.cache_dtype)
 
 
@@ -166,7 +149,7 @@ def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order:
     for batch_idx, start in enumerate(range(0, len(order), cfg.batch_size)):
         idx = order[start:start + cfg.batch_size]
         batch_targets = to_device(targets[idx], device)
-        with autocast(device, cfg):
+        with autocast(device, cfg.precision):
             if active:
                 tokens, batch_targets = perturbed_inputs(model, train, idx, batch_targets, strategy, epoch,
                                                          batch_idx, device)
@@ -196,20 +179,13 @@ def perturbed_inputs(model: CLIPHBA, train: Images, idx: torch.Tensor, targets: 
     return tokens, new_targets
 
 
-@torch.no_grad()
 def predict(model: CLIPHBA, images: Images, cfg: TrainConfig, device: torch.device,
             indices: list[int] | None = None) -> torch.Tensor:
-    """66-d predictions for ``indices`` (all images by default), in eval mode, on CPU."""
-    model.eval()
+    """66-d predictions for ``indices`` (all images by default), in eval mode, on CPU (the one loop:
+    hba_sweep.training.predict)."""
     rows = torch.arange(len(images.dataset)) if indices is None else torch.as_tensor(indices)
-    out = []
-    with autocast(device, cfg):
-        text = model.text_features()  # the adapters are fixed here: once, not per batch
-    for start in range(0, len(rows), cfg.batch_size):
-        idx = rows[start:start + cfg.batch_size]
-        with autocast(device, cfg):
-            out.append(model.forward_from_prefix(images.inputs(model, idx, device), text).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 66)
+    return predict_batches(model, lambda idx: images.inputs(model, idx, device), rows, cfg.batch_size, device,
+                           cfg.precision)
 
 
 @dataclass
@@ -294,18 +270,13 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
                          ) -> tuple[CLIPHBA, Images, RSAImages | None]:
     """The model, the training images and (if enabled) the RSA images with their reference RDM,
     with the frozen prefix attached where caching is exact."""
-    model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
-                    transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
-                    dora_dropout=cfg.dora_dropout, adapter=cfg.adapter).to(device)
+    model = create_model(cfg.model_spec, cfg.forward_plan).to(device)  # the plan: cache_frozen_prefix
     train = Images(load_images(cfg, cfg.img_annotations_file, cfg.img_dir, model.image_size))
     rsa = None
     if cfg.behavioral_rsa:
         rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
         rsa = RSAImages(rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)),
                         compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric))
-    model.cache_text = cfg.cache_frozen_prefix  # the 66 prompts' frozen text blocks: once, truncated
-    model.readout_only = cfg.cache_frozen_prefix  # last adapted blocks at the readout positions only
-    model.cache_attention = cfg.cache_frozen_prefix  # first adapted blocks' attention: with the prefix
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")
@@ -348,7 +319,7 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     out = run_dir(cfg)
     log = make_logger(cfg)
     device = resolve_device(cfg.device, fallback=cfg.cpu_fallback, log=log)
-    precision = precision_used(device, cfg)
+    precision = precision_used(device, cfg.precision)
     # set both ways: a Ray worker process may run a bf16 trial and then an fp32 one
     torch.backends.cuda.matmul.allow_tf32 = precision == "bf16"
     if precision == "bf16":

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hba_sweep import rsa
-from hba_sweep.foundation.choices import DATASETS
+from hba_sweep.foundation.choices import DATASETS, NIGHTS_DEFAULT_SPLIT
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.data.rdm_io import load_reference
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
@@ -121,7 +121,6 @@ class ScoreSettings:
 RSA_DATASETS = ("things", "things_fmri", "nod")
 # Published model RDMs: behaviour 1 - Pearson (as in training), brains 1 - cosine.
 MODEL_RDM_DEFAULTS = {"things": "pearson", "things_fmri": "cosine", "nod": "cosine"}
-NIGHTS_DEFAULT_SPLIT = "test"  # the published NIGHTS evaluation; `split: all` scores every split
 
 
 def model_rdm_distance(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> str:
