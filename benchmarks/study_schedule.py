@@ -3,7 +3,7 @@
 The study: 1 baseline + 8 forks (2 perturbation types x perturb_epoch 0..3, length 1), 4 epochs,
 on 4 concurrent slots (a local Ray with 4 CPUs, 1 CPU per trial). Trials run through the real
 runner (``run_study``: Tune, the searcher, checkpoints on storage) with the sleep stand-in
-(``trainables/sleep_trainable.py``): every epoch, the initial evaluation included, sleeps
+(``tests/support/sleep_trainable.py``): every epoch, the initial evaluation included, sleeps
 ``--seconds``.
 
 Measured: the busy slot-seconds (each trial from its first epoch's start to its last epoch's end)
@@ -72,7 +72,8 @@ def main() -> None:
     from hba_sweep.training.demo_data import make_demo_data
     from hba_sweep.sweep.runner import RunOptions, run_study
     from hba_sweep.sweep.spec import load_search_space
-    from trainables.sleep_trainable import sleep_training
+    from tests.support.sleep_trainable import sleep_training
+    from tests.support.stand_in import training
 
     tmp = Path(tempfile.mkdtemp(prefix="hba_schedule_"))
     make_demo_data(tmp / "demo", n_train=40)
@@ -80,9 +81,9 @@ def main() -> None:
     ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
     try:
         started = time.time()
-        outcome = run_study(load_search_space(tmp / "space.py"),
-                            RunOptions(storage=str(tmp / "rr"), verbose=0, max_concurrent=args.slots,
-                                       train_fn=functools.partial(sleep_training, seconds=args.seconds)))
+        with training(functools.partial(sleep_training, seconds=args.seconds)):
+            outcome = run_study(load_search_space(tmp / "space.py"),
+                                RunOptions(storage=str(tmp / "rr"), verbose=0, max_concurrent=args.slots))
         wall = time.time() - started
     finally:
         ray.shutdown()

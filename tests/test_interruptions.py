@@ -30,6 +30,7 @@ from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep.expand import Trial, expand  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
+from support import stand_in  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,10 +113,10 @@ def test_worker_killed_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker has no tests/ on its path
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        opts = RunOptions(storage=str(tmp_path / "rr"), verbose=0,
-                          train_fn=functools.partial(train_killed_mid_epoch, marker=str(marker)))
+        opts = RunOptions(storage=str(tmp_path / "rr"), verbose=0)
         root = str(tmp_path / "rr" / "kill")
-        results = {r.config["run_name"]: r for r in run_trials(independent(trials, root), space, opts, root)[1]}
+        with stand_in.training(functools.partial(train_killed_mid_epoch, marker=str(marker))):
+            results = {r.config["run_name"]: r for r in run_trials(independent(trials, root), space, opts, root)[1]}
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

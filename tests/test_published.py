@@ -21,7 +21,8 @@ from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError, ConfigError, DataError
 from hba_sweep.training.split import draw_split, epoch_order
-from hba_sweep.training.loop import make_scheduler, run_training_experiment
+from hba_sweep.training.loop import run_training_experiment
+from hba_sweep.training.run import make_scheduler
 
 
 def published_config_copy(reference_data: Path, demo_dir: Path, dest: Path, save_path: Path) -> Path:

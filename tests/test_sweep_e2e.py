@@ -29,7 +29,7 @@ def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     saved = {k: os.environ.get(k) for k in ("HBA_DEMO_DATA", "HBA_SWEEP_FAULT")}
     os.environ["HBA_DEMO_DATA"] = str(tmp / "demo")
-    os.environ["HBA_SWEEP_FAULT"] = f"2:{tmp / 'fault.marker'}:retry_me"  # workers inherit it at ray.init
+    os.environ["HBA_SWEEP_FAULT"] = f"epoch:2:{tmp / 'fault.marker'}:retry_me"  # workers inherit it at ray.init
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         space = load_search_space(ROOT / "search_spaces" / "demo.py")

@@ -13,6 +13,7 @@ import ray
 from hba_sweep.sweep.expand import Trial  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import SearchSpace  # noqa: E402
+from support import stand_in  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def test_half_gpu_trials_share_one_logical_gpu(tmp_path, capfd):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
         root = str(tmp_path / "rr" / "gpu")
-        _, results = run_trials(independent(trials, root), space, RunOptions(verbose=0, train_fn=fake_training), root)
+        with stand_in.training(fake_training):
+            _, results = run_trials(independent(trials, root), space, RunOptions(verbose=0), root)
         time.sleep(1.0)  # let the workers' output reach the driver
     finally:
         ray.shutdown()

@@ -1,6 +1,6 @@
 """SIGKILL of the driver at every named point of its life; ``--resume`` always finishes the study.
 
-Each point (hba_sweep/sweep/faults.py) is one case: a driver subprocess attached to this test's
+Each point (hba_sweep/foundation/faults.py) is one case: a driver subprocess attached to this test's
 Ray SIGKILLs itself there; status then says the driver is gone; a second driver with --resume
 exits 0 with every trial finished, and no trial finished before the kill was trained again
 (its checkpoints and done marker are untouched). Trials train with the sleep stand-in.
@@ -28,9 +28,11 @@ DRIVER = """
 import sys
 from hba_sweep.sweep.runner import RunOptions, run_study
 from hba_sweep.sweep.spec import load_search_space
-from trainables.sleep_trainable import sleep_training
-outcome = run_study(load_search_space(sys.argv[1]), RunOptions(storage=sys.argv[2], address=sys.argv[3], verbose=0,
-                    resume=len(sys.argv) > 4, train_fn=sleep_training))
+from tests.support.sleep_trainable import sleep_training
+from tests.support.stand_in import training
+with training(sleep_training):
+    outcome = run_study(load_search_space(sys.argv[1]), RunOptions(storage=sys.argv[2], address=sys.argv[3], verbose=0,
+                        resume=len(sys.argv) > 4))
 sys.exit(outcome.exit_code)
 """
 
@@ -48,8 +50,8 @@ def snapshot(trial: Path) -> dict:
 
 
 def driver(space: Path, storage: Path, address: str, kill: str | None, resume: bool = False):
-    env = {k: v for k, v in os.environ.items() if k not in ("HBA_SWEEP_FAULT", "HBA_SWEEP_DRIVER_KILL")}
-    env.update(PYTHONPATH=str(ROOT), HBA_SLEEP_EPOCH_SECONDS="0.1", **({"HBA_SWEEP_DRIVER_KILL": kill} if kill else {}))
+    env = {k: v for k, v in os.environ.items() if k != "HBA_SWEEP_FAULT"}
+    env.update(PYTHONPATH=str(ROOT), HBA_SLEEP_EPOCH_SECONDS="0.1", **({"HBA_SWEEP_FAULT": kill} if kill else {}))
     args = [sys.executable, "-c", DRIVER, str(space), str(storage), address] + (["--resume"] if resume else [])
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

@@ -36,7 +36,7 @@ def test_resume_runs_forks_skipped_by_a_failed_baseline(demo_dir, tmp_path, monk
     space_file = tmp_path / "space.py"
     space_file.write_text(SPACE.format(demo=str(demo_dir / "train.yaml")))
     # seed 2's baseline fails once at epoch 0 (no retries): its fork is skipped in the first run
-    monkeypatch.setenv("HBA_SWEEP_FAULT", f"0:{tmp_path / 'fault.marker'}:seed2_baseline")
+    monkeypatch.setenv("HBA_SWEEP_FAULT", f"epoch:0:{tmp_path / 'fault.marker'}:seed2_baseline")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         first = run_study(load_search_space(space_file), RunOptions(storage=str(tmp_path / "rr"), verbose=0))

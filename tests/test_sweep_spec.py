@@ -12,7 +12,8 @@ from hba_sweep.foundation.errors import SearchSpaceError
 from hba_sweep.sweep.expand import expand
 from hba_sweep.sweep.plan import make_plan
 from hba_sweep.sweep.spec import load_search_space
-from trainables.hba_trainable import choose_device, maybe_fault
+from hba_sweep.foundation.faults import maybe_fault
+from trainables.hba_trainable import choose_device
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.py"))
@@ -132,7 +133,7 @@ def test_device_falls_back_to_cpu_saying_so_once(capsys):
 
 
 def test_fault_hook_fires_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("HBA_SWEEP_FAULT", f"2:{tmp_path / 'marker'}:victim")
+    monkeypatch.setenv("HBA_SWEEP_FAULT", f"epoch:2:{tmp_path / 'marker'}:victim")
     maybe_fault("other", 2)
     maybe_fault("the_victim", 1)
     with pytest.raises(RuntimeError, match="injected failure"):

@@ -1,6 +1,6 @@
 """One Tune experiment per study: dependency-aware release, growth, skips, the driver lock, status.
 
-Trials train with the sleep stand-in (trainables/sleep_trainable.py): the runner, Tune and the
+Trials train with the sleep stand-in (tests/support/sleep_trainable.py): the runner, Tune and the
 files are real, the training is not the point here.
 """
 
@@ -23,7 +23,8 @@ from hba_sweep.sweep import lock
 from hba_sweep.sweep.runner import RunOptions, run_study
 from hba_sweep.sweep.spec import load_search_space
 from hba_sweep.sweep.status import read_study
-from trainables.sleep_trainable import sleep_training
+from support.sleep_trainable import sleep_training
+from support.stand_in import training
 
 pytestmark = pytest.mark.slow
 BASE = "cliphba_dora_hba-tiny_r16_v2_t3_seed{seed}_baseline"
@@ -45,8 +46,8 @@ MAX_FAILURES = 0
 
 
 def run(space: Path, storage: Path, resume: bool = False, **fake):
-    return run_study(load_search_space(space), RunOptions(storage=str(storage), verbose=0, resume=resume,
-                                                          train_fn=functools.partial(sleep_training, **fake)))
+    with training(functools.partial(sleep_training, **fake)):
+        return run_study(load_search_space(space), RunOptions(storage=str(storage), verbose=0, resume=resume))
 
 
 def frames(root: str) -> dict:

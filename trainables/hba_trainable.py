@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch
@@ -27,10 +27,10 @@ from ray import tune
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.config import from_dict
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.faults import maybe_fault
 from hba_sweep.perturbations import register_types
 from hba_sweep.training import run_training_experiment
 
-FAULT_ENV = "HBA_SWEEP_FAULT"  # test only: "<epoch>:<marker file>[:<trial name part>]"
 RUN_FILES = ("metrics.csv", "config.yaml", "split.json")
 _said: set[str] = set()
 CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
@@ -65,21 +65,6 @@ def choose_device(requested: str, gpu_ids: list[Any], cuda_available: bool, tria
     return "cpu", ""
 
 
-def maybe_fault(trial_name: str, epoch: int) -> None:
-    """Test-only fault hook: raise once at the epoch named in HBA_SWEEP_FAULT (marker file = once)."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    at, marker, *part = spec.split(":", 2)
-    if int(at) != epoch or (part and part[0] not in trial_name):
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    raise RuntimeError(f"{FAULT_ENV}: injected failure in {trial_name} at epoch {epoch}")
-
-
 def _prune_checkpoints(checkpoint_dir: Path) -> None:
     """Delete the run's earlier epoch checkpoints: Tune has persisted them already."""
     for other in checkpoint_dir.parent.glob("epoch_*"):
@@ -106,8 +91,8 @@ def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
     return local
 
 
-def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturbations: dict | None = None,
-              study_root: str | None = None, finished: frozenset = frozenset()) -> None:
+def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_root: str | None = None,
+              finished: frozenset = frozenset()) -> None:
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
     ``perturbations`` are the user-registered types (name -> class) the search-space file defined;
     ``finished``: run names finished on storage when the driver started (they only replay)."""
@@ -119,8 +104,6 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     register_types(perturbations or {})
     quiet_checkpoint_logs()
 
-    if train_fn is None:
-        train_fn = run_training_experiment
     context = tune.get_context()
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()
@@ -132,7 +115,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
     last = {"epoch": None}
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
-        maybe_fault(trial, int(metrics["epoch"]))
+        maybe_fault(trial, int(metrics["epoch"]))  # tests only (hba_sweep/foundation/faults.py)
         last["epoch"] = int(metrics["epoch"])
         run = Path(checkpoint_dir).parent.parent
         artifacts.mkdir(parents=True, exist_ok=True)
@@ -157,7 +140,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
         elif values.get("init_from"):
             values["init_from"] = stack.enter_context(tune.Checkpoint(values["init_from"]).as_directory())
         cfg = from_dict(values, source=f"trial {trial}")
-        summary = train_fn(cfg, report=report) or {}
+        summary = run_training_experiment(cfg, report=report) or {}
     done_at = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
     if done_at is not None:  # a searched trial has no planned run name: its folder is Tune's trial directory
         epoch = summary.get("epoch", last["epoch"])

@@ -43,7 +43,7 @@ LEGACY_ADAPTER = adapter_kinds.PEFT_DORA  # the only kind before checkpoints rec
 class TrainingState:
     """Everything besides the model needed to continue a run exactly."""
 
-    epoch: int  # the last finished epoch (-1: only the initial evaluation)
+    epoch: int | None  # the last finished epoch (-1: only the initial evaluation; None: not even that yet)
     optimizer: dict
     scheduler: dict | None
     shuffle_generator: torch.Tensor

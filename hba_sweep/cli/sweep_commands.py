@@ -9,38 +9,8 @@ from typing import Any
 
 from hba_sweep.foundation import storage
 from hba_sweep.sweep import jobs
+from hba_sweep.sweep.options import DEFAULT_STORAGE, RunOptions, add_arguments
 from hba_sweep.sweep.status import format_status, read_study
-
-DEFAULT_STORAGE = "ray_results"
-
-
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
-    return number
-
-
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
-    return number
-
-
-def _name(value: str) -> str:
-    """--name: the same rule as a search space's NAME (it becomes a directory under --storage)."""
-    from hba_sweep.sweep.spec import NAME_RE  # reason: the search-space loader imports torch (through config)
-
-    if not NAME_RE.match(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid experiment name: use letters, digits, _ . - only")
-    return value
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -48,24 +18,20 @@ def run_command(args: argparse.Namespace) -> int:
     from hba_sweep.sweep.dryrun import describe  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.expand import expand  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.plan import make_plan  # reason: Ray and torch load when run runs, not for --help
-    from hba_sweep.sweep.runner import RunOptions, run_study  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.runner import run_study  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.spec import load_search_space  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.trackers import validate  # reason: Ray loads when run runs, not for --help
 
+    opts = RunOptions.from_args(args)
     if args.submit is not None and not args.dry_run:  # the study runs as a Ray Job on the cluster
-        return jobs.submit(args)
+        return jobs.submit(args.search_space, opts, args.submit)
     space = load_search_space(args.search_space)
     if args.dry_run:
         expansion = expand(space, check_files=True)
         plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
         print(describe(space, expansion, plan))
         return 0
-    opts = RunOptions(storage=args.storage, name=args.name, address=args.address, resume=args.resume,
-                      max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-                      gpus_per_trial=args.gpus_per_trial, dashboard=not args.no_dashboard,
-                      dashboard_host=args.dashboard_host, wandb_project=args.wandb, mlflow_uri=args.mlflow,
-                      verbose=args.verbose)
-    validate(args.mlflow, args.wandb)  # before Ray starts or anything is written
+    validate(opts.mlflow_uri, opts.wandb_project)  # before Ray starts or anything is written
     outcome = run_study(space, opts)
     root = storage.redact(outcome.root)  # a URI may carry credentials (secret_key=...)
     print(f"experiment: {root}")
@@ -143,24 +109,10 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
                                           "as its baseline epoch exists.")
     p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted study, or grow it after editing the search-space file "
-                   "(no finished trial re-runs)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiment storage: a path or a pyarrow URI (s3://...)")
-    p.add_argument("--name", type=_name, help="experiment name (default: the file's NAME, or its stem)")
-    p.add_argument("--address", help="attach to a running Ray cluster: host:port from `ray start --head`, or auto "
-                                     "(default: $RAY_ADDRESS, else start one here)")
     p.add_argument("--submit", nargs="?", const="", metavar="DASHBOARD",
                    help="submit the study as a Ray Job to the cluster whose dashboard this is (default "
                         "$RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265); it survives the terminal")
-    p.add_argument("--max-concurrent", type=_count, help="at most this many trials at once")
-    p.add_argument("--cpus-per-trial", type=_positive, help="override RESOURCES['cpu']")
-    p.add_argument("--gpus-per-trial", type=_positive, help="override RESOURCES['gpu'] (fractions share a GPU)")
-    p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
-    p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
-    p.add_argument("--wandb", metavar="PROJECT", help="log to Weights & Biases (needs wandb installed)")
-    p.add_argument("--mlflow", metavar="TRACKING_URI", help="log to MLflow (needs mlflow installed)")
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
-                   help="Tune output: 0 silent, 1 the progress table (default), 2 every result, 3 debug")
+    add_arguments(p)  # the options of RunOptions (hba_sweep/sweep/options.py)
     p.set_defaults(func=run_command)
     return p
 

@@ -10,20 +10,20 @@ recorded in ``<experiment>/job.json`` (submission id and dashboard address; neve
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep import cluster
 from hba_sweep.foundation import storage
+from hba_sweep.sweep import cluster
+from hba_sweep.sweep.options import RunOptions, command_line
 
 JOB_FILE = "job.json"
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
-FORWARDED = ("max_concurrent", "cpus_per_trial", "gpus_per_trial", "wandb", "mlflow", "verbose")
 
 
 def dashboard_url(address: str | None) -> str:
@@ -55,32 +55,26 @@ def client(url: str):
                           f"Fix: use the head's token in {cluster.TOKEN_HINT}.") from None
 
 
-def entrypoint(args: argparse.Namespace, name: str, python: str = "python") -> str:
-    """The ``run`` command the job executes: this one, with absolute paths and without --submit."""
-    words = [python, "-m", "hba_sweep", "run", os.path.abspath(args.search_space), "--storage",
-             storage.absolute(args.storage), "--name", name]
-    if args.resume:
-        words.append("--resume")
-    for key in FORWARDED:
-        value = getattr(args, key, None)
-        if value is not None:
-            words += [f"--{key.replace('_', '-')}", str(value)]
-    return shlex.join(words)
+def entrypoint(search_space: str, opts: RunOptions, name: str, python: str = "python") -> str:
+    """The ``run`` command the job executes: this one, with absolute paths and without --submit (the
+    options RunOptions declares as forwarded)."""
+    opts = replace(opts, storage=storage.absolute(opts.storage), name=name)
+    return shlex.join([python, "-m", "hba_sweep", "run", os.path.abspath(search_space), *command_line(opts)])
 
 
-def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
+def submit(search_space: str, opts: RunOptions, dashboard: str | None, echo: Callable[[str], None] = print) -> int:
     """Submit the study as a Ray Job; record it in <experiment>/job.json; print how to follow it."""
     from hba_sweep.sweep.spec import load_search_space  # reason: torch loads (through config) only to submit
 
-    space = load_search_space(args.search_space)  # syntax and names checked before anything is sent
-    name = args.name or space.name
-    root = storage.experiment_root(args.storage, name)
-    if not args.resume:
+    space = load_search_space(search_space)  # syntax and names checked before anything is sent
+    name = opts.name or space.name
+    root = storage.experiment_root(opts.storage, name)
+    if not opts.resume:
         storage.refuse_existing(root)
-    url = dashboard_url(args.submit)
+    url = dashboard_url(dashboard)
     jobs = client(url)
     submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
-    command = entrypoint(args, name)
+    command = entrypoint(search_space, opts, name)
     jobs.submit_job(entrypoint=command, submission_id=submission_id,
                     metadata={"hba_sweep": "run", "experiment": storage.redact(root)})
     storage.write_json(storage.join(root, JOB_FILE), {"submission_id": submission_id, "dashboard": url,

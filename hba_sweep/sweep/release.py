@@ -18,7 +18,7 @@ from ray.tune.search import Searcher
 
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation import storage
-from hba_sweep.sweep.faults import kill_point
+from hba_sweep.foundation.faults import kill_point
 import json
 
 

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ray
@@ -31,7 +31,8 @@ from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
 from hba_sweep.sweep.expand import Trial, expand
-from hba_sweep.sweep.faults import kill_point
+from hba_sweep.sweep.options import RunOptions
+from hba_sweep.foundation.faults import kill_point
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
@@ -39,27 +40,6 @@ from trainables.hba_trainable import train_hba
 
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
 METRIC_COLUMNS = {"epoch": "epoch", "val_loss": "val_loss", "behavioral_rsa_rho": "rsa_rho"}
-
-
-@dataclass
-class RunOptions:
-    """Command-line choices for one ``run``."""
-
-    storage: str = "ray_results"
-    name: str | None = None
-    address: str | None = None
-    resume: bool = False
-    max_concurrent: int | None = None
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
-    dashboard: bool = True
-    dashboard_host: str = "127.0.0.1"
-    wandb_project: str | None = None
-    mlflow_uri: str | None = None
-    verbose: int = 1
-    ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init kwargs (tests: num_cpus=2)
-    train_fn: Callable | None = None  # tests: a fake training function
-    echo: Callable[[str], None] = print
 
 
 @dataclass
@@ -97,7 +77,7 @@ def _callbacks(opts: RunOptions, name: str, root: str | None = None) -> list:
 
 def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):
     # perturbation types the search-space file registered: workers never execute that file
-    fn = tune.with_parameters(train_hba, train_fn=opts.train_fn, perturbations=user_types(), study_root=root,
+    fn = tune.with_parameters(train_hba, perturbations=user_types(), study_root=root,
                               finished=frozenset(finished))
     return tune.with_resources(fn, trial_resources(space, opts))
 

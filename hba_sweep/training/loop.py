@@ -4,22 +4,21 @@ The story, top to bottom: seed, load data and split, build the model, set up (or
 hba_sweep.training.run_start) optimizer, scheduler and RNG state, evaluate once (epoch -1; a fork re-evaluates its start),
 then per epoch train with the perturbation strategy, evaluate, checkpoint, write the metrics
 row and report it; stop early after ``early_stopping_patience`` epochs without improvement.
-The run ends with a status (:func:`run_status`): ``finished``, ``early_stopped``, ``diverged``
-(a non-finite loss or prediction: that epoch is recorded and the run stops, without an error, so
-a sweep does not retry it) or, for a perturbed run stopped before its window ended,
-``window_incomplete``.
+The run's moving parts (model, optimizer, scheduler, shuffle generator, state, metrics rows) are
+one :class:`Run`; it starts as a :class:`~hba_sweep.training.run_start.StartKind` and ends as a
+:class:`~hba_sweep.training.run_record.RunEnd` (hba_sweep.training.run_record: ``finished``,
+``early_stopped``, ``diverged`` (a non-finite loss or prediction: that epoch is recorded and the run
+stops, without an error, so a sweep does not retry it) or, for a perturbed run stopped before its
+window ended, ``window_incomplete``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,27 +26,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.training import prefix_cache
-from hba_sweep.config import TrainConfig, run_dir, run_name, save_config
+from hba_sweep.config import TrainConfig, run_dir
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.devices import autocast, precision_used, resolve_device
-from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.model import CLIPHBA, create_model
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
 from hba_sweep.training.predict import predict_batches, prefix_rows, to_device
-from hba_sweep.training.run_start import start_source, start_state
-from hba_sweep.training.split import SplitRecord, epoch_order, write_split_json
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-from tqdm import tqdm
+from hba_sweep.training.run import Report, Run, open_run
+from hba_sweep.training.run_record import (STATUS_FILE, RunEnd, make_logger, metrics_row, prepare_run_dir,
+                                           progress_bar, resumed_divergence, run_status, write_metrics,
+                                           write_run_status)
+from hba_sweep.training.run_start import StartKind, start_source
+from hba_sweep.training.split import epoch_order
 
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
-                  "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",
-                  "images_per_second", "inherited", "diverged"]
-STATUS_FILE = "run_status.json"
-Report = Callable[[dict, str], None]
+__all__ = ["STATUS_FILE", "run_training_experiment"]
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -110,31 +105,6 @@ def _in_prefix(name: str, split: int) -> bool:
     if parts[2] in PREFIX_STEM:
         return True
     return parts[2:4] == ["transformer", "resblocks"] and int(parts[4]) < split
-
-
-# ---- optimisation -----------------------------------------------------------------------
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.opt == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The published per-epoch schedules (stepped once after each epoch):
-
-    - ``cosineannealinglr``: ``CosineAnnealingLR(T_max=epochs, eta_min=0)``;
-    - ``cosineannealinglrwithwarmup`` with ``lr_warmup_epochs`` w > 0: ``LinearLR(start_factor=1e-6,
-      end_factor=1, total_iters=w)`` then ``CosineAnnealingLR(T_max=max(1, epochs - w), eta_min=0)``
-      (``SequentialLR``, milestone w); with w = 0 the plain cosine.
-    """
-    if cfg.lr_scheduler == "none":
-        return None
-    warm = cfg.lr_warmup_epochs if cfg.lr_scheduler == "cosineannealinglrwithwarmup" else 0
-    if warm == 0:
-        return CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=0)
-    warmup = LinearLR(optimizer, start_factor=1e-6, end_factor=1.0, total_iters=warm)
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs - warm), eta_min=0)
-    return SequentialLR(optimizer, schedulers=[warmup, cosine], milestones=[warm])
 
 
 # ---- one epoch --------------------------------------------------------------------------
@@ -228,42 +198,11 @@ def divergence(epoch: int, train_loss: float | None, scores: dict, cfg: TrainCon
             "or warm up (lr_scheduler: cosine_warmup)")
 
 
-# ---- bookkeeping ------------------------------------------------------------------------
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """Rewrite metrics.csv atomically from the rows (one per epoch, no duplicates)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_logger(cfg: TrainConfig) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        if cfg.progress:
-            print(f"[{run_name(cfg)}] {message}", file=sys.stderr, flush=True)
-    return log
-
-
-def progress_bar(cfg: TrainConfig, total: int, epoch: int):
-    """A tqdm bar on a terminal, else a no-op counter."""
-    if cfg.progress and sys.stderr.isatty():
-        return tqdm(total=total, desc=f"epoch {epoch}", unit="img", leave=False)
-    return None
-
-
-def epoch_summary(row: dict) -> str:
-    train = "" if row["train_loss"] is None else f"train {row['train_loss']:.4g}  "
-    rsa = "" if math.isnan(row["behavioral_rsa_rho"]) else f"  rsa {row['behavioral_rsa_rho']:.3f}"
-    flag = "  [perturbed]" if row["perturbation_active"] else ""
-    return f"epoch {row['epoch']:>3}  {train}val {row['val_loss']:.4g}{rsa}  ({row['epoch_seconds']:.1f}s){flag}"
 
 
 def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
@@ -287,26 +226,28 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
 
 
 # ---- the run ----------------------------------------------------------------------------
-def run_status(cfg: TrainConfig, last_epoch: int, stopped_early: bool, diverged: str = "") -> dict[str, Any]:
-    """How the run ended: ``status`` finished | early_stopped | diverged | window_incomplete (a perturbed
-    run that stopped before the last epoch of its window), ``stop_reason`` max_epochs | early_stopping |
-    non_finite, ``last_epoch``, ``window_completed`` (None for an unperturbed run) and, for a diverged
-    run, ``message`` ("diverged at epoch e (...). Fix: ...")."""
-    perturbed = cfg.perturb_type != "none"
-    window_completed = last_epoch >= cfg.perturb_epoch + cfg.perturb_length - 1 if perturbed else None
-    if diverged:
-        return {"status": "diverged", "stop_reason": "non_finite", "last_epoch": last_epoch,
-                "window_completed": window_completed, "message": diverged}
-    status = ("window_incomplete" if perturbed and not window_completed else
-              "early_stopped" if stopped_early else "finished")
-    return {"status": status, "stop_reason": "early_stopping" if stopped_early else "max_epochs",
-            "last_epoch": last_epoch, "window_completed": window_completed}
+def set_precision(device: torch.device, cfg: TrainConfig, log: Callable[[str], None]) -> str:
+    """The run's precision (:func:`precision_used`) and TF32 matmuls with it."""
+    precision = precision_used(device, cfg.precision)
+    # set both ways: a Ray worker process may run a bf16 trial and then an fp32 one
+    torch.backends.cuda.matmul.allow_tf32 = precision == "bf16"
+    if precision == "bf16":
+        torch.backends.cudnn.allow_tf32 = True
+    elif cfg.precision == "bf16":
+        log("precision: bf16 applies on CUDA only; this run computes in fp32")
+    return precision
 
 
-def resumed_divergence(history: list[dict]) -> str:
-    """A run whose last recorded epoch diverged stays stopped (nothing trains on from a non-finite state)."""
-    last = history[-1] if history else {}
-    return str(last.get("diverged_message") or f"diverged at epoch {last['epoch']}") if last.get("diverged") else ""
+def train_epoch(run: Run, train: Images, order: torch.Tensor, strategy: Any, epoch: int, device: torch.device) -> float:
+    """Train one epoch over the rows in ``order`` (with a progress bar on a terminal), then step the schedule."""
+    bar = progress_bar(run.cfg, len(order), epoch)
+    train_loss = train_one_epoch(run.model, train, train.dataset.targets, order, strategy, run.optimizer, epoch,
+                                 run.cfg, device, bar.update if bar else lambda n: None)
+    if bar:
+        bar.close()
+    if run.scheduler:
+        run.scheduler.step()
+    return train_loss
 
 
 def run_training_experiment(config: TrainConfig, report: Report | None = None) -> dict:
@@ -319,13 +260,7 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     out = run_dir(cfg)
     log = make_logger(cfg)
     device = resolve_device(cfg.device, fallback=cfg.cpu_fallback, log=log)
-    precision = precision_used(device, cfg.precision)
-    # set both ways: a Ray worker process may run a bf16 trial and then an fp32 one
-    torch.backends.cuda.matmul.allow_tf32 = precision == "bf16"
-    if precision == "bf16":
-        torch.backends.cudnn.allow_tf32 = True
-    elif cfg.precision == "bf16":
-        log("precision: bf16 applies on CUDA only; this run computes in fp32")
+    precision = set_precision(device, cfg, log)
     if cfg.wandb_project:
         log(f"W&B project {cfg.wandb_project!r} (entity {cfg.wandb_entity!r}) recorded in config.yaml for a "
             "sweep's W&B logger; `train` itself writes metrics.csv only")
@@ -333,106 +268,59 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     start = start_source(cfg, out)
     seed_everything(cfg.random_seed)
     model, train, rsa = build_model_and_data(cfg, device, log)
-    optimizer = make_optimizer(cfg, model.adapter_parameters())
-    scheduler = make_scheduler(cfg, optimizer)
-    state, history = start_state(start, cfg, model, optimizer, scheduler, train.dataset, log)
-    shuffle = torch.Generator().manual_seed(cfg.random_seed)
-    shuffle.set_state(state.shuffle_generator)
-    targets = train.dataset.targets
-    train_idx, val_idx = state.train_indices, state.val_indices
-    mean, std = target_stats(targets)  # scalar mean/std of ALL target values of the annotation file (published)
+    run = open_run(cfg, out, start, model, train.dataset, precision, log, report)
+    mean, std = target_stats(train.dataset.targets)  # scalar mean/std of ALL target values of the file (published)
     strategy = choose_perturbation_strategy(cfg.perturb_type, cfg.perturb_epoch, cfg.perturb_length, cfg.perturb_seed,
                                             target_mean=mean, target_std=std, perturb_fraction=cfg.perturb_fraction)
-    prepare_run_dir(cfg, out, train.dataset, state)
-    if history:  # a fork shows its inherited rows even if it stops before training an epoch
-        write_metrics(out / "metrics.csv", history)
-    train_rows = torch.as_tensor(train_idx)
-    run_meta: dict[str, Any] = {"precision_used": precision, "start": start.kind,
-                                "start_from": None if start.path is None else str(start.path)}
+    prepare_run_dir(cfg, out, train.dataset, run.state)
+    if run.history:  # a fork shows its inherited rows even if it stops before training an epoch
+        write_metrics(out / "metrics.csv", run.history)
+    evaluation = partial(evaluate, model, train, run.state.val_indices, rsa, cfg, device)
 
-    def finish_epoch(epoch: int, metrics: dict, status: dict | None = None) -> None:
-        state.epoch = epoch
-        state.optimizer = optimizer.state_dict()
-        state.scheduler = scheduler.state_dict() if scheduler else None
-        state.shuffle_generator = shuffle.get_state()
-        state.rng = ckpt.capture_rng()
-        history.append(metrics)
-        meta = {"run_name": run_name(cfg), "adapter": model.adapter, "config": cfg.to_dict(), "metrics": history,
-                **run_meta, "run_status": status or {"status": "running"}}
-        ckpt_dir = ckpt.save_checkpoint(out, model.adapter_state_dict(), state, meta)
-        write_metrics(out / "metrics.csv", history)
-        log(epoch_summary(metrics))
-        if report is not None:
-            report({**metrics, **{k: v for k, v in (status or {}).items() if v is not None}}, str(ckpt_dir))
-
-    diverged = resumed_divergence(history)
-    if state.epoch == -2:  # a fresh run: the initial evaluation is epoch -1
+    diverged = resumed_divergence(run.history)
+    if start.kind is StartKind.FRESH:  # the initial evaluation is epoch -1
         started = time.perf_counter()
-        scores = evaluate(model, train, val_idx, rsa, cfg, device)
-        state.best_val_loss = scores["val_loss"]
+        scores = evaluation()
+        run.state.best_val_loss = scores["val_loss"]
         diverged = divergence(-1, None, scores, cfg)
-        finish_epoch(-1, metrics_row(-1, None, scores, False, optimizer, time.perf_counter() - started, 0,
-                                     diverged=diverged), run_status(cfg, -1, False, diverged) if diverged else None)
-    elif start.kind.startswith("forked") and cfg.fork_early_stopping == "reset":
-        scores = evaluate(model, train, val_idx, rsa, cfg, device)  # published: a fork re-evaluates its start
-        state.best_val_loss, state.epochs_without_improvement = scores["val_loss"], 0
-        run_meta["fork_start_val_loss"] = scores["val_loss"]
+        run.save_epoch(-1, metrics_row(-1, None, scores, False, run.optimizer, time.perf_counter() - started, 0,
+                                       diverged=diverged), run_status(cfg, -1, False, diverged) if diverged else None)
+    elif start.kind.is_fork and cfg.fork_early_stopping == "reset":
+        scores = evaluation()  # published: a fork re-evaluates its start
+        run.state.best_val_loss, run.state.epochs_without_improvement = scores["val_loss"], 0
+        run.meta["fork_start_val_loss"] = scores["val_loss"]
         log(f"early stopping restarts at the fork: best val_loss {scores['val_loss']:.4g}, counter 0")
 
-    patience = cfg.early_stopping_patience or 0
-    stopped = bool(patience) and state.epochs_without_improvement >= patience
-    for epoch in range(state.epoch + 1, cfg.epochs):
+    stopped = run.patience_exhausted
+    train_rows = torch.as_tensor(run.state.train_indices)
+    for epoch in range(run.state.epoch + 1, cfg.epochs):
         if stopped or diverged:
             break
         started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        order = train_rows[epoch_order(len(train_rows), shuffle)]
-        bar = progress_bar(cfg, len(order), epoch)
-        train_loss = train_one_epoch(model, train, targets, order, strategy, optimizer, epoch, cfg, device,
-                                     bar.update if bar else lambda n: None)
-        if bar:
-            bar.close()
-        if scheduler:
-            scheduler.step()
-        scores = evaluate(model, train, val_idx, rsa, cfg, device)
-        if scores["val_loss"] < state.best_val_loss:
-            state.best_val_loss, state.epochs_without_improvement = scores["val_loss"], 0
-        else:
-            state.epochs_without_improvement += 1
-        stopped = bool(patience) and state.epochs_without_improvement >= patience
+        lr = run.optimizer.param_groups[0]["lr"]
+        order = train_rows[epoch_order(len(train_rows), run.shuffle)]
+        train_loss = train_epoch(run, train, order, strategy, epoch, device)
+        scores = evaluation()
+        run.track_improvement(scores["val_loss"])
+        stopped = run.patience_exhausted
         diverged = divergence(epoch, train_loss, scores, cfg)  # NaN never counts as "no improvement"
         last = stopped or bool(diverged) or epoch == cfg.epochs - 1
-        seconds = time.perf_counter() - started
-        finish_epoch(epoch, metrics_row(epoch, train_loss, scores, strategy.is_active_epoch(epoch), optimizer,
-                                        seconds, len(order), lr=lr, diverged=diverged),
-                     run_status(cfg, epoch, stopped, diverged) if last else None)
+        row = metrics_row(epoch, train_loss, scores, strategy.is_active_epoch(epoch), run.optimizer,
+                          time.perf_counter() - started, len(order), lr=lr, diverged=diverged)
+        run.save_epoch(epoch, row, run_status(cfg, epoch, stopped, diverged) if last else None)
         if stopped and not diverged:
-            log(f"early stopping: no val_loss improvement for {patience} epochs")
-    status = run_status(cfg, int(history[-1]["epoch"]), stopped, diverged)
+            log(f"early stopping: no val_loss improvement for {cfg.early_stopping_patience} epochs")
+    return finish(run, stopped, diverged)
+
+
+def finish(run: Run, stopped: bool, diverged: str) -> dict:
+    """Write run_status.json and say how the run ended; return the summary."""
+    cfg, precision = run.cfg, run.meta["precision_used"]
+    status = run_status(cfg, int(run.history[-1]["epoch"]), stopped, diverged)
     if diverged:
-        log(diverged)
-    atomic_write_text(out / STATUS_FILE, json.dumps({**status, "precision_used": precision}))
-    if status["status"] == "window_incomplete":
-        log(f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
-            f"not completed: the run stopped after epoch {status['last_epoch']}")
-    return {"run_dir": str(out), **history[-1], **status, "precision_used": precision}
-
-
-def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool, optimizer: torch.optim.Optimizer,
-                seconds: float, n_images: int, lr: float | None = None, diverged: str = "") -> dict:
-    """One epoch's row (metrics.csv, meta.json, the Tune report); ``diverged`` marks a non-finite loss
-    or prediction (``diverged_message`` says which), after which the run stops."""
-    scores = {k: v for k, v in scores.items() if k != "finite_predictions"}
-    row = {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
-           "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
-           "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False,
-           "diverged": bool(diverged)}
-    return {**row, "diverged_message": diverged} if diverged else row
-
-
-def prepare_run_dir(cfg: TrainConfig, out: Path, dataset: ThingsDataset, state: ckpt.TrainingState) -> None:
-    """config.yaml and split.json (the split by image name, reused by every fork; never overwritten)."""
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    record = SplitRecord(state.train_names, state.val_names, state.target_digests)
-    write_split_json(out / "split.json", record, dataset.annotations_file, state.train_indices, state.val_indices)
+        run.log(diverged)
+    write_run_status(run.out, status, precision)
+    if status["status"] == RunEnd.WINDOW_INCOMPLETE:
+        run.log(f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
+                f"not completed: the run stopped after epoch {status['last_epoch']}")
+    return {"run_dir": str(run.out), **run.history[-1], **status, "precision_used": precision}

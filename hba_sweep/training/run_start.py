@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,12 +36,25 @@ def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str]
                           "or start a new run.")
 
 
+class StartKind(StrEnum):
+    """How a run starts; the value is meta.json's ``start``."""
+
+    FRESH = "fresh"  # nothing evaluated yet: the run begins with the initial evaluation (epoch -1)
+    RESUMED = "resumed"  # our checkpoint of this run
+    FORKED = "forked"  # our checkpoint of another run
+    FORKED_PUBLISHED = "forked_published"  # a published run folder's dora_params
+
+    @property
+    def is_fork(self) -> bool:
+        return self in (StartKind.FORKED, StartKind.FORKED_PUBLISHED)
+
+
 @dataclass
 class Start:
-    """Where a run starts: ``fresh``, ``resumed`` (our checkpoint), ``forked`` (our checkpoint of another
-    run) or ``forked_published`` (a published run folder's ``dora_params``, at ``epoch``)."""
+    """Where a run starts: its :class:`StartKind`, the checkpoint or published folder (``path``) and,
+    for a fork, the source's ``epoch`` it continues from."""
 
-    kind: str
+    kind: StartKind
     path: Path | None = None
     epoch: int | None = None
 
@@ -48,9 +62,9 @@ class Start:
 def start_source(cfg: TrainConfig, out: Path) -> Start:
     """Where the run starts. A fork whose source lacks the epoch it needs is an error, never a fresh run."""
     if cfg.resume_from is not None:
-        return Start("resumed", ckpt.resolve_checkpoint(cfg.resume_from))
+        return Start(StartKind.RESUMED, ckpt.resolve_checkpoint(cfg.resume_from))
     if cfg.init_from is not None:
-        return Start("forked", fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
+        return Start(StartKind.FORKED, fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
     if uses_baseline_path(cfg):
         epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
         if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
@@ -61,12 +75,12 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
             if cfg.fork_early_stopping == "inherit":
                 raise ConfigError(f"fork_early_stopping=inherit: the published run {root} does not record its "
                                   "early-stopping counter. Fix: use fork_early_stopping: reset (as published).")
-            return Start("forked_published", root, epoch)
-        return Start("forked", fork_checkpoint(root, epoch, cfg), epoch)
+            return Start(StartKind.FORKED_PUBLISHED, root, epoch)
+        return Start(StartKind.FORKED, fork_checkpoint(root, epoch, cfg), epoch)
     if ckpt.list_epochs(out):
         raise ConfigError(f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
                           "continue it, choose another save_path/run_name, or delete the directory.")
-    return Start("fresh")
+    return Start(StartKind.FRESH)
 
 
 def fork_checkpoint(source: str | Path, epoch: int | None, cfg: TrainConfig) -> Path:
@@ -84,9 +98,9 @@ def fork_checkpoint_error(cfg: TrainConfig, epoch: int | None, detail: str) -> N
 
 
 def fresh_state(cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int], list[int]] | None = None,
-                epoch: int = -2) -> ckpt.TrainingState:
-    """The state before the initial evaluation (epoch -2): the split (drawn as published, or pinned by
-    ``split_file``) and a shuffle generator seeded with ``random_seed``."""
+                epoch: int | None = None) -> ckpt.TrainingState:
+    """A state with the split (drawn as published, or pinned by ``split_file``) and a shuffle generator
+    seeded with ``random_seed``; ``epoch`` None: nothing evaluated yet (a fresh run)."""
     if cfg.split_file is not None:
         split = split_from_file(cfg.split_file, dataset.names, dataset.annotations_file)
     train_idx, val_idx = split or draw_split(len(dataset), cfg.train_portion, cfg.random_seed)
@@ -108,9 +122,9 @@ def set_split(state: ckpt.TrainingState, record: SplitRecord, train_idx: list[in
 def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any,
                 dataset: ThingsDataset, log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
     """The training state and the metrics rows so far, for each kind of start."""
-    if start.kind == "fresh":
+    if start.kind is StartKind.FRESH:
         return fresh_state(cfg, dataset), []
-    if start.kind == "forked_published":
+    if start.kind is StartKind.FORKED_PUBLISHED:
         return published_fork_state(start, cfg, model, scheduler, dataset, log)
     state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler)
     if state.train_names:  # the split by image name, mapped onto the current annotation file
@@ -123,7 +137,7 @@ def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch
                               "names higher rows. Fix: use the annotation file the run was started with.")
         record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx)
     set_split(state, record, train_idx, val_idx)
-    log(f"{start.kind} from {start.path} (epoch {state.epoch})")
+    log(f"{start.kind.value} from {start.path} (epoch {state.epoch})")
     return state, history
 
 
@@ -162,17 +176,18 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
     return state, history
 
 
-def restore(source: Path, kind: str, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,
+def restore(source: Path, kind: StartKind, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,
             scheduler: Any) -> tuple[ckpt.TrainingState, list[dict]]:
     """Load a checkpoint's adapters and full state into this run."""
     adapters, state, meta = ckpt.load_checkpoint(source)
-    check_compatible(cfg, meta["config"], RESUME_MAY_CHANGE if kind == "resumed" else FORK_MAY_CHANGE, kind, source)
+    may_change = RESUME_MAY_CHANGE if kind is StartKind.RESUMED else FORK_MAY_CHANGE
+    check_compatible(cfg, meta["config"], may_change, kind.value, source)
     model.load_adapter_state_dict(adapters)
     optimizer.load_state_dict(state.optimizer)
     if scheduler is not None and state.scheduler is not None:
         scheduler.load_state_dict(state.scheduler)
     ckpt.restore_rng(state.rng)
     history = [dict(row) for row in meta["metrics"]]
-    if kind == "forked":
+    if kind is StartKind.FORKED:
         history = [{**row, "inherited": True} for row in history]
     return state, history
