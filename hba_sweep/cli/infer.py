@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hba_sweep.training.inference import (
-    checkpoint_dirs, load_infer_config, predictor_for, read_meta, run_inference, write_result,
-)
+from hba_sweep.artifacts.resolve import checkpoint_dirs, read_meta
+from hba_sweep.training.inference import load_infer_config, predictor_for, run_inference, write_result
 
 
 def infer_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import shlex
 import time
 from typing import Any, Callable
 
+from hba_sweep.artifacts.manifest import refuse_existing
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import cluster
 from hba_sweep.foundation import storage
@@ -76,7 +77,7 @@ def submit(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int
     name = args.name or space.name
     root = storage.experiment_root(args.storage, name)
     if not args.resume:
-        storage.refuse_existing(root)
+        refuse_existing(root)
     url = dashboard_url(args.submit)
     jobs = client(url)
     submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
