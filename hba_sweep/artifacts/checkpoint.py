@@ -32,13 +32,29 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from hba_sweep.artifacts.layout import ADAPTER_FILE, META_FILE, STATE_FILE, epoch_dir, list_epochs, published_epoch
-from hba_sweep.artifacts.meta import check_sha256, read_meta, run_config, verify_checkpoint
+from hba_sweep.artifacts.layout import (
+    ADAPTER_FILE,
+    META_FILE,
+    STATE_FILE,
+    epoch_dir,
+    list_epochs,
+    published_epoch,
+)
+from hba_sweep.artifacts.meta import (
+    check_sha256,
+    read_meta,
+    run_config,
+    verify_checkpoint,
+)
 from hba_sweep.artifacts.published import load_published_adapters
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import CheckpointError, load_error_detail
-from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
-
+from hba_sweep.foundation.io_utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    file_sha256,
+    temp_dir,
+)
 
 
 @dataclass

@@ -37,7 +37,7 @@ def read_manifest(root: str, fs: storage.FileSystem | None = None, error: type[H
     try:
         data = storage.read_json(path, fs)
         if not isinstance(data, dict) or not isinstance(data.get("trials", {}), dict):
-            raise ValueError("not a JSON object with 'trials'")
+            raise ValueError("not a JSON object with 'trials'")  # noqa: TRY004 - a corrupt file, caught below
         return data
     except (OSError, ValueError) as exc:
         raise error(f"{storage.redact(path)}: not a readable study manifest ({exc}). Fix: {fix}") from None

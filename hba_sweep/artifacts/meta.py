@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hba_sweep.artifacts.layout import META_FILE
 from hba_sweep.foundation import storage
@@ -32,7 +33,7 @@ def read_meta(ckpt_dir: str | os.PathLike, fs: storage.FileSystem | None = None)
     try:
         meta = json.loads(storage.read_text(path, fs))
         if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError("not a JSON object")  # noqa: TRY004 - caught below
         return {**meta, "config": run_config(meta)}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing. Fix: {ckpt_dir} is not a complete checkpoint; "

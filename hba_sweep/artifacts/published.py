@@ -32,7 +32,13 @@ from typing import Any
 
 import torch
 
-from hba_sweep.artifacts.layout import DORA_PARAMS, RANDOM_STATES, SPLIT_INDICES, TRAINING_RES, published_epoch
+from hba_sweep.artifacts.layout import (
+    DORA_PARAMS,
+    RANDOM_STATES,
+    SPLIT_INDICES,
+    TRAINING_RES,
+    published_epoch,
+)
 from hba_sweep.foundation.errors import CheckpointError, DataError, load_error_detail
 from hba_sweep.model import adapters as adapter_kinds
 
@@ -143,7 +149,7 @@ class PublishedRun:
     root: Path
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "PublishedRun":
+    def open(cls, path: str | os.PathLike) -> PublishedRun:
         root = Path(path)
         if not (root / DORA_PARAMS).is_dir():
             raise CheckpointError(f"{root}: no {DORA_PARAMS}/ folder. Fix: point at a published run folder "
@@ -186,4 +192,4 @@ class PublishedRun:
         return read_split_indices(path) if path.is_file() else None
 
 
-__all__ = ["PublishedRun", "read_training_res", "read_dora_params", "load_published_adapters", "read_split_indices"]
+__all__ = ["PublishedRun", "load_published_adapters", "read_dora_params", "read_split_indices", "read_training_res"]

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.artifacts.layout import DONE_FILE, RESULT_FILE, TUNE_CHECKPOINT
+from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import CheckpointError
 

@@ -8,15 +8,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
 
-from hba_sweep.foundation.errors import ConfigError, HBAError, StorageError, storage_error
+from hba_sweep.foundation.errors import (
+    ConfigError,
+    HBAError,
+    StorageError,
+    storage_error,
+)
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
+from hba_sweep.foundation.redaction import (  # storage.redact: the one redaction, re-exported
+    redact,
+    redact_text,
+)
 
 FileSystem = pyarrow.fs.FileSystem
 
