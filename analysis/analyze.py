@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from analysis import bootstrap, definitions, dimensions, evaluate, figures, gather, report, statistics, tables
 from analysis.best_trial import best_trial
 from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.storage import reaching
+from hba_sweep.foundation import storage as store
 
 
 @dataclass
@@ -39,21 +38,11 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
 
 
-def is_remote(fs) -> bool:
-    return not isinstance(fs, pafs.LocalFileSystem)
-
-
 def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
     """Copy the named output files between the experiment's storage and a local folder."""
-    local = pafs.LocalFileSystem()
     where = f"{fs.type_name}://{src if download else dst}"  # for the message: an unreachable store, a full disk
-    with reaching(where, "download the analysis cache" if download else "upload the analysis"):
-        (local if download else fs).create_dir(dst, recursive=True)
-        for name in names:
-            source, target = (f"{src}/{name}", f"{dst}/{name}")
-            source_fs, target_fs = (fs, local) if download else (local, fs)
-            if source_fs.get_file_info(source).type == pafs.FileType.File:
-                pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
+    with store.reaching(where, "download the analysis cache" if download else "upload the analysis"):
+        store.copy_files(src, dst, names, fs if download else None, None if download else fs)
 
 
 def plan_line(study: Study, todo: dict) -> str:
@@ -89,7 +78,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     specs, source = evaluate.find_evalset_specs(study, opts.evalsets_file)
     names = evaluate.select_datasets(specs, opts.datasets, source)
     evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
-    remote = f"{root.rstrip('/')}/analysis" if is_remote(fs) and not out else None
+    remote = f"{root.rstrip('/')}/analysis" if not store.is_local(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)

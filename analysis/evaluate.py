@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import RSA_DATASETS, Resampler, percentile_ci, resampler_for
-from analysis.gather import load_adapters
+from hba_sweep.artifacts.checkpoint import load_adapters
 from analysis.records import Checkpoint, Study
 from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.foundation.errors import DataError
@@ -37,6 +37,8 @@ import ray
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high",
                 "boot"]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
 CACHE_FILE = "evaluations.parquet"
+# the Fix of a checkpoint whose bytes no longer match the hash gathered (or recorded in its meta.json)
+RELOAD_FIX = "run analyze again if it changed while analyze ran; else delete this checkpoint or re-run the trial's epoch."
 ROWS_VERSION = 2  # 2: bootstrap draws on RSA rows, mean SPoSE dimensions on THINGS (older caches recompute)
 DIMENSION_METRIC = "mean_prediction"  # THINGS rows: reference = a SPoSE dimension's label, value = its mean
 
@@ -210,7 +212,8 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
         if predictor is None or predictor.spec != spec:
             predictor = None
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
-        predictor.load(load_adapters(fs, ckpt), posixpath.join(ckpt.path, "adapter"))
+        adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None, fix=RELOAD_FIX)
+        predictor.load(adapters, posixpath.join(ckpt.path, "adapter"))
         for key in eval_keys:
             ev = by_key[key]
             rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": ev.evalset.dataset, **r}

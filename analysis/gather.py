@@ -1,129 +1,75 @@
 """Gather a study: every trial, its settings, its epoch checkpoints and its training history.
 
 Independent of the sweep's exact layout: the experiment directory (local path or pyarrow URI)
-is walked for ``meta.json`` files. Each names a checkpoint (epoch, config, metrics so far).
-Plain run directories (``<run>/checkpoints/epoch_<e>/``) and Tune trial directories
-(``<trial>/checkpoint_00000N/``) both work. Only JSON and safetensors are read: nothing is
-unpickled. A forked trial's inherited epochs point at its baseline's checkpoint of that epoch.
+is walked for ``meta.json`` files (read by :mod:`hba_sweep.artifacts.meta`). Each names a checkpoint
+(epoch, config, metrics so far). Plain run directories (``<run>/checkpoints/epoch_<e>/``) and Tune
+trial directories (``<trial>/checkpoint_00000N/``) both work. Only JSON is read here; the adapters are
+loaded by :func:`hba_sweep.artifacts.checkpoint.load_adapters` when evaluated (nothing is unpickled). A forked trial's inherited epochs point at its baseline's checkpoint of that epoch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-import re
 from typing import Any
 
-import pyarrow.fs as pafs
-
-from analysis.published_runs import is_published, published_trials
+from analysis.published_runs import published_trials
 from analysis.records import Checkpoint, EpochEntry, Study, Trial
-from hba_sweep.artifacts.checkpoint import ADAPTER_FILE, META_FILE, load_published_adapters, run_config
+from hba_sweep.artifacts.layout import ADAPTER_FILE, CHECKPOINTS, EPOCH_DIR, META_FILE, PARAMS_FILE
+from hba_sweep.artifacts.manifest import ANALYZE_FIX, read_manifest
+from hba_sweep.artifacts.meta import read_meta
+from hba_sweep.artifacts.trialfiles import tune_trial_id
 from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
+from hba_sweep.foundation import storage as store
 from hba_sweep.foundation.errors import CheckpointError, DataError
-from hba_sweep.foundation.io_utils import file_sha256
-from hba_sweep.foundation.storage import experiment_path
-import os
-from safetensors import SafetensorError
-from safetensors.torch import load
+from hba_sweep.foundation.storage import FileSystem, experiment_path
 
-MANIFEST = "study.json"
-EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
 # Settings that do not change what a run computes up to its perturbation, plus data locations.
 NOT_IDENTITY = FORK_MAY_CHANGE | set(PATH_FIELDS)
 SKIP_DIRS = {"analysis", "prefix_cache"}
 
 
-def open_experiment(path: str, storage: str | None = None) -> tuple[pafs.FileSystem, str]:
+def open_experiment(path: str, storage: str | None = None) -> tuple[FileSystem, str]:
     """(filesystem, root) of an experiment: a local dir, a URI, or a name under ``storage``."""
     target = experiment_path(path, storage)  # the name joins a URI's path, before its ?query
     try:
-        if "://" in target:
-            fs, root = pafs.FileSystem.from_uri(target)
-        else:
-            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(target))
-        info = fs.get_file_info(root)
+        fs, root = store.locate(target)
+        found = store.is_dir(root, fs)
     except (OSError, ValueError) as exc:
         raise DataError(f"{target}: cannot open the experiment ({exc}). Fix: give a local directory or a "
                         "pyarrow URI (s3://..., gs://..., file://...).") from None
-    if info.type != pafs.FileType.Directory:
+    if not found:
         raise DataError(f"{target}: experiment directory not found. Fix: give ray_results/<name> (or --storage URI "
                         "with the experiment name).")
     return fs, root
 
 
-def read_json(fs: pafs.FileSystem, path: str) -> Any:
-    with fs.open_input_stream(path) as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
-def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as fh:
-        return fh.read()
-
-
-def load_adapters(fs: pafs.FileSystem, ckpt: Checkpoint) -> dict:
-    """Adapters of a checkpoint, checked against the SHA-256 in its meta.json (safetensors, no pickle);
-    a published ``epoch{e}_dora_params.pth`` through ``load_published_adapters`` (weights_only)."""
-
-    if is_published(ckpt.path):
-        if file_sha256(ckpt.path) != ckpt.adapter_sha256:
-            raise CheckpointError(f"{ckpt.path}: changed while analyze ran. Fix: run analyze again.")
-        return load_published_adapters(ckpt.path)
-
-    data = read_bytes(fs, posixpath.join(ckpt.path, ADAPTER_FILE))
-    if ckpt.adapter_sha256 and hashlib.sha256(data).hexdigest() != ckpt.adapter_sha256:
-        raise CheckpointError(f"{ckpt.path}/{ADAPTER_FILE}: does not match the hash in meta.json (truncated or "
-                              "corrupted). Fix: delete this checkpoint or re-run the trial's epoch.")
-    try:
-        return load(data)
-    except SafetensorError as exc:
-        raise CheckpointError(f"{ckpt.path}/{ADAPTER_FILE}: not a safetensors file ({exc}); pickled weights are "
-                              "never loaded. Fix: delete this checkpoint or re-run the trial's epoch.") from None
-
-
-def _meta_files(fs: pafs.FileSystem, root: str) -> list[str]:
-    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+def _meta_files(fs: FileSystem, root: str) -> list[str]:
     paths = []
-    for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or info.base_name != META_FILE:
+    for path in store.find_files(root, fs):
+        if posixpath.basename(path) != META_FILE:
             continue
-        rel = posixpath.relpath(info.path, root).split("/")
+        rel = posixpath.relpath(path, root).split("/")
         if SKIP_DIRS & set(rel[:-1]) or any(part.startswith(".") for part in rel[:-1]):
             continue  # our own outputs, temp dirs of checkpoints being written
-        paths.append(info.path)
+        paths.append(path)
     return sorted(paths)
 
 
 def _trial_dir(meta_path: str) -> str:
     ckpt_dir = posixpath.dirname(meta_path)
     parent = posixpath.dirname(ckpt_dir)
-    if EPOCH_DIR.match(posixpath.basename(ckpt_dir)) and posixpath.basename(parent) == "checkpoints":
+    if EPOCH_DIR.match(posixpath.basename(ckpt_dir)) and posixpath.basename(parent) == CHECKPOINTS:
         return posixpath.dirname(parent)  # a plain run directory
     return parent  # a Tune trial directory (checkpoint_00000N/)
 
 
-def tune_trial_id(fs: pafs.FileSystem, trial_dir: str) -> str | None:
-    """Tune's id of the trial in ``trial_dir`` (from the first line of its result.json), if it has one."""
-    path = posixpath.join(trial_dir, "result.json")
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    try:
-        with fs.open_input_stream(path) as fh:
-            first = fh.read(1 << 16).split(b"\n", 1)[0]
-        value = json.loads(first.decode("utf-8")).get("trial_id")
-    except (ValueError, OSError, AttributeError):
-        return None
-    return str(value) if value else None
-
-
-def _label(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
+def _label(fs: FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
     """A readable name: params.json's run_name (Tune), else the run name in meta.json, else the directory."""
-    params = posixpath.join(trial_dir, "params.json")
-    if fs.get_file_info(params).type == pafs.FileType.File:
+    params = posixpath.join(trial_dir, PARAMS_FILE)
+    if store.is_file(params, fs):
         try:
-            name = read_json(fs, params).get("run_name")
+            name = store.read_json(params, fs).get("run_name")
         except (ValueError, OSError, AttributeError):
             name = None
         if name:
@@ -134,30 +80,30 @@ def _label(fs: pafs.FileSystem, trial_dir: str, meta: dict[str, Any]) -> str:
     return posixpath.basename(trial_dir)
 
 
-def _trial_id(fs: pafs.FileSystem, root: str, trial_dir: str) -> str:
+def _trial_id(fs: FileSystem, root: str, trial_dir: str) -> str:
     """Tune's trial id; else the trial directory relative to the experiment (unique per run)."""
     rel = posixpath.relpath(trial_dir, root)
-    return tune_trial_id(fs, trial_dir) or (posixpath.basename(trial_dir) if rel == "." else rel)
+    return tune_trial_id(trial_dir, fs) or (posixpath.basename(trial_dir) if rel == "." else rel)
 
 
 def _identity(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_IDENTITY}, sort_keys=True, default=str)
 
 
-def gather(fs: pafs.FileSystem, root: str) -> Study:
+def gather(fs: FileSystem, root: str) -> Study:
     """Every trial and epoch checkpoint under ``root``; inherited epochs resolved to the baseline's."""
     trials: dict[str, Trial] = {}
     ids: dict[str, str] = {}
     skipped: list[str] = []
     for meta_path in _meta_files(fs, root):
         try:
-            meta = read_json(fs, meta_path)
+            meta = read_meta(posixpath.dirname(meta_path), fs)
             epoch = int(meta["epoch"])
-        except (ValueError, KeyError, TypeError, OSError):
+        except (CheckpointError, ValueError, KeyError, TypeError, OSError):
             skipped.append(f"{meta_path}: unreadable meta.json (truncated?); checkpoint left out")
             continue
         trial_dir = _trial_dir(meta_path)
-        config = run_config(meta)
+        config = meta["config"]
         if trial_dir not in ids:
             ids[trial_dir] = _trial_id(fs, root, trial_dir)
         tid = ids[trial_dir]
@@ -172,21 +118,10 @@ def gather(fs: pafs.FileSystem, root: str) -> Study:
 
     for trial in published_trials(fs, root):  # published run folders (training_res.csv + dora_params/)
         trials.setdefault(trial.trial_id, trial)
-    manifest = _read_manifest(fs, root)
+    manifest = read_manifest(root, fs, error=DataError, fix=ANALYZE_FIX)
     _apply_manifest(trials, manifest)
     entries = _entries(trials, skipped)
     return Study(root, fs, trials, entries, manifest, skipped)
-
-
-def _read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
-    path = posixpath.join(root, MANIFEST)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    try:
-        return read_json(fs, path)
-    except (ValueError, OSError):
-        raise DataError(f"{path}: unreadable study manifest. Fix: restore it, or move it away to analyse the "
-                        "checkpoints without it.") from None
 
 
 ROLES = {"baselines": "baseline", "perturbed": "perturbed", "trials": "trial"}  # manifest phase -> role

@@ -11,23 +11,18 @@ own-epoch rule anyway). Checkpoints are keyed by the SHA-256 of the ``.pth`` fil
 from __future__ import annotations
 
 import posixpath
-import re
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from analysis.records import Checkpoint, Trial
-from hba_sweep.foundation.errors import DataError
-from hba_sweep.foundation.io_utils import file_sha256
-from hba_sweep.config.published_keys import epoch_duration, published_name
-from hba_sweep.model import ModelSpec
+from hba_sweep.artifacts.layout import published_run_folders
 from hba_sweep.artifacts.published import PublishedRun
+from hba_sweep.config.published_keys import epoch_duration, published_name
+from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import DataError
+from hba_sweep.model import ModelSpec
 import yaml
 
-# hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
-DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
-DORA_PARAMS = "dora_params"
 # Our config keys read from a published training_config.yaml (the model layout and the trial's identity;
 # pretrained is not a published key, they always use openai: it is read for other weights), by their
 # published spelling (hba_sweep.config.published_keys).
@@ -37,19 +32,6 @@ TRIAL_KEYS = ("backbone", "vision_layers", "transformer_layers", "rank", "random
 # The model settings a published run does not record: the published ones (ModelSpec's defaults).
 UNRECORDED = ("pretrained", "adapter", "dora_alpha", "dora_dropout")
 PUBLISHED_MODEL = ModelSpec()
-
-
-def run_folders(fs: pafs.FileSystem, root: str) -> list[str]:
-    """Folders under ``root`` (or ``root`` itself) holding ``dora_params/epoch{e}_dora_params.pth``."""
-    if not isinstance(fs, pafs.LocalFileSystem):
-        return []
-    found = set()
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File and DORA_FILE.match(info.base_name):
-            folder = posixpath.dirname(info.path)
-            if posixpath.basename(folder) == DORA_PARAMS:
-                found.add(posixpath.dirname(folder))
-    return sorted(found)
 
 
 def _config_file(run: Path) -> Path | None:
@@ -82,10 +64,10 @@ def run_config(run: Path) -> dict[str, Any]:
     return config
 
 
-def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
+def published_trials(fs: storage.FileSystem, root: str) -> list[Any]:
     """A :class:`analysis.records.Trial` per published run folder under ``root``."""
     trials = []
-    for folder in run_folders(fs, root):
+    for folder in published_run_folders(root, fs):
         run = PublishedRun(Path(folder))
         config = run_config(run.root)
         rel = posixpath.relpath(folder, root)
@@ -93,10 +75,7 @@ def published_trials(fs: pafs.FileSystem, root: str) -> list[Any]:
         trial.history = [{**row, "inherited": False} for row in run.metrics()]
         for epoch in run.epochs():
             path = str(run.dora_path(epoch))
-            trial.checkpoints[epoch] = Checkpoint(path, epoch, file_sha256(path), config)
+            trial.checkpoints[epoch] = Checkpoint(path, epoch, storage.sha256(path, fs), config)
         trials.append(trial)
     return trials
 
-
-def is_published(path: str) -> bool:
-    return bool(DORA_FILE.match(posixpath.basename(path)))

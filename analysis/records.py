@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
+from hba_sweep.foundation.storage import FileSystem
 
 
 @dataclass
@@ -59,7 +59,7 @@ class EpochEntry:
 @dataclass
 class Study:
     root: str
-    filesystem: pafs.FileSystem
+    filesystem: FileSystem
     trials: dict[str, Trial]
     entries: list[EpochEntry]
     manifest: dict[str, Any] | None

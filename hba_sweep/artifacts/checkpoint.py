@@ -11,32 +11,50 @@ A checkpoint is a directory ``checkpoints/epoch_<e>/`` holding
 It is written into a temp directory and renamed into place, so a crash or a full disk leaves
 the previous checkpoints intact and never a half-written one under an epoch's name.
 
-``load_published_adapters`` reads the published study's ``epoch{e}_dora_params.pth`` files.
+Reading is the store's one reader, for local paths, URIs and pyarrow filesystems alike:
+:func:`read_meta`, :func:`check_sha256` / :func:`verify_checkpoint` (the verifier) and
+:func:`load_adapters` (ours or a published ``epoch{e}_dora_params.pth``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
-from hba_sweep.model import adapters as adapter_kinds
+from hba_sweep.artifacts.layout import (
+    ADAPTER_FILE,
+    META_FILE,
+    STATE_FILE,
+    epoch_dir,
+    list_epochs,
+    published_epoch,
+)
+from hba_sweep.artifacts.meta import (
+    check_sha256,
+    read_meta,
+    run_config,
+    verify_checkpoint,
+)
+from hba_sweep.artifacts.published import load_published_adapters
+from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import CheckpointError, load_error_detail
-from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text, file_sha256, temp_dir
-
-ADAPTER_FILE = "adapter.safetensors"
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
-LEGACY_ADAPTER = adapter_kinds.PEFT_DORA  # the only kind before checkpoints recorded theirs
+from hba_sweep.foundation.io_utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    file_sha256,
+    temp_dir,
+)
 
 
 @dataclass
@@ -84,10 +102,6 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def epoch_dir(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"epoch_{epoch}"
-
-
 def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], state: TrainingState,
                     meta: dict[str, Any]) -> Path:
     """Write epoch ``state.epoch``'s checkpoint atomically; return its directory."""
@@ -109,49 +123,32 @@ def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], stat
     return target
 
 
-def run_config(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's config from a meta.json, with ``adapter`` set: recorded, else peft_dora (written
-    before the adapter kind was recorded, when peft's DoRA was the only one)."""
-    config = dict(meta.get("config", {}))
-    config.setdefault("adapter", meta.get("adapter", LEGACY_ADAPTER))
-    return config
+READ_FIX = ("use the adapter.safetensors this tool wrote, or delete the checkpoint and resume from the previous "
+            "epoch's.")
 
 
-def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
-    """meta.json of a checkpoint; its ``config`` carries the adapter kind (see :func:`run_config`)."""
-    path = Path(ckpt_dir) / META_FILE
+def load_adapters(ckpt: str | os.PathLike, verify: bool = True, fs: storage.FileSystem | None = None,
+                  expected: str | None = None, fix: str = READ_FIX) -> dict[str, torch.Tensor]:
+    """The one adapter loader. ``ckpt``: our checkpoint directory (its ``adapter.safetensors``; no pickle)
+    or a published ``epoch{e}_dora_params.pth`` (``weights_only``, as ``CLIPHBA.load_adapter_state_dict``
+    takes it). Checked against ``expected`` (a SHA-256 recorded earlier) when given, else, with ``verify``,
+    every file of our checkpoint against its meta.json. ``fix`` ends the messages of a bad file."""
+    ckpt = str(ckpt)
+    if published_epoch(ckpt) is not None:
+        if expected:
+            check_sha256(ckpt, expected, fix, fs)
+        return load_published_adapters(ckpt)
+    if verify and not expected:
+        verify_checkpoint(ckpt, fs)
+    path = storage.join(ckpt, ADAPTER_FILE)
     try:
-        meta = json.loads(path.read_text())
-        return {**meta, "config": run_config(meta)}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing. Fix: {ckpt_dir} is not a complete checkpoint; "
-                              "resume from the previous epoch's checkpoint.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: unreadable (truncated or corrupted). Fix: delete {ckpt_dir} "
-                              "and resume from the previous epoch's checkpoint.") from None
-
-
-def verify_checkpoint(ckpt_dir: str | Path) -> dict[str, Any]:
-    """Check every file against the hashes in meta.json; return the meta."""
-    ckpt_dir = Path(ckpt_dir)
-    meta = read_meta(ckpt_dir)
-    for name, expected in meta.get("sha256", {}).items():
-        path = ckpt_dir / name
-        if not path.is_file() or file_sha256(path) != expected:
-            what = "missing" if not path.is_file() else "does not match its recorded hash (truncated or corrupted)"
-            raise CheckpointError(f"{path}: {what}. Fix: delete {ckpt_dir} and resume from the previous "
-                                  "epoch's checkpoint (python -m hba_sweep train ... --resume).")
-    return meta
-
-
-def read_adapter_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Adapters from a safetensors file; CheckpointError if it is anything else (e.g. a pickle)."""
-    try:
-        return load_file(str(path))
+        data = storage.read_bytes(path, fs)
+        if expected:
+            check_sha256(path, expected, fix, data=data)
+        return load(data)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); pickled weights are never "
-                              "loaded. Fix: use the adapter.safetensors this tool wrote, or delete the checkpoint "
-                              "and resume from the previous epoch's.") from None
+                              f"loaded. Fix: {fix}") from None
 
 
 def read_state_file(path: str | Path) -> TrainingState:
@@ -165,33 +162,11 @@ def read_state_file(path: str | Path) -> TrainingState:
                               "epoch's; do not load it with weights_only=False.") from None
 
 
-def load_adapters(ckpt_dir: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
-    if verify:
-        verify_checkpoint(ckpt_dir)
-    return read_adapter_file(Path(ckpt_dir) / ADAPTER_FILE)
-
-
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], TrainingState, dict[str, Any]]:
     """Verified load of (adapters, training state, meta). No pickle code runs."""
     meta = verify_checkpoint(ckpt_dir)
-    adapters = read_adapter_file(Path(ckpt_dir) / ADAPTER_FILE)
+    adapters = load_adapters(ckpt_dir, verify=False)
     return adapters, read_state_file(Path(ckpt_dir) / STATE_FILE), meta
-
-
-def list_epochs(run_dir: str | Path) -> list[int]:
-    """Epochs with a complete checkpoint (meta.json present), ascending."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    epochs = []
-    for d in root.glob("epoch_*"):
-        try:
-            epoch = int(d.name.removeprefix("epoch_"))
-        except ValueError:
-            continue
-        if (d / META_FILE).is_file():
-            epochs.append(epoch)
-    return sorted(epochs)
 
 
 def resolve_checkpoint(source: str | Path, epoch: int | None = None) -> Path:
@@ -214,21 +189,8 @@ def resolve_checkpoint(source: str | Path, epoch: int | None = None) -> Path:
     return epoch_dir(source, epoch)
 
 
-def load_published_adapters(path: str | Path) -> dict[str, torch.Tensor]:
-    """A published ``epoch{e}_dora_params.pth`` as the state dict ``CLIPHBA.load_adapter_state_dict``
-    takes (``clip_model.`` keys renamed ``clip.``; an hba_dora model). Read with ``weights_only=True``."""
-    path = Path(path)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing. Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a published DoRA checkpoint ({load_error_detail(exc)}); nothing in it "
-                              "was executed. Fix: give a published dora_params/epoch<e>_dora_params.pth.") from None
-    problems = (["it holds a " + type(raw).__name__ + ", not a dict of tensors"] if not isinstance(raw, dict)
-                else adapter_kinds.check_published_shapes(raw))
-    if problems:
-        raise CheckpointError(f"{path}: not a published DoRA checkpoint: {'; '.join(problems[:3])}. Fix: give a "
-                              "published dora_params/epoch<e>_dora_params.pth (keys clip_model.{visual.,}transformer."
-                              "resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B}).")
-    return adapter_kinds.from_published_keys(raw)
+# our layout's reading API in one import (``from hba_sweep.artifacts import checkpoint as ckpt``)
+__all__ = ["ADAPTER_FILE", "META_FILE", "STATE_FILE", "TrainingState", "capture_rng", "check_sha256", "epoch_dir",
+           "list_epochs", "load_adapters", "load_checkpoint", "load_published_adapters", "read_meta",
+           "read_state_file", "resolve_checkpoint", "restore_rng", "run_config", "save_checkpoint",
+           "verify_checkpoint"]

@@ -12,10 +12,12 @@ Everything the published trainer (``src/training/trainer.py`` and the older
   current trainer writes the 0-based epoch in both. Rows are returned with our 0-based epoch (the
   epoch of the checkpoint after it), so CSV row ``k`` of a 1-based file is epoch ``k - 1``.
 - ``dora_params/epoch{e}_dora_params.pth`` (:func:`read_dora_params`): a dict of tensors, read
-  with ``torch.load(weights_only=True)`` only.
+  with ``torch.load(weights_only=True)`` only; :func:`load_published_adapters` checks its shapes and
+  renames its keys for the model.
 - ``random_states/dataset_split_indices.pth`` (:func:`read_split_indices`): ``train_indices``,
   ``test_indices`` (row numbers of the annotation CSV, in ``random_split`` order), read safely.
-- A run folder (:class:`PublishedRun`): ``training_res.csv`` + ``dora_params/`` (+ ``random_states/``).
+- A run folder (:class:`PublishedRun`): ``training_res.csv`` + ``dora_params/`` (+ ``random_states/``);
+  whether a folder is one: :func:`hba_sweep.artifacts.layout.is_published_run`.
 """
 
 from __future__ import annotations
@@ -24,20 +26,21 @@ import csv
 import math
 import os
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hba_sweep.artifacts.layout import (
+    DORA_PARAMS,
+    RANDOM_STATES,
+    SPLIT_INDICES,
+    TRAINING_RES,
+    published_epoch,
+)
 from hba_sweep.foundation.errors import CheckpointError, DataError, load_error_detail
-
-DORA_PARAMS = "dora_params"
-RANDOM_STATES = "random_states"
-SPLIT_INDICES = "dataset_split_indices.pth"
-TRAINING_RES = "training_res.csv"
-_DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
+from hba_sweep.model import adapters as adapter_kinds
 
 # training_res.csv column spellings of the published trainers -> our metrics columns.
 COLUMN_NAMES = {
@@ -112,10 +115,16 @@ def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in data.items()}
 
 
-def dora_params_epoch(path: str | os.PathLike) -> int | None:
-    """The epoch in a published checkpoint's file name (``epoch12_dora_params.pth`` -> 12)."""
-    found = _DORA_FILE.match(Path(path).name)
-    return int(found.group(1)) if found else None
+def load_published_adapters(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A published ``epoch{e}_dora_params.pth`` as the state dict ``CLIPHBA.load_adapter_state_dict``
+    takes (``clip_model.`` keys renamed ``clip.``; an hba_dora model), its shapes checked."""
+    raw = read_dora_params(path)
+    problems = adapter_kinds.check_published_shapes(raw)
+    if problems:
+        raise CheckpointError(f"{path}: not a published DoRA checkpoint: {'; '.join(problems[:3])}. Fix: give a "
+                              "published dora_params/epoch<e>_dora_params.pth (keys clip_model.{visual.,}transformer."
+                              "resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B}).")
+    return adapter_kinds.from_published_keys(raw)
 
 
 def read_split_indices(path: str | os.PathLike) -> dict[str, list[int]]:
@@ -139,13 +148,8 @@ class PublishedRun:
 
     root: Path
 
-    @staticmethod
-    def looks_like(path: str | os.PathLike) -> bool:
-        path = Path(path)
-        return (path / DORA_PARAMS).is_dir() or (path / TRAINING_RES).is_file() and not (path / "checkpoints").is_dir()
-
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "PublishedRun":
+    def open(cls, path: str | os.PathLike) -> PublishedRun:
         root = Path(path)
         if not (root / DORA_PARAMS).is_dir():
             raise CheckpointError(f"{root}: no {DORA_PARAMS}/ folder. Fix: point at a published run folder "
@@ -158,7 +162,7 @@ class PublishedRun:
 
     def epochs(self) -> list[int]:
         """Epochs with a ``dora_params/epoch{e}_dora_params.pth``, ascending."""
-        found = (dora_params_epoch(p) for p in (self.root / DORA_PARAMS).iterdir())
+        found = (published_epoch(p) for p in (self.root / DORA_PARAMS).iterdir())
         return sorted(e for e in found if e is not None)
 
     def span(self) -> str:
@@ -188,4 +192,4 @@ class PublishedRun:
         return read_split_indices(path) if path.is_file() else None
 
 
-__all__ = ["PublishedRun", "read_training_res", "read_dora_params", "read_split_indices", "dora_params_epoch"]
+__all__ = ["PublishedRun", "load_published_adapters", "read_dora_params", "read_split_indices", "read_training_res"]

@@ -1,21 +1,23 @@
 """A trial's own files on the study's storage: its epoch checkpoints and its done marker.
 
 A trial directory is ``<study>/<run name>/``. Tune writes ``checkpoint_<NNNNNN>/`` (ours inside:
-adapter.safetensors, state.pt, meta.json) in report order; the trial ends with ``done.json``
+adapter.safetensors, state.pt, meta.json) in report order and ``result.json`` (one line per report,
+with its trial id); the trial ends with ``done.json``
 (written by the trainable when training returns, or by the driver when Tune's scheduler stopped
 it). These files, never Tune's saved experiment state, decide what is finished on ``--resume``.
 """
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from hba_sweep.artifacts.layout import DONE_FILE, RESULT_FILE, TUNE_CHECKPOINT
+from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.foundation import storage
-
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d{6})$")
+from hba_sweep.foundation.errors import CheckpointError
 
 
 @dataclass
@@ -33,23 +35,23 @@ def trial_path(root: str, name: str) -> str:
 def checkpoints(path: str) -> list[StoredCheckpoint]:
     """The trial's complete checkpoints in report order: contiguous from index 0, each with a
     readable meta.json (a checkpoint cut short by a kill ends the list; its index is reused)."""
-    indices = sorted(int(m.group(1)) for n in storage.listdir(path) if (m := CHECKPOINT_DIR.match(n)))
+    indices = sorted(int(m.group(1)) for n in storage.listdir(path) if (m := TUNE_CHECKPOINT.match(n)))
     out = []
     for expected, index in enumerate(indices):
         if index != expected:
             break
         ckpt = storage.join(path, f"checkpoint_{index:06d}")
         try:
-            meta = storage.read_json(storage.join(ckpt, "meta.json"))
+            meta = read_meta(ckpt)
             out.append(StoredCheckpoint(index, ckpt, int(meta["epoch"]), meta))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (CheckpointError, OSError, ValueError, KeyError, TypeError):
             break
     return out
 
 
 def read_done(path: str) -> dict[str, Any] | None:
     """The done marker of a trial, or None (not finished, or the marker is unreadable)."""
-    done = storage.read_json_dict(storage.join(path, storage.DONE_FILE))
+    done = storage.read_json_dict(storage.join(path, DONE_FILE))
     return done if done is not None and "last_epoch" in done else None
 
 
@@ -58,7 +60,7 @@ def write_done(path: str, last_epoch: int | None, epochs: int | None, reason: st
     (the trainable adds the run status training returned: finished / early_stopped / window_incomplete)."""
     done = {"last_epoch": last_epoch, "epochs": epochs, "reason": reason,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
-    storage.write_json(storage.join(path, storage.DONE_FILE), done)
+    storage.write_json(storage.join(path, DONE_FILE), done)
     return done
 
 
@@ -67,3 +69,16 @@ def end_reason(last_epoch: int | None, epochs: int | None) -> str:
     if last_epoch is None or epochs is None or last_epoch >= epochs - 1:
         return "completed"
     return f"early stopping after epoch {last_epoch}"
+
+
+def tune_trial_id(trial_dir: str, fs: storage.FileSystem | None = None) -> str | None:
+    """Tune's id of the trial in ``trial_dir`` (from the first line of its result.json), if it has one."""
+    path = f"{trial_dir.rstrip('/')}/{RESULT_FILE}" if fs is not None else storage.join(trial_dir, RESULT_FILE)
+    if not storage.is_file(path, fs):
+        return None
+    try:
+        first = storage.read_bytes(path, fs, limit=1 << 16).split(b"\n", 1)[0]
+        value = json.loads(first.decode("utf-8")).get("trial_id")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return str(value) if value else None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from hba_sweep.artifacts.resolve import checkpoint_dirs, read_meta
 from hba_sweep.config.infer_config import load_infer_config
-from hba_sweep.training.inference import checkpoint_dirs, predictor_for, read_meta, run_inference, write_result
+from hba_sweep.training.inference import predictor_for, run_inference, write_result
 
 
 def infer_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import shlex
 import tempfile
 from typing import Any
 
+from hba_sweep.artifacts.manifest import has_manifest, read_manifest_quietly
 from hba_sweep.foundation import storage
 from hba_sweep.sweep import jobs
 from hba_sweep.sweep.options import DEFAULT_STORAGE, RunOptions, add_arguments
@@ -53,11 +54,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def best_trial_line(experiment: str) -> str | None:
     """For a searched study (SEARCH_ALG), the best trial and its config under the study's metric/mode."""
-    try:
-        manifest = storage.read_json(storage.join(experiment, storage.MANIFEST))
-    except (OSError, ValueError):
-        return None
-    if not manifest.get("searcher"):
+    manifest = read_manifest_quietly(experiment)
+    if not manifest or not manifest.get("searcher"):
         return None
     from analysis.best_trial import best_trial_summary  # reason: pandas loads only for a searched study
 
@@ -85,7 +83,7 @@ def status_command(args: argparse.Namespace) -> int:
     job = jobs.job_line(experiment)  # a study submitted with run --submit: its Ray job first
     if job:
         print(job)
-        if not storage.exists(storage.join(experiment, storage.MANIFEST)):
+        if not has_manifest(experiment):
             print("the study has not started yet (its job is queued or starting)")
             return 0
     if storage.is_uri(experiment):

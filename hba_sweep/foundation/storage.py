@@ -1,20 +1,33 @@
-"""Experiment storage: a local path or a pyarrow URI (s3://, gs://, ...), and the study manifest."""
+"""Experiment storage: a local path or a pyarrow URI (s3://, gs://, ...), the one way every layer reads
+and writes it. Functions take a path or URI; those that read also take ``fs`` (a pyarrow filesystem the
+caller opened with :func:`locate`, the path then being inside it; errors are then left as pyarrow raises
+them, for the caller to word)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
 
-from hba_sweep.foundation.errors import ConfigError, HBAError, StorageError, storage_error
+from hba_sweep.foundation.errors import (
+    ConfigError,
+    HBAError,
+    StorageError,
+    storage_error,
+)
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.redaction import redact, redact_text  # storage.redact: the one redaction, re-exported
+from hba_sweep.foundation.redaction import (  # storage.redact: the one redaction, re-exported
+    redact,
+    redact_text,
+)
 
-MANIFEST = "study.json"
+FileSystem = pyarrow.fs.FileSystem
 
 
 def is_uri(path: str) -> bool:
@@ -38,13 +51,6 @@ def absolute(storage: str) -> str:
 def experiment_root(storage: str, name: str) -> str:
     """``<storage>/<name>``, the storage made :func:`absolute`."""
     return join(absolute(storage), name)
-
-
-def refuse_existing(root: str) -> None:
-    """ConfigError if a study already lives at ``root`` (a new run must not mix with it)."""
-    if exists(join(root, MANIFEST)):
-        raise ConfigError(f"{redact(root)}: this experiment exists already. Fix: add --resume to finish it "
-                          "(or grow it after editing the search space), or give --name NEW (or another --storage).")
 
 
 def prefix_cache_dir(root: str) -> str:
@@ -87,10 +93,83 @@ def _fs(path: str):
     return pyarrow.fs.LocalFileSystem(), path
 
 
-def exists(path: str) -> bool:
-    fs, inner = _fs(path)
-    with reaching(path, "read the storage"):
-        return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+def locate(path: str) -> tuple[FileSystem, str]:
+    """(filesystem, path inside it) of a URI or a local path (made :func:`absolute`); errors (a bad URI,
+    an unreachable store) are pyarrow's own, for callers that word them."""
+    if is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), absolute(path)
+
+
+def is_local(fs: FileSystem) -> bool:
+    return isinstance(fs, pyarrow.fs.LocalFileSystem)
+
+
+@contextmanager
+def _opened(path: str, fs: FileSystem | None, action: str | None) -> Iterator[tuple[FileSystem, str]]:
+    """(filesystem, inner path): the caller's ``fs`` as given; else from ``path``, failures turned into
+    StorageErrors by :func:`reaching` (unless ``action`` is None)."""
+    if fs is not None:
+        yield fs, path
+        return
+    own, inner = _fs(path)
+    if action is None:
+        yield own, inner
+        return
+    with reaching(path, action):
+        yield own, inner
+
+
+def _type(path: str, fs: FileSystem | None) -> Any:
+    with _opened(path, fs, "read the storage") as (where, inner):
+        return where.get_file_info(inner).type
+
+
+def exists(path: str, fs: FileSystem | None = None) -> bool:
+    return _type(path, fs) != pyarrow.fs.FileType.NotFound
+
+
+def is_file(path: str, fs: FileSystem | None = None) -> bool:
+    return _type(path, fs) == pyarrow.fs.FileType.File
+
+
+def is_dir(path: str, fs: FileSystem | None = None) -> bool:
+    return _type(path, fs) == pyarrow.fs.FileType.Directory
+
+
+def read_bytes(path: str, fs: FileSystem | None = None, limit: int | None = None) -> bytes:
+    """The file's bytes (its first ``limit`` bytes with a limit)."""
+    with _opened(path, fs, "read the storage") as (where, inner), where.open_input_stream(inner) as fh:
+        return fh.read() if limit is None else fh.read(limit)
+
+
+def sha256(path: str, fs: FileSystem | None = None) -> str:
+    """SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with _opened(path, fs, "read the storage") as (where, inner), where.open_input_stream(inner) as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_files(root: str, fs: FileSystem | None = None) -> list[str]:
+    """Every file under ``root``, recursively (empty if it does not exist), as paths like ``root``'s."""
+    with _opened(root, fs, None) as (where, inner):
+        infos = where.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True, allow_not_found=True))
+    files = [info.path for info in infos if info.type == pyarrow.fs.FileType.File]
+    return files if fs is not None else [join(root, p[len(inner):].lstrip("/")) for p in files]
+
+
+def copy_files(src: str, dst: str, names: list[str], src_fs: FileSystem | None = None,
+               dst_fs: FileSystem | None = None) -> None:
+    """Copy the named files that exist from folder ``src`` to folder ``dst`` (created); a filesystem
+    left None is the local one."""
+    src_fs, dst_fs = src_fs or pyarrow.fs.LocalFileSystem(), dst_fs or pyarrow.fs.LocalFileSystem()
+    dst_fs.create_dir(dst, recursive=True)
+    for name in names:
+        if src_fs.get_file_info(f"{src}/{name}").type == pyarrow.fs.FileType.File:
+            pyarrow.fs.copy_files(f"{src}/{name}", f"{dst}/{name}", source_filesystem=src_fs,
+                                  destination_filesystem=dst_fs)
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -106,10 +185,8 @@ def write_json(path: str, data: dict[str, Any]) -> None:
             fh.write(text.encode("utf-8"))
 
 
-def read_text(path: str) -> str:
-    fs, inner = _fs(path)
-    with reaching(path, "read the storage"), fs.open_input_stream(inner) as fh:
-        return fh.read().decode("utf-8")
+def read_text(path: str, fs: FileSystem | None = None) -> str:
+    return read_bytes(path, fs).decode("utf-8")
 
 
 def experiment_path(experiment: str, storage: str | None = None) -> str:
@@ -122,7 +199,7 @@ SKIPPED_IN_COPIES = ("checkpoint_", "prefix_cache", "analysis")
 
 
 def copy_state(root: str, dest: str) -> None:
-    """Copy an experiment's bookkeeping (study.json, Tune's experiment and trial state, results) from
+    """Copy an experiment's bookkeeping (the study manifest, Tune's experiment and trial state, results) from
     object storage to the local folder ``dest``; checkpoints, the prefix cache and the analysis stay."""
     fs, inner = _fs(root)
     inner = inner.rstrip("/")
@@ -138,28 +215,27 @@ def copy_state(root: str, dest: str) -> None:
         pyarrow.fs.copy_files(info.path, target, source_filesystem=fs, destination_filesystem=local)
 
 
-DONE_FILE = "done.json"  # in a trial directory: written once the trial has ended for good
 LOCK_FILE = "driver.lock"  # in the study directory: the driver that runs it
 
 
-def read_json(path: str) -> Any:
+def read_json(path: str, fs: FileSystem | None = None) -> Any:
     """Parsed JSON at a local path or URI (raises OSError / ValueError)."""
-    return json.loads(read_text(path))
+    return json.loads(read_text(path, fs))
 
 
-def read_json_dict(path: str) -> dict[str, Any] | None:
+def read_json_dict(path: str, fs: FileSystem | None = None) -> dict[str, Any] | None:
     """The JSON object at ``path``, or None (missing, unreadable, not JSON, or not an object)."""
     try:
-        data = read_json(path)
+        data = read_json(path, fs)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def listdir(path: str) -> list[str]:
+def listdir(path: str, fs: FileSystem | None = None) -> list[str]:
     """Names of the entries of a directory (empty if it does not exist)."""
-    fs, inner = _fs(path)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    with _opened(path, fs, None) as (where, inner):
+        infos = where.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
     return sorted(info.base_name for info in infos)
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+from hba_sweep.artifacts.manifest import refuse_existing
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation import storage
 from hba_sweep.sweep import cluster
@@ -70,7 +71,7 @@ def submit(search_space: str, opts: RunOptions, dashboard: str | None, echo: Cal
     name = opts.name or space.name
     root = storage.experiment_root(opts.storage, name)
     if not opts.resume:
-        storage.refuse_existing(root)
+        refuse_existing(root)
     url = dashboard_url(dashboard)
     jobs = client(url)
     submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"

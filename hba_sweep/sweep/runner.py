@@ -25,6 +25,7 @@ import ray
 from ray import tune
 
 from hba_sweep.artifacts import trialfiles
+from hba_sweep.artifacts.manifest import Manifest, read_manifest, refuse_existing
 from hba_sweep.config import from_dict, run_name
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import ConfigError
@@ -261,44 +262,11 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[st
             "runs": list((old or {}).get("runs", []))}
 
 
-def read_manifest(root: str) -> dict[str, Any] | None:
-    """The study's manifest, None if there is none; a corrupt one is a clear error."""
-    path = storage.join(root, storage.MANIFEST)
-    if not storage.exists(path):
-        return None
-    try:
-        data = storage.read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("trials", {}), dict):
-            raise ValueError("not a JSON object with 'trials'")
-        return data
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{storage.redact(path)}: not a readable study manifest ({exc}). Fix: restore the file, "
-                          "or move it away and run again with --resume (finished trials are recognised from their "
-                          "own files and are not re-run).") from None
-
-
 def prepare(space: SearchSpace) -> SearchSpace:
     """Run the file's PREPARE (e.g. generate demo data) and re-read a base YAML it created."""
     if space.prepare is not None:
         space.prepare()
     return reload_base(space)
-
-
-class _Manifest:
-    """The manifest in memory, written (atomically on a local path) after every change."""
-
-    def __init__(self, root: str, data: dict[str, Any]):
-        self.path, self.data = storage.join(root, storage.MANIFEST), data
-
-    def record(self, name: str, fields: dict[str, Any]) -> None:
-        entry = self.data["trials"].setdefault(name, {"in_space": True})
-        entry.update(fields)
-        if fields.get("status") == "started":
-            entry.pop("skip_reason", None)
-        self.write()
-
-    def write(self) -> None:
-        storage.write_json(self.path, self.data)
 
 
 def _outcome(searcher, planned: list, outcome: StudyOutcome) -> None:
@@ -324,7 +292,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
                           + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
     old = read_manifest(root) if opts.resume else None
     if not opts.resume:
-        storage.refuse_existing(root)
+        refuse_existing(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     started = connect(opts)
     outcome = StudyOutcome(root=root)
@@ -334,7 +302,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
             check_fits(space, opts)  # before anything is written: a plain re-run must still work
         held = lock.acquire(root)
         kill_point("locked")
-        manifest = _Manifest(root, make_manifest(space, plan, root, old))
+        manifest = Manifest(root, make_manifest(space, plan, root, old))
         manifest.data["runs"].append({**held, "resume": opts.resume})
         manifest.write()
         kill_point("manifest_written")

@@ -9,7 +9,6 @@ Tune experiment (no manifest) is read through ``ray.tune.ExperimentAnalysis``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import lock
 from hba_sweep.artifacts import trialfiles
-from hba_sweep.foundation.storage import MANIFEST
+from hba_sweep.artifacts.manifest import MANIFEST, read_manifest
 
 TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",
                "PAUSED": "paused"}
@@ -100,16 +99,10 @@ def read_study(path: str | os.PathLike) -> tuple[str, list[TrialStatus]]:
     if not root.is_dir():
         raise ConfigError(f"{root}: no such experiment directory. Fix: give ray_results/<NAME> "
                           "(the --storage path and the search space's NAME).")
-    manifest_file = root / MANIFEST
-    if not manifest_file.is_file():
+    manifest = read_manifest(str(root))
+    if manifest is None:
         return "driver: (no study manifest)", _tune_only(root)
-    try:
-        manifest = json.loads(manifest_file.read_text())
-        trials = manifest["trials"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{manifest_file}: not a readable study manifest ({exc}). Fix: restore it, or move it away "
-                          "and run the study again with --resume (finished trials are recognised from their own "
-                          "files).") from None
+    trials = manifest.get("trials", {})
     held = lock.read_lock(str(root))  # read once: the rows and the driver line agree
     driver = lock.driver_state(held)
     rows = [_state(root, name, info, driver) for name, info in trials.items()]

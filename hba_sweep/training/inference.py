@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 from hba_sweep.artifacts import checkpoint as ckpt
-from hba_sweep.artifacts.published import PublishedRun, dora_params_epoch
+from hba_sweep.artifacts.resolve import checkpoint_dirs, load_checkpoint_any
 from hba_sweep.config.infer_config import MODEL_KEYS, load_infer_config, read_infer_config
 from hba_sweep.foundation.devices import resolve_device
-from hba_sweep.foundation.errors import CheckpointError, ConfigError
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text
 from hba_sweep.model import ModelSpec
 from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 
-__all__ = ["run_inference", "checkpoint_dirs", "read_meta", "write_result", "model_spec", "predictor_for",
+__all__ = ["run_inference", "write_result", "model_spec", "predictor_for",
            "evalset_from_infer_config"]
 
 
@@ -52,68 +51,6 @@ def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
     return build_evalset("cka" if etype == "cka" else dataset, spec, settings)
 
 
-def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
-    """The published ``epoch{e}_dora_params.pth`` files ``model_weights_path``/``epoch`` name (a file:
-    itself, whatever ``epoch`` says; a published run folder: its epoch(s)), or None if it is not one."""
-    if path.is_file():
-        return [path] if dora_params_epoch(path) is not None else None
-    if not path.is_dir() or ckpt.list_epochs(path) or not (path / "dora_params").is_dir():
-        return None
-    run = PublishedRun.open(path)
-    if epoch == "all":
-        return [run.dora_path(e) for e in run.epochs()]
-    epochs = epoch if isinstance(epoch, (list, tuple)) else [run.epochs()[-1] if epoch is None else epoch]
-    missing = [int(e) for e in epochs if not run.dora_path(int(e)).is_file()]
-    if missing:
-        raise CheckpointError(f"{path}: no dora_params/epoch<e>_dora_params.pth for epoch(s) {missing} (it has "
-                              f"{run.span()}). Fix: choose epochs the run finished.")
-    return [run.dora_path(int(e)) for e in epochs]
-
-
-def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
-    """Checkpoints named by ``model_weights_path`` and ``epoch`` (int, list, 'all' or none: latest): our
-    checkpoint directories, or published ``epoch{e}_dora_params.pth`` files."""
-    path = Path(weights)
-    published = published_checkpoints(path, epoch)
-    if published is not None:
-        return published
-    if path.is_file():
-        if path.suffix in (".pt", ".pth", ".bin", ".pkl"):
-            raise CheckpointError(f"{path}: pickled weights are not loaded (they can run code). Fix: point at a "
-                                  "run directory, a checkpoint's adapter.safetensors or a published "
-                                  "epoch<e>_dora_params.pth (read with weights_only).")
-        path = path.parent
-    if not path.exists():
-        raise CheckpointError(f"{path}: model_weights_path does not exist. Fix: correct the path.")
-    if (path / ckpt.META_FILE).is_file():
-        return [ckpt.resolve_checkpoint(path, None if epoch in (None, "all") else int(epoch))]
-    if epoch == "all":
-        epochs = ckpt.list_epochs(path)
-        if not epochs:
-            raise CheckpointError(f"{path}: no checkpoint found. Fix: give a run directory with checkpoints/epoch_<e>/.")
-        return [ckpt.epoch_dir(path, e) for e in epochs]
-    if isinstance(epoch, (list, tuple)):
-        return [ckpt.resolve_checkpoint(path, int(e)) for e in epoch]
-    return [ckpt.resolve_checkpoint(path, None if epoch is None else int(epoch))]
-
-
-def _load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Verified adapters and meta (no pickle: safetensors and JSON, or a published .pth read weights_only)."""
-    if ckpt_dir.is_file():  # a published epoch{e}_dora_params.pth
-        return ckpt.load_published_adapters(ckpt_dir), read_meta(ckpt_dir)
-    meta = ckpt.verify_checkpoint(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
-    return ckpt.read_adapter_file(ckpt_dir / ckpt.ADAPTER_FILE), meta
-
-
-def read_meta(ckpt_dir: Path) -> dict[str, Any]:
-    """Our checkpoint's meta.json; for a published file its epoch and run name (the model settings
-    then come from the inference YAML, as in the published script)."""
-    if ckpt_dir.is_file():
-        run = ckpt_dir.parent.parent if ckpt_dir.parent.name == "dora_params" else ckpt_dir.parent
-        return {"epoch": dora_params_epoch(ckpt_dir), "run_name": run.name, "published": True, "adapter": "hba_dora"}
-    return ckpt.read_meta(ckpt_dir) if (ckpt_dir / ckpt.META_FILE).is_file() else {}
-
-
 def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Predictor | None = None,
                   checkpoint_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate one checkpoint: returns epoch, checkpoint, the (N, 66) predictions and the score rows.
@@ -129,7 +66,7 @@ def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Pred
             raise ConfigError(f"epoch={cfg['epoch']!r} names {len(dirs)} checkpoints; run_inference evaluates one. "
                               "Fix: give one epoch, or use `python -m hba_sweep infer` for several.")
         checkpoint_dir = dirs[0]
-    adapters, meta = _load_checkpoint(Path(checkpoint_dir))
+    adapters, meta = load_checkpoint_any(Path(checkpoint_dir))
     if predictor is None or predictor.spec != model_spec(cfg, meta):
         predictor = predictor_for(cfg, meta)
     evalset = evalset_from_infer_config(cfg)

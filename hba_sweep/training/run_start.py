@@ -22,8 +22,8 @@ from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
 from hba_sweep.training.split import SplitRecord, draw_split, epoch_order, split_from_file
-from hba_sweep.artifacts.published import PublishedRun
-from hba_sweep.artifacts.checkpoint import load_published_adapters
+from hba_sweep.artifacts.layout import is_published_run
+from hba_sweep.artifacts.published import PublishedRun, load_published_adapters
 
 
 def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:
@@ -67,7 +67,7 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
         return Start(StartKind.FORKED, fork_checkpoint(cfg.init_from, cfg.init_epoch, cfg), cfg.init_epoch)
     if uses_baseline_path(cfg):
         epoch, root = cfg.perturb_epoch - 1, Path(str(cfg.baseline_checkpoint_path))
-        if not ckpt.list_epochs(root) and PublishedRun.looks_like(root):
+        if is_published_run(root):
             run = PublishedRun.open(root)
             if not run.dora_path(epoch).is_file():
                 fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
