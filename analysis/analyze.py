@@ -23,6 +23,7 @@ from analysis.best_trial import best_trial
 from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
+from hba_sweep.foundation.safe_paths import ensure_inside, writes_inside
 from hba_sweep.foundation.storage import reaching
 
 
@@ -91,6 +92,15 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
     remote = f"{root.rstrip('/')}/analysis" if is_remote(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    inside = out_dir if out or remote else Path(root)  # writes stay there, never through a link below it
+    with writes_inside(inside):
+        ensure_inside(out_dir / "prefix_cache", inside, "--out")
+        return _analyze(study, evalsets, names, source, opts, out_dir, remote, fs, csv, log, started,
+                        {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
+
+
+def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote: str | None, fs, csv: bool, log,
+             started: float, choices: dict[str, Any]) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
@@ -108,8 +118,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
-    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log,
-                             {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
+    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log, choices)
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         sync(fs, str(out_dir), remote, files, download=False)

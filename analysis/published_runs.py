@@ -20,9 +20,9 @@ import pyarrow.fs as pafs
 from analysis.records import Checkpoint, Trial
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import file_sha256
-from hba_sweep.config.published_keys import epoch_duration
+from hba_sweep.config import from_dict
 from hba_sweep.artifacts.published import PublishedRun
-import yaml
+from hba_sweep.foundation.yaml_io import read_yaml
 
 # hba_sweep.artifacts.published's file pattern and folder, repeated so that listing a study does not load torch
 DORA_FILE = re.compile(r"^epoch(\d+)_dora_params\.pth$")
@@ -53,8 +53,8 @@ def _config_file(run: Path) -> Path | None:
     for folder in (run, run.parent):
         for path in sorted(folder.glob("*.y*ml")):
             try:
-                raw = yaml.safe_load(path.read_text())
-            except Exception:  # noqa: BLE001 - not a readable YAML: not the run's config
+                raw = read_yaml(path, DataError)
+            except DataError:  # not a readable YAML mapping: not the run's config
                 continue
             if isinstance(raw, dict) and "clip_hba_backbone" in raw:
                 return path
@@ -68,14 +68,13 @@ def run_config(run: Path) -> dict[str, Any]:
         raise DataError(f"{run}: a published run folder without its training_config.yaml (model layout, seed and "
                         "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
                         "its parent).")
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path, DataError, "published training config")
+    present = {key: raw[key] for key in CONFIG_KEYS if raw.get(key) not in (None, "")}
+    checked = from_dict(present, source=str(path), check_files=False)  # our schema: types, ranges, one message
     config: dict[str, Any] = {"pretrained": "openai", "adapter": "hba_dora", "dora_alpha": None,
                               "dora_dropout": 0.0, "perturb_type": "none"}
-    for key, ours in CONFIG_KEYS.items():
-        if raw.get(key) not in (None, ""):
-            config[ours] = raw[key]
-    if "epochs" in config:
-        config["epochs"] = epoch_duration(config["epochs"])
+    for key in present:
+        config[CONFIG_KEYS[key]] = getattr(checked, CONFIG_KEYS[key])
     return config
 
 

@@ -27,6 +27,7 @@ from ray import tune
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.config import from_dict
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.safe_paths import make_dirs
 from hba_sweep.perturbations import register_types
 from hba_sweep.training import run_training_experiment
 
@@ -135,7 +136,7 @@ def train_hba(config: dict[str, Any], train_fn: Callable | None = None, perturba
         maybe_fault(trial, int(metrics["epoch"]))
         last["epoch"] = int(metrics["epoch"])
         run = Path(checkpoint_dir).parent.parent
-        artifacts.mkdir(parents=True, exist_ok=True)
+        make_dirs(artifacts, root=artifacts.parent)  # a `run` linked elsewhere is refused, not written through
         for name in RUN_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, artifacts / name)

@@ -26,7 +26,7 @@ from ray import tune
 
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.config import from_dict, run_name
-from hba_sweep.foundation import storage
+from hba_sweep.foundation import safe_paths, storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
@@ -345,6 +345,9 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     old = read_manifest(root) if opts.resume else None
     if not opts.resume:
         storage.refuse_existing(root)
+    if not storage.is_uri(root):  # before Ray starts: a file or an unwritable parent, links where trials write
+        safe_paths.check_output_root(root, "--storage")
+        safe_paths.refuse_links_below(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     started = connect(opts)
     outcome = StudyOutcome(root=root)

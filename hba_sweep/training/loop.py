@@ -34,6 +34,7 @@ from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.io_utils import atomic_write_text
+from hba_sweep.foundation.safe_paths import ensure_inside, make_dirs
 from hba_sweep.model import CLIPHBA
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
@@ -461,7 +462,8 @@ def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, dataset: ThingsDataset, state: ckpt.TrainingState) -> None:
     """config.yaml and split.json (the split by image name, reused by every fork; never overwritten)."""
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_inside(out / "checkpoints", cfg.save_path, "save_path")  # no symlinked run folder: writes stay inside
+    make_dirs(out)
     save_config(cfg, out / "config.yaml")
     record = SplitRecord(state.train_names, state.val_names, state.target_digests)
     write_split_json(out / "split.json", record, dataset.annotations_file, state.train_indices, state.val_indices)
