@@ -57,3 +57,28 @@ def test_long_tmpdir_does_not_stop_ray(demo_dir, tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "TMPDIR is too long for Ray's sockets" in captured.out + captured.err
+
+
+def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
+    """driver.lock names a live pid that runs another program (the pid was reused): taken over, said once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hba_sweep.sweep import lock
+    from hba_sweep.sweep.status import driver_line
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "driver.lock").write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename,
+                                                          "started": "2026-01-01T00:00:00", "command": "run x"}))
+        assert "driver: gone" in driver_line(tmp_path, {"runs": [{}]}, lock.read_lock(str(tmp_path)))
+        mine = lock.acquire(str(tmp_path))
+        err = capsys.readouterr().err
+        assert f"pid {other.pid} runs, but not an hba_sweep driver" in err and len(err.strip().splitlines()) == 1
+        assert json.loads((tmp_path / "driver.lock").read_text())["pid"] == os.getpid()
+        lock.release(str(tmp_path), mine)
+    finally:
+        other.kill()
+        other.wait()

@@ -125,7 +125,7 @@ def test_fork_of_an_early_stopped_baseline_is_skipped(ray_local, demo_dir, tmp_p
 
 
 def test_second_driver_is_refused_and_a_dead_ones_lock_is_taken(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "hba_sweep", "run"])
     try:
         (tmp_path / "driver.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
                                                           "started": "2026-01-01T00:00:00", "command": "run x"}))
