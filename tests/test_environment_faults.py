@@ -28,7 +28,18 @@ def space_file(demo_dir: Path, tmp_path: Path) -> Path:
     return space
 
 
-def test_storage_naming_a_regular_file_is_refused_before_ray(demo_dir, tmp_path, capsys):
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """Ray must not start: the check comes first."""
+    from hba_sweep.sweep import runner
+
+    def connect(opts):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(runner, "connect", connect)
+
+
+def test_storage_naming_a_regular_file_is_refused_before_ray(demo_dir, tmp_path, capsys, no_ray):
     storage = tmp_path / "results.txt"
     storage.write_text("not a folder")
     code = invoke(["run", space_file(demo_dir, tmp_path), "--storage", storage, "--no-dashboard"])
@@ -38,7 +49,7 @@ def test_storage_naming_a_regular_file_is_refused_before_ray(demo_dir, tmp_path,
     assert not ray.is_initialized() and storage.read_text() == "not a folder"
 
 
-def test_storage_under_an_unwritable_parent_is_refused_before_ray(demo_dir, tmp_path, capsys):
+def test_storage_under_an_unwritable_parent_is_refused_before_ray(demo_dir, tmp_path, capsys, no_ray):
     code = invoke(["run", space_file(demo_dir, tmp_path), "--storage", "/sys/hba_sweep_results", "--no-dashboard"])
     err = capsys.readouterr().err
     assert code == 2, err
