@@ -102,6 +102,9 @@ def _check_shape(path: Path, shape: tuple[int, ...], n: int | None, patterns: bo
     vector = len(shape) == 1 or (len(shape) == 2 and 1 in shape)
     if (vector and length == n * (n - 1) // 2) or (len(shape) == 2 and shape[0] == n and (patterns or shape[1] == n)):
         return
+    if len(shape) == 2 and not vector and shape[0] != shape[1]:
+        raise DataError(f"{path}: the RDM has shape {shape}, not square. Fix: save an n x n matrix "
+                        "or its upper-triangle vector.")
     size = "x".join(str(d) for d in shape)
     raise DataError(f"{path}: the RDM is {size} (read from the file's header; its data was not loaded) but the "
                     f"image set has {n} items. Fix: use the RDM made for these {n} items, in their order "
