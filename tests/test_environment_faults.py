@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,23 @@ def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
     finally:
         other.kill()
         other.wait()
+
+
+def test_missing_s3_bucket_is_refused_before_ray(demo_dir, tmp_path, capsys, no_ray, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    from local_cluster import free_ports
+
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        uri = f"s3://hba:secret@nobucket/sweeps?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        code = invoke(["run", space_file(demo_dir, tmp_path), "--storage", uri, "--no-dashboard"])
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the bucket 'nobucket' does not exist" in err and "Fix: create it" in err and "secret" not in err, err

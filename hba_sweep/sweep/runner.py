@@ -345,7 +345,9 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     old = read_manifest(root) if opts.resume else None
     if not opts.resume:
         storage.refuse_existing(root)
-    if not storage.is_uri(root):  # before Ray starts: a file or an unwritable parent, links where trials write
+    if storage.is_uri(root):  # before Ray starts: a missing bucket; a file, an unwritable parent, links
+        storage.require_bucket(root)
+    else:
         safe_paths.check_output_root(root, "--storage")
         safe_paths.refuse_links_below(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
