@@ -57,6 +57,37 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
                 pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
+def recorded_rows(fs, trial_dir: str) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.csv (a trial's ``run/metrics.csv``): the epochs it trained, whichever
+    checkpoints are still there; none when there is no readable file."""
+    for path in (f"{trial_dir}/metrics.csv", f"{trial_dir}/run/metrics.csv"):
+        try:
+            with fs.open_input_stream(path) as fh:
+                return pd.read_csv(fh).to_dict("records")
+        except (OSError, ValueError, KeyError):
+            continue
+    return []
+
+
+def damage_notes(study: Study, damaged: list[str]) -> list[str]:
+    """The report's lines for checkpoints that could not be read (the message names the file and why) and
+    for epochs a trial's metrics record whose checkpoint is gone, each with how to restore it."""
+    restore = ("Restore: put the file back from a copy, or delete that checkpoint folder and the trial's later ones "
+               "(and its done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep "
+               "train --config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after.")
+    notes = [f"damaged, left out: {message} {restore}" for message in damaged]
+    for trial in study.trials.values():
+        if any(c.path.endswith(".pth") for c in trial.checkpoints.values()):
+            continue  # a published run folder: its trainer may keep only some epochs' dora_params
+        rows = trial.history + recorded_rows(study.filesystem, trial.directory)
+        recorded = {int(r["epoch"]) for r in rows if str(r.get("inherited")) not in ("True", "true", "1")
+                    and isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"] and r["epoch"] >= 0}
+        for epoch in sorted(recorded - set(trial.checkpoints)):
+            notes.append(f"missing, left out: {trial.label} [{trial.trial_id}] epoch {epoch}: its metrics record the "
+                         f"epoch but {trial.directory} holds no checkpoint of it. {restore}")
+    return notes
+
+
 def plan_line(study: Study, todo: dict) -> str:
     """What analyze will evaluate and why the rest is not evaluated again."""
     keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
@@ -108,8 +139,11 @@ def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote:
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
     log(plan_line(study, todo))
     state = {"cache": cache}
+    choices["damaged"] = []
 
     def save(rows: list[dict[str, Any]]) -> None:
+        choices["damaged"] += [r[evaluate.DAMAGED] for r in rows if evaluate.DAMAGED in r]
+        rows = [r for r in rows if evaluate.DAMAGED not in r]
         state["cache"] = pd.concat([state["cache"], pd.DataFrame(rows, columns=evaluate.EVAL_COLUMNS)],
                                    ignore_index=True).drop_duplicates(
             ["checkpoint_key", "eval_key", "reference", "metric"], keep="last")
@@ -153,8 +187,9 @@ def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, o
     paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"],
                                     dims if len(dims) else None)
     best, metric, mode = best_trial(study, training)
-    skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
-                                     for t in study.trials.values() if t.status and t.status != "done"]
+    skipped = list(study.skipped) + damage_notes(study, choices["damaged"]) + [
+        f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
+        for t in study.trials.values() if t.status and t.status != "done"]
     info = {"root": study.root, "n_trials": len(study.trials),
             "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),
             "n_inherited": sum(e.inherited for e in study.entries),

@@ -155,3 +155,57 @@ def test_inflating_mat_rdm_is_refused_from_its_header(demo_dir, tmp_path, capsys
     assert code == 2 and time.perf_counter() - started < 10.0, err
     assert f"{rdm}: the RDM is 15000x15000" in err and "its data was not loaded" in err and "Traceback" not in err, err
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1_800_000  # KiB: the 1.8 GB matrix never existed
+
+
+# ---- damage is contained ----------------------------------------------------------------------
+def test_damaged_and_deleted_checkpoints_are_listed_and_the_rest_is_analysed(demo_dir, tmp_path, capsys):
+    """One epoch's adapter fails its hash, another epoch's checkpoint was deleted: analyze evaluates and saves
+    every other checkpoint and report.md names both, with how to restore them."""
+    import shutil
+
+    import pandas as pd
+
+    config, _, _ = write_small_run_config(demo_dir, tmp_path, "dmg")
+    assert invoke(["train", "--config", config, "--set", "epochs=3"]) == 0
+    run = tmp_path / "results" / "dmg"
+    damaged = run / "checkpoints" / "epoch_1" / "adapter.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"garbage!")
+    shutil.rmtree(run / "checkpoints" / "epoch_2")
+    capsys.readouterr()
+
+    code = invoke(["analyze", run, "--evalsets", demo_dir / "evalsets.yaml", "--datasets", "things"])
+
+    err = capsys.readouterr().err
+    assert code == 0, err
+    cache = pd.read_parquet(run / "analysis" / "evaluations.parquet")
+    results = pd.read_parquet(run / "analysis" / "results.parquet")
+    assert sorted(results["epoch"].unique().tolist()) == [-1, 0]  # every readable checkpoint evaluated and saved
+    assert cache["checkpoint_key"].nunique() == 2
+    report = (run / "analysis" / "report.md").read_text()
+    assert "Nothing was skipped" not in report
+    assert f"damaged, left out: {damaged}: does not match the hash" in report and "--resume" in report
+    assert "missing, left out: dmg" in report and "epoch 2" in report
+
+
+def test_refused_pickle_message_never_reads_as_advice_to_turn_weights_only_off(demo_dir, tmp_path, capsys):
+    """A state.pt that torch's weights_only reader refuses (recorded hash updated to match): the message
+    says why without torch's 'set weights_only to False' sentence."""
+    import hashlib
+    import json
+    import pickle
+
+    config, _, _ = write_small_run_config(demo_dir, tmp_path, "pkl")
+    assert invoke(["train", "--config", config]) == 0
+    epoch = tmp_path / "results" / "pkl" / "checkpoints" / "epoch_0"
+    (epoch / "state.pt").write_bytes(pickle.dumps({"epoch": 1j}, protocol=4))
+    meta = json.loads((epoch / "meta.json").read_text())
+    meta["sha256"]["state.pt"] = hashlib.sha256((epoch / "state.pt").read_bytes()).hexdigest()
+    (epoch / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+
+    code = invoke(["train", "--config", config, "--set", "epochs=2", "--resume"])
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{epoch / 'state.pt'}: refused" in err and "refused by torch's weights_only reader" in err, err
+    assert "set to `False`" not in err and "Re-running" not in err and "do not load it with weights_only=False" in err
