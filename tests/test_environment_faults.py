@@ -81,7 +81,13 @@ def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
     from hba_sweep.sweep import lock
     from hba_sweep.sweep.status import driver_line
 
+    import time
+
+    import psutil
+
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    while "time.sleep" not in " ".join(psutil.Process(other.pid).cmdline()):  # until exec: the other program runs
+        time.sleep(0.02)
     try:
         (tmp_path / "driver.lock").write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename,
                                                           "started": "2026-01-01T00:00:00", "command": "run x"}))
