@@ -8,6 +8,7 @@ previous results untouched.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import time
@@ -23,6 +24,7 @@ from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.foundation import storage as store
+from hba_sweep.foundation.safe_paths import ensure_inside, writes_inside
 
 
 @dataclass
@@ -43,6 +45,36 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
     where = f"{fs.type_name}://{src if download else dst}"  # for the message: an unreachable store, a full disk
     with store.reaching(where, "download the analysis cache" if download else "upload the analysis"):
         store.copy_files(src, dst, names, fs if download else None, None if download else fs)
+
+
+def recorded_rows(fs, trial_dir: str) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.csv (a trial's ``run/metrics.csv``): the epochs it trained, whichever
+    checkpoints are still there; none when there is no readable file."""
+    for path in (f"{trial_dir}/metrics.csv", f"{trial_dir}/run/metrics.csv"):
+        try:
+            return pd.read_csv(io.StringIO(store.read_text(path, fs))).to_dict("records")
+        except (OSError, ValueError, KeyError):
+            continue
+    return []
+
+
+def damage_notes(study: Study, damaged: list[str]) -> list[str]:
+    """The report's lines for checkpoints that could not be read (the message names the file and why) and
+    for epochs a trial's metrics record whose checkpoint is gone, each with how to restore it."""
+    restore = ("Restore: put the file back from a copy, or delete that checkpoint folder and the trial's later ones "
+               "(and its done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep "
+               "train --config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after.")
+    notes = [f"damaged, left out: {message} {restore}" for message in damaged]
+    for trial in study.trials.values():
+        if any(c.path.endswith(".pth") for c in trial.checkpoints.values()):
+            continue  # a published run folder: its trainer may keep only some epochs' dora_params
+        rows = trial.history + recorded_rows(study.filesystem, trial.directory)
+        recorded = {int(r["epoch"]) for r in rows if str(r.get("inherited")) not in ("True", "true", "1")
+                    and isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"] and r["epoch"] >= 0}
+        for epoch in sorted(recorded - set(trial.checkpoints)):
+            notes.append(f"missing, left out: {trial.label} [{trial.trial_id}] epoch {epoch}: its metrics record the "
+                         f"epoch but {trial.directory} holds no checkpoint of it. {restore}")
+    return notes
 
 
 def plan_line(study: Study, todo: dict) -> str:
@@ -80,6 +112,15 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
     remote = f"{root.rstrip('/')}/analysis" if not store.is_local(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    inside = out_dir if out or remote else Path(root)  # writes stay there, never through a link below it
+    with writes_inside(inside):
+        ensure_inside(out_dir / "prefix_cache", inside, "--out")
+        return _analyze(study, evalsets, names, source, opts, out_dir, remote, fs, csv, log, started,
+                        {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
+
+
+def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote: str | None, fs, csv: bool, log,
+             started: float, choices: dict[str, Any]) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
@@ -87,8 +128,11 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
     log(plan_line(study, todo))
     state = {"cache": cache}
+    choices["damaged"] = []
 
     def save(rows: list[dict[str, Any]]) -> None:
+        choices["damaged"] += [r[evaluate.DAMAGED] for r in rows if evaluate.DAMAGED in r]
+        rows = [r for r in rows if evaluate.DAMAGED not in r]
         state["cache"] = pd.concat([state["cache"], pd.DataFrame(rows, columns=evaluate.EVAL_COLUMNS)],
                                    ignore_index=True).drop_duplicates(
             ["checkpoint_key", "eval_key", "reference", "metric"], keep="last")
@@ -97,8 +141,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
-    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log,
-                             {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
+    summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log, choices)
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
         sync(fs, str(out_dir), remote, files, download=False)
@@ -133,8 +176,9 @@ def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, o
     paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"],
                                     dims if len(dims) else None)
     best, metric, mode = best_trial(study, training)
-    skipped = list(study.skipped) + [f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
-                                     for t in study.trials.values() if t.status and t.status != "done"]
+    skipped = list(study.skipped) + damage_notes(study, choices["damaged"]) + [
+        f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
+        for t in study.trials.values() if t.status and t.status != "done"]
     info = {"root": study.root, "n_trials": len(study.trials),
             "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),
             "n_inherited": sum(e.inherited for e in study.entries),

@@ -25,7 +25,7 @@ from analysis.bootstrap import RSA_DATASETS, Resampler, percentile_ci, resampler
 from hba_sweep.artifacts.checkpoint import load_adapters
 from analysis.records import Checkpoint, Study
 from hba_sweep.data.evalsets import read_evalsets_yaml
-from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.errors import CheckpointError, DataError
 from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.choices import DATASETS
 from hba_sweep.model import ModelSpec
@@ -151,6 +151,9 @@ def read_cache(out_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=EVAL_COLUMNS)
 
 
+DAMAGED = "damaged"  # the key of a row that says a checkpoint could not be read (its message), not cached
+
+
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda fh: frame.to_parquet(fh, index=False))
 
@@ -212,7 +215,14 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
         if predictor is None or predictor.spec != spec:
             predictor = None
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
-        adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None, fix=RELOAD_FIX)
+        try:
+            adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None,
+                                     fix=RELOAD_FIX)
+        except CheckpointError as exc:  # damage is contained: listed in the report, the other checkpoints go on
+            rows.append({"checkpoint_key": ck, DAMAGED: str(exc)})
+            if progress is not None:
+                progress(ckpt)
+            continue
         predictor.load(adapters, posixpath.join(ckpt.path, "adapter"))
         for key in eval_keys:
             ev = by_key[key]

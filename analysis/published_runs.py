@@ -17,11 +17,12 @@ from typing import Any
 from analysis.records import Checkpoint, Trial
 from hba_sweep.artifacts.layout import published_run_folders
 from hba_sweep.artifacts.published import PublishedRun
-from hba_sweep.config.published_keys import epoch_duration, published_name
+from hba_sweep.config import from_dict
+from hba_sweep.config.published_keys import published_name
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.model import ModelSpec
-import yaml
 
 # Our config keys read from a published training_config.yaml (the model layout and the trial's identity;
 # pretrained is not a published key, they always use openai: it is read for other weights), by their
@@ -38,8 +39,8 @@ def _config_file(run: Path) -> Path | None:
     for folder in (run, run.parent):
         for path in sorted(folder.glob("*.y*ml")):
             try:
-                raw = yaml.safe_load(path.read_text())
-            except Exception:  # noqa: BLE001 - not a readable YAML: not the run's config
+                raw = read_yaml(path, DataError)
+            except DataError:  # not a readable YAML mapping: not the run's config
                 continue
             if isinstance(raw, dict) and "clip_hba_backbone" in raw:
                 return path
@@ -53,14 +54,13 @@ def run_config(run: Path) -> dict[str, Any]:
         raise DataError(f"{run}: a published run folder without its training_config.yaml (model layout, seed and "
                         "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
                         "its parent).")
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path, DataError, "published training config")
+    present = {key: raw[key] for key in map(published_name, TRIAL_KEYS) if raw.get(key) not in (None, "")}
+    checked = from_dict(present, source=str(path), check_files=False)  # our schema: types, ranges, one message
     config: dict[str, Any] = {**{k: getattr(PUBLISHED_MODEL, k) for k in UNRECORDED}, "perturb_type": "none"}
     for ours in TRIAL_KEYS:
-        key = published_name(ours)
-        if raw.get(key) not in (None, ""):
-            config[ours] = raw[key]
-    if "epochs" in config:
-        config["epochs"] = epoch_duration(config["epochs"])
+        if published_name(ours) in present:
+            config[ours] = getattr(checked, ours)
     return config
 
 

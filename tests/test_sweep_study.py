@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 from ray.tune import ExperimentAnalysis
@@ -126,7 +128,9 @@ def test_fork_of_an_early_stopped_baseline_is_skipped(ray_local, demo_dir, tmp_p
 
 
 def test_second_driver_is_refused_and_a_dead_ones_lock_is_taken(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "hba_sweep", "run"])
+    while "hba_sweep" not in " ".join(psutil.Process(holder.pid).cmdline()):  # until exec: a driver's command line
+        time.sleep(0.02)
     try:
         (tmp_path / "driver.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
                                                           "started": "2026-01-01T00:00:00", "command": "run x"}))

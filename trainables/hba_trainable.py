@@ -27,7 +27,9 @@ from ray import tune
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.config import from_dict
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import CheckpointError
 from hba_sweep.foundation.faults import maybe_fault
+from hba_sweep.foundation.safe_paths import make_dirs
 from hba_sweep.perturbations import register_types
 from hba_sweep.training import run_training_experiment
 
@@ -91,6 +93,13 @@ def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
     return local
 
 
+def real_paths(message: str, copies: dict[str, str]) -> str:
+    """``message`` with each local copy's path replaced by the stored checkpoint it was copied from."""
+    for local, stored in copies.items():
+        message = message.replace(local.rstrip("/"), storage.redact(stored).rstrip("/"))
+    return message
+
+
 def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_root: str | None = None,
               finished: frozenset = frozenset()) -> None:
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
@@ -118,7 +127,7 @@ def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_r
         maybe_fault(trial, int(metrics["epoch"]))  # tests only (hba_sweep/foundation/faults.py)
         last["epoch"] = int(metrics["epoch"])
         run = Path(checkpoint_dir).parent.parent
-        artifacts.mkdir(parents=True, exist_ok=True)
+        make_dirs(artifacts, root=artifacts.parent)  # a `run` linked elsewhere is refused, not written through
         for name in RUN_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, artifacts / name)
@@ -129,18 +138,25 @@ def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_r
     with ExitStack() as stack:
         values["save_path"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="hba_trial_"))
         resume = tune.get_checkpoint()
-        stored = replay(trialfiles.checkpoints(where), True, Path(values["save_path"])) \
-            if resume is None and where is not None else None
+        on_storage = trialfiles.checkpoints(where) if resume is None and where is not None else []
+        stored = replay(on_storage, True, Path(values["save_path"])) if on_storage else None
+        copies: dict[str, str] = {}  # local copy -> the stored checkpoint (for messages)
         if resume is not None:
             values["resume_from"] = stack.enter_context(resume.as_directory())
+            copies[values["resume_from"]] = resume.path
         elif stored is not None:
             values["resume_from"] = stored
+            copies[stored] = on_storage[-1].path
         if values.get("resume_from"):
             values["init_from"] = values["init_epoch"] = None
         elif values.get("init_from"):
             values["init_from"] = stack.enter_context(tune.Checkpoint(values["init_from"]).as_directory())
+            copies[values["init_from"]] = str(config["init_from"])
         cfg = from_dict(values, source=f"trial {trial}")
-        summary = run_training_experiment(cfg, report=report) or {}
+        try:
+            summary = run_training_experiment(cfg, report=report) or {}
+        except CheckpointError as exc:  # name the stored checkpoint, not the local copy that is about to vanish
+            raise CheckpointError(real_paths(str(exc), copies)) from None
     done_at = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
     if done_at is not None:  # a searched trial has no planned run name: its folder is Tune's trial directory
         epoch = summary.get("epoch", last["epoch"])

@@ -73,13 +73,16 @@ def read_training_res(path: str | os.PathLike, one_based: bool | None = None) ->
                             "(epoch,train_loss,test_loss|val_loss[,behavioral_rsa_rho,behavioral_rsa_p[_value]]). "
                             "Fix: point at the training_res.csv the published trainer wrote.")
         shift = 1 if (ONE_BASED_MARKER in header if one_based is None else one_based) else 0
-        rows = []
+        rows: list[dict[str, Any]] = []
+        lines: dict[int, int] = {}  # epoch -> the line that gave it
         for line_no, cells in enumerate(reader, start=2):
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) < len(header) - 2 or len(cells) > len(header):
                 raise DataError(f"{path}: line {line_no} has {len(cells)} cells for {len(header)} columns. "
                                 "Fix: repair or truncate the file at that line.")
+            epoch = _epoch_cell(path, line_no, cells[header.index("epoch")] if header.index("epoch") < len(cells) else "",
+                                shift, lines)
             row: dict[str, Any] = {}
             for name, cell in zip(header, cells):
                 try:
@@ -87,11 +90,32 @@ def read_training_res(path: str | os.PathLike, one_based: bool | None = None) ->
                 except ValueError:
                     raise DataError(f"{path}: line {line_no}: {name}={cell!r} is not a number. "
                                     "Fix: repair the file.") from None
-            row["epoch"] = int(row["epoch"]) - shift
+            row["epoch"] = epoch
             row.setdefault("behavioral_rsa_rho", math.nan)
             row.setdefault("behavioral_rsa_p", math.nan)
             rows.append(row)
     return rows
+
+
+def _epoch_cell(path: Path, line_no: int, cell: str, shift: int, seen: dict[int, int]) -> int:
+    """The 0-based epoch of one ``training_res.csv`` row: a whole number, not negative, not repeated
+    (a DataError naming the file and line otherwise; ``seen`` maps epochs to their lines)."""
+    text = cell.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not text or not math.isfinite(number) or not number.is_integer() or number - shift < 0:
+        raise DataError(f"{path}: line {line_no}: epoch={cell!r} is not a whole number of at least {shift} "
+                        "(the published trainer writes one row per epoch: 0, 1, 2, ...). Fix: repair or remove "
+                        "that line.")
+    epoch = int(number) - shift
+    if epoch in seen:
+        raise DataError(f"{path}: line {line_no}: epoch {cell.strip()} again (first on line {seen[epoch]}); which "
+                        "row is the epoch's is unknown. Fix: keep one row per epoch (the published trainer "
+                        "writes each once).")
+    seen[epoch] = line_no
+    return epoch
 
 
 # ---- checkpoints and split -----------------------------------------------------------------

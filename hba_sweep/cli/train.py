@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hba_sweep.foundation.safe_paths import writes_inside
+
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train one run (no Ray)",
@@ -27,7 +29,8 @@ def _train(args: argparse.Namespace) -> int:
             cfg = cfg.replace(resume_from=str(run_dir(cfg)))
         else:
             print(f"--resume: {run_dir(cfg)} has no checkpoint yet; starting the run.", file=sys.stderr)
-    summary = run_training_experiment(cfg)
+    with writes_inside(cfg.save_path):  # no write through a symlinked folder below save_path
+        summary = run_training_experiment(cfg)
     if summary["status"] == "diverged":
         print(f"error: {summary['run_dir']}: {summary['message']}. The run stopped; metrics.csv records the "
               "non-finite values.", file=sys.stderr)

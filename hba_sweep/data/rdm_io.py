@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +54,76 @@ def _read_csv(path: Path) -> np.ndarray:
                         "comma-separated numbers, one row per line, no header.") from None
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _mat_shapes(path: Path) -> list[tuple[int, ...]]:
+    """The dimensions of every variable of a MATLAB v5 file, from each variable's first bytes only (a
+    compressed one is inflated by at most 512 bytes: scipy's whosmat inflates a whole read block)."""
+    shapes = []
+    with open(path, "rb") as fh:
+        header = fh.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return [tuple(shape) for _, shape, _ in scipy.io.whosmat(str(path))]  # v4: not compressed
+        order = "<" if header[126:128] == b"IM" else ">"
+        while len(tag := fh.read(8)) == 8:
+            kind, size = struct.unpack(order + "II", tag)
+            start = fh.tell()
+            element = zlib.decompressobj().decompress(fh.read(min(size, 4096)), 512) if kind == 15 else \
+                tag + fh.read(min(size, 504))
+            dims_bytes = struct.unpack(order + "I", element[28:32])[0]
+            shapes.append(struct.unpack(order + f"{dims_bytes // 4}i", element[32:32 + dims_bytes]))
+            fh.seek(start + size + (-size % 8 if kind != 15 else 0))
+    return shapes
+
+
+def _header_shapes(path: Path, suffix: str) -> list[tuple[int, ...]]:
+    """The stored arrays' shapes from the file's headers, without reading (or inflating) their data;
+    none for a CSV."""
+    if suffix == ".mat":
+        return _mat_shapes(path)
+    if suffix == ".npy":
+        return [tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)]
+    if suffix == ".npz":
+        shapes = []
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shapes.append(tuple(read(fh)[0]))
+        return shapes
+    return []
+
+
+def _check_shape(path: Path, shape: tuple[int, ...], n: int | None, patterns: bool) -> None:
+    """Before the data is read: a stored array that cannot be an RDM (or, with ``patterns``, response
+    patterns) of ``n`` items is refused, so a small compressed file cannot allocate gigabytes."""
+    if n is None:
+        return
+    length = math.prod(shape)
+    vector = len(shape) == 1 or (len(shape) == 2 and 1 in shape)
+    if (vector and length == n * (n - 1) // 2) or (len(shape) == 2 and shape[0] == n and (patterns or shape[1] == n)):
+        return
+    if len(shape) == 2 and not vector and shape[0] != shape[1]:
+        raise DataError(f"{path}: the RDM has shape {shape}, not square. Fix: save an n x n matrix "
+                        "or its upper-triangle vector.")
+    size = "x".join(str(d) for d in shape)
+    raise DataError(f"{path}: the RDM is {size} (read from the file's header; its data was not loaded) but the "
+                    f"image set has {n} items. Fix: use the RDM made for these {n} items, in their order "
+                    f"({n}x{n} or its upper-triangle vector of {n * (n - 1) // 2}).")
+
+
+def _read_array(path: Path, n: int | None = None, patterns: bool = False) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: unsupported RDM file type {suffix!r}. Fix: use one of {list(SUFFIXES)}.")
     if not path.is_file():
         raise DataError(f"{path}: RDM file not found. Fix: correct the path.")
+    try:
+        for shape in _header_shapes(path, suffix):
+            _check_shape(path, shape, n, patterns)
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable header: the full read below names the problem
+        pass
     try:
         if suffix == ".mat":
             return _read_mat(path)
@@ -128,14 +195,14 @@ def validate_rdm(rdm: np.ndarray, path: str | os.PathLike = "<rdm>", n: int | No
 def load_rdm(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
     """Load a reference RDM (.mat/.npy/.npz/.csv, square or upper triangle) as float64 (n, n)."""
     path = Path(path)
-    return validate_rdm(_as_square(_read_array(path), path), path, n)
+    return validate_rdm(_as_square(_read_array(path, n), path), path, n)
 
 
 def load_reference(path: str | os.PathLike, n: int, distance: str = "pearson") -> np.ndarray:
     """A reference RDM as :func:`load_rdm` reads it; a .npy/.npz/.csv file holding response
     patterns instead (n x d, d != n) becomes the RDM of its rows by ``distance``."""
     path = Path(path)
-    array = _read_array(path)
+    array = _read_array(path, n, patterns=path.suffix.lower() != ".mat")
     try:
         return validate_rdm(_as_square(array, path), path, n)
     except DataError:

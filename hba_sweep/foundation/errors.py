@@ -65,7 +65,12 @@ def storage_error(exc: BaseException, path: object = None) -> StorageError | Non
 def load_error_detail(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` (or a like reader) refused a file, in a few words: the
     code a pickle asks to run, else the first line of the message, else the exception's type."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    text = str(exc).strip()
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
     if found:
         return f"it asks to run {found.group(1)}"
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if text.startswith("Weights only load failed"):  # torch's advice to turn weights_only off is not ours to repeat
+        detail = [line.strip() for line in text.splitlines()[1:] if line.strip() and "weights_only" not in line
+                  and not line.startswith(("Please file", "Check the documentation"))]
+        return f"{detail[0][:200] if detail else 'not plain tensors'}: refused by torch's weights_only reader"
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hba_sweep.foundation.errors import storage_error
+from hba_sweep.foundation.safe_paths import check_write
 
 
 def current_umask() -> int:
@@ -32,6 +33,7 @@ def current_umask() -> int:
 
 def temp_dir(prefix: str, dir: str | os.PathLike) -> Path:
     """``tempfile.mkdtemp`` with the umask's mode (0755 under 022), to be renamed into place."""
+    check_write(Path(dir) / prefix)  # never through a symlinked folder below a registered root
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
     os.chmod(path, 0o777 & ~current_umask())
     return path
@@ -44,6 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     previous content.
     """
     path = Path(path)
+    check_write(path)  # never through a symlinked folder below a registered root (safe_paths)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -53,6 +53,20 @@ def experiment_root(storage: str, name: str) -> str:
     return join(absolute(storage), name)
 
 
+def require_bucket(root: str) -> None:
+    """On object storage, the URI's bucket must exist (nothing creates it): a StorageError saying to create it."""
+    if not is_uri(root):
+        return
+    fs, path = _fs(root)
+    bucket = path.split("/", 1)[0]
+    with reaching(root, "read the storage"):
+        missing = fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
+    if missing:
+        raise StorageError(f"{redact(root)}: the bucket {bucket!r} does not exist; nothing was started. Fix: create "
+                           f"it (e.g. `aws s3 mb s3://{bucket}`, with --endpoint-url for another S3 server), or give "
+                           "--storage a bucket that exists.")
+
+
 def prefix_cache_dir(root: str) -> str:
     """Where a study's trials share the frozen-prefix cache: ``<root>/prefix_cache`` on a file
     system every node sees, else (object storage) a node-local folder; entries are keyed by

@@ -153,6 +153,29 @@ def join(address: str, origin: str = "--address", **init_kwargs: Any):
     return ctx
 
 
+SOCKET_PATH_MAX = 107  # AF_UNIX path bytes on Linux
+SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+
+
+def short_temp_dir(echo: Callable[[str], None]) -> str | None:
+    """Ray's session folder holds its AF_UNIX sockets, whose paths may not exceed 107 bytes: under a long
+    ``TMPDIR`` (common on clusters) Ray cannot start. None (Ray's own choice) when that fits or
+    ``RAY_TMPDIR`` is set; else ``/tmp/ray`` (said once), or a ConfigError saying how to set one."""
+    if os.environ.get("RAY_TMPDIR"):
+        return None
+    default = os.path.join(os.environ.get("TMPDIR") or "/tmp", "ray")
+    if len(os.fsencode(default)) + SOCKET_TAIL <= SOCKET_PATH_MAX:
+        return None
+    fallback = "/tmp/ray"
+    if not (os.path.isdir("/tmp") and os.access("/tmp", os.W_OK)):
+        raise ConfigError(f"TMPDIR={os.environ['TMPDIR']}: too long for Ray's sockets (their paths may not exceed "
+                          f"{SOCKET_PATH_MAX} bytes) and /tmp is not writable. Fix: export RAY_TMPDIR=<a short "
+                          "writable folder, e.g. /dev/shm/$USER>, then run again.")
+    echo(f"note: TMPDIR is too long for Ray's sockets ({SOCKET_PATH_MAX} bytes at most): Ray's session files go "
+         f"to {fallback} (set RAY_TMPDIR to choose another short folder)")
+    return fallback
+
+
 def connect(address: str | None, origin: str, include_dashboard: bool, dashboard_host: str,
             echo: Callable[[str], None], **init_kwargs: Any) -> None:
     """Join ``address`` or start Ray here; print the dashboard and how a browser opens it."""
@@ -161,6 +184,7 @@ def connect(address: str | None, origin: str, include_dashboard: bool, dashboard
     if address:
         ctx = join(address, origin, **init_kwargs)
     else:
+        init_kwargs.setdefault("_temp_dir", short_temp_dir(echo))
         ctx = ray.init(include_dashboard=include_dashboard, dashboard_host=dashboard_host, **init_kwargs)
     url = getattr(ctx, "dashboard_url", None)
     if not url:

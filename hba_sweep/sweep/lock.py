@@ -1,7 +1,8 @@
 """One driver per study: ``<study>/driver.lock`` holds the pid, host and start time of the driver.
 
 On a local (or mounted) path the lock is taken with an exclusive create, so two drivers can
-never both hold it; a lock whose pid no longer runs on this host is stale and is taken over.
+never both hold it; a lock whose pid no longer runs on this host, or runs another program (a
+reused pid, checked by its command line), is stale and is taken over (said in one line).
 On object storage (s3://, gs://, ...) there is no exclusive create: the lock is a best-effort
 marker (written, then read back to check it is ours) that catches a second driver started
 after the first has written it, not two started in the same second. A lock left by a driver
@@ -16,6 +17,8 @@ import socket
 import sys
 import time
 from typing import Any
+
+import psutil
 
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation import storage
@@ -41,13 +44,26 @@ def read_lock(root: str) -> dict[str, Any] | None:
     return storage.read_json_dict(storage.join(root, storage.LOCK_FILE))
 
 
+def runs_a_driver(pid: int, command: str = "") -> bool:
+    """Whether ``pid`` runs an hba_sweep driver: its command line names hba_sweep or is the one the
+    lock recorded (a pid reused by another program is not the study's driver)."""
+    try:
+        line = " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # not ours to inspect: assume it is the driver (never take over a live one blindly)
+        return True
+    return "hba_sweep" in line or (bool(command) and line[:500] == command)
+
+
 def driver_state(lock: dict[str, Any] | None) -> str:
-    """'running', 'gone' (its pid no longer runs on this host) or 'unknown' (another host)."""
+    """'running', 'gone' (its pid no longer runs an hba_sweep driver on this host) or 'unknown' (another host)."""
     if lock is None:
         return "none"
     if lock.get("host") != socket.gethostname():
         return "unknown"
-    return "running" if pid_alive(int(lock.get("pid", -1))) else "gone"
+    pid = int(lock.get("pid", -1))
+    return "running" if pid_alive(pid) and runs_a_driver(pid, str(lock.get("command", ""))) else "gone"
 
 
 def _refuse(root: str, holder: dict[str, Any]) -> ConfigError:
@@ -77,6 +93,9 @@ def acquire(root: str) -> dict[str, Any]:
             holder = read_lock(root)
             if holder is not None and driver_state(holder) != "gone":
                 raise _refuse(root, holder) from None
+            if holder is not None and pid_alive(int(holder.get("pid", -1))):
+                print(f"note: {storage.redact(path)}: pid {holder.get('pid')} runs, but not an hba_sweep driver "
+                      "(the pid was reused): taking the lock over", file=sys.stderr)
             os.replace(path, f"{path}.stale")  # dead on this host (or unreadable): take it over
             continue
         with os.fdopen(fd, "w") as fh:

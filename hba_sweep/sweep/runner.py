@@ -27,7 +27,7 @@ from ray import tune
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.artifacts.manifest import Manifest, read_manifest, refuse_existing
 from hba_sweep.config import from_dict, run_name
-from hba_sweep.foundation import storage
+from hba_sweep.foundation import safe_paths, storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
@@ -293,6 +293,11 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     old = read_manifest(root) if opts.resume else None
     if not opts.resume:
         refuse_existing(root)
+    if storage.is_uri(root):  # before Ray starts: a missing bucket; a file, an unwritable parent, links
+        storage.require_bucket(root)
+    else:
+        safe_paths.check_output_root(root, "--storage")
+        safe_paths.refuse_links_below(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
     started = connect(opts)
     outcome = StudyOutcome(root=root)

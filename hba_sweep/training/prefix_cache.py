@@ -36,6 +36,7 @@ import torch
 
 from hba_sweep.foundation.errors import CacheError
 from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text, file_sha256
+from hba_sweep.foundation.safe_paths import make_dirs
 
 _STORAGE = {torch.float32: (np.float32, None), torch.bfloat16: (np.int16, torch.bfloat16)}
 FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version's entries are refused
@@ -52,7 +53,7 @@ def image_set_fingerprint(paths: Sequence[str | os.PathLike], image_size: int) -
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)  # never through a symlinked folder below a registered root
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

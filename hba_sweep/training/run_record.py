@@ -24,6 +24,7 @@ from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.config import TrainConfig, run_name, save_config
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.io_utils import atomic_write_text
+from hba_sweep.foundation.safe_paths import ensure_inside, make_dirs
 from hba_sweep.training.split import SplitRecord, write_split_json
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
@@ -99,7 +100,8 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 def prepare_run_dir(cfg: TrainConfig, out: Path, dataset: ThingsDataset, state: ckpt.TrainingState) -> None:
     """config.yaml and split.json (the split by image name, reused by every fork; never overwritten)."""
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_inside(out / "checkpoints", cfg.save_path, "save_path")  # no symlinked run folder: writes stay inside
+    make_dirs(out)
     save_config(cfg, out / "config.yaml")
     record = SplitRecord(state.train_names, state.val_names, state.target_digests)
     write_split_json(out / "split.json", record, dataset.annotations_file, state.train_indices, state.val_indices)
