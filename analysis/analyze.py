@@ -61,10 +61,7 @@ def recorded_rows(fs, trial_dir: str) -> list[dict[str, Any]]:
 def damage_notes(study: Study, damaged: list[str]) -> list[str]:
     """The report's lines for checkpoints that could not be read (the message names the file and why) and
     for epochs a trial's metrics record whose checkpoint is gone, each with how to restore it."""
-    restore = ("Restore: put the file back from a copy, or delete that checkpoint folder and the trial's later ones "
-               "(and its done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep "
-               "train --config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after.")
-    notes = [f"damaged, left out: {message} {restore}" for message in damaged]
+    notes = [f"damaged, left out: {message}" for message in damaged]  # the message says how to restore it
     for trial in study.trials.values():
         if any(c.path.endswith(".pth") for c in trial.checkpoints.values()):
             continue  # a published run folder: its trainer may keep only some epochs' dora_params
@@ -73,7 +70,7 @@ def damage_notes(study: Study, damaged: list[str]) -> list[str]:
                     and isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"] and r["epoch"] >= 0}
         for epoch in sorted(recorded - set(trial.checkpoints)):
             notes.append(f"missing, left out: {trial.label} [{trial.trial_id}] epoch {epoch}: its metrics record the "
-                         f"epoch but {trial.directory} holds no checkpoint of it. {restore}")
+                         f"epoch but {trial.directory} holds no checkpoint of it. Restore: {evaluate.RESTORE}")
     return notes
 
 

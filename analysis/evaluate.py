@@ -38,7 +38,11 @@ EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", 
                 "boot"]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
 CACHE_FILE = "evaluations.parquet"
 # the Fix of a checkpoint whose bytes no longer match the hash gathered (or recorded in its meta.json)
-RELOAD_FIX = "run analyze again if it changed while analyze ran; else delete this checkpoint or re-run the trial's epoch."
+# How to restore a damaged or missing checkpoint (the Fix of a damaged one, in report.md)
+RESTORE = ("put the file back from a copy, or delete that checkpoint folder and the trial's later ones (and its "
+           "done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep train "
+           "--config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after (a file "
+           "that changed while analyze ran: just analyze again).")
 ROWS_VERSION = 2  # 2: bootstrap draws on RSA rows, mean SPoSE dimensions on THINGS (older caches recompute)
 DIMENSION_METRIC = "mean_prediction"  # THINGS rows: reference = a SPoSE dimension's label, value = its mean
 
@@ -217,7 +221,7 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
         try:
             adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None,
-                                     fix=RELOAD_FIX)
+                                     fix=RESTORE)
         except CheckpointError as exc:  # damage is contained: listed in the report, the other checkpoints go on
             rows.append({"checkpoint_key": ck, DAMAGED: str(exc)})
             if progress is not None:

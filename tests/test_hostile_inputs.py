@@ -183,7 +183,7 @@ def test_damaged_and_deleted_checkpoints_are_listed_and_the_rest_is_analysed(dem
     assert cache["checkpoint_key"].nunique() == 2
     report = (run / "analysis" / "report.md").read_text()
     assert "Nothing was skipped" not in report
-    assert f"damaged, left out: {damaged}: does not match the hash" in report and "--resume" in report
+    assert f"damaged, left out: {damaged}: does not match its recorded hash" in report and "--resume" in report
     assert "missing, left out: dmg" in report and "epoch 2" in report
 
 

@@ -189,7 +189,7 @@ def test_analyze_refuses_adapter_that_is_not_safetensors(prior: Prior, results: 
     assert not marker.exists(), "the pickle's code ran"
     assert code == 0 and "Traceback" not in text, text
     report = (run / "analysis" / "report.md").read_text()
-    assert f"damaged, left out: {run / 'checkpoints' / 'epoch_0'}/{ADAPTER_FILE}: not a safetensors file" in report
+    assert f"damaged, left out: {run / 'checkpoints' / 'epoch_0'}/{ADAPTER_FILE}: not a readable safetensors file" in report
     assert "pickled weights are never loaded" in report
 
 
