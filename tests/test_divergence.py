@@ -27,7 +27,7 @@ from hba_sweep.training import run_training_experiment
 @pytest.fixture
 def exploding(monkeypatch):
     """Registers ``explode``: targets times 1e30 inside the perturbation window."""
-    monkeypatch.setattr(P, "_REGISTRY", dict(P._REGISTRY))
+    monkeypatch.setattr(P.registry, "_REGISTRY", dict(P.registry._REGISTRY))
 
     @P.register("explode")
     class Explode(P.PerturbationStrategy):

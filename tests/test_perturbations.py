@@ -254,7 +254,7 @@ def test_fraction_out_of_range_is_config_error(bad):
 # -- registry -------------------------------------------------------------------------------
 @pytest.fixture
 def clean_registry(monkeypatch):
-    monkeypatch.setattr(P, "_REGISTRY", dict(P._REGISTRY))
+    monkeypatch.setattr(P.registry, "_REGISTRY", dict(P.registry._REGISTRY))
 
 
 def test_registered_types_builtin():
