@@ -18,24 +18,21 @@ from typing import Any, Callable
 DEFAULT_STORAGE = "ray_results"
 
 
-def non_negative(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
-    return number
+def _number(kind: type, minimum: float, words: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(value)`` of at least ``minimum`` (``words`` says so in the error)."""
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r} {words}")
+        return number
+    return parse
 
 
-def count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
-    return number
+non_negative = _number(float, 0, "must not be negative")
+count = _number(int, 1, "must be 1 or more")
 
 
 def experiment_name(value: str) -> str:
