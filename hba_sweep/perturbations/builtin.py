@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hba_sweep.perturbations.registry import register
-from hba_sweep.perturbations.strategy import Device, PerturbationStrategy, draw_dtype
+from hba_sweep.perturbations.strategy import Batch, Device, PerturbationStrategy, Tensor, draw_dtype
 
 __all__ = ["NoPerturbation", "TargetNoisePerturbation", "LabelShufflePerturbation", "ImageNoisePerturbation",
            "UniformImagePerturbation", "BlankTargetPerturbation"]
@@ -48,14 +48,8 @@ class LabelShufflePerturbation(PerturbationStrategy):
     seed_from_start_epoch = True
 
     def perturb(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        device: Device,
-        rows: torch.Tensor | None,
-        epoch_idx: int,
-        batch_idx: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, images: Tensor, targets: Tensor, device: Device, rows: Tensor | None, epoch_idx: int, batch_idx: int
+    ) -> Batch:
         """``targets[randperm(B)]``, or the selected rows permuted among themselves."""
         g = self.generator(epoch_idx, batch_idx)
         target_device = targets.device if device is None else torch.device(device)

@@ -9,12 +9,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-__all__ = ["PerturbationStrategy", "Device", "SUBSET_SEED_OFFSET", "target_stats", "draw_dtype"]
+__all__ = ["PerturbationStrategy", "Device", "Tensor", "Batch", "SUBSET_SEED_OFFSET", "target_stats", "draw_dtype"]
 
 SUBSET_SEED_OFFSET = 500_000
 """Added to a type's batch seed to seed the row-subset generator (perturb_fraction < 1)."""
 
 Device = torch.device | str | None
+Tensor = torch.Tensor
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images, targets)
 
 
 def target_stats(train_targets: np.ndarray | torch.Tensor) -> tuple[float, float]:
@@ -136,14 +138,8 @@ class PerturbationStrategy:
         return self.perturb(images, targets, device, rows, epoch_idx, batch_idx)
 
     def perturb(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        device: Device,
-        rows: torch.Tensor | None,
-        epoch_idx: int,
-        batch_idx: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, images: Tensor, targets: Tensor, device: Device, rows: Tensor | None, epoch_idx: int, batch_idx: int
+    ) -> Batch:
         """Default: copy ``rows`` (all if None) from the full-size replacement draws."""
         new_images = self.replacement_images(images, epoch_idx, batch_idx)
         new_targets = self.replacement_targets(targets, epoch_idx, batch_idx)
