@@ -138,10 +138,10 @@ def status_command(args: argparse.Namespace) -> int:
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
     p = subparsers.add_parser("run", help="run a study from a search-space file on Ray Tune",
-                              description="Run every trial of a search-space file (search_spaces/*.py; Python, "
-                                          "executed) on Ray Tune as one experiment: baselines first, each fork as soon "
+                              description="Run every trial of a search-space file (search_spaces/*.yaml: data; "
+                                          "or search_spaces/*.py: Python, executed) on Ray Tune as one experiment: baselines first, each fork as soon "
                                           "as its baseline epoch exists.")
-    p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
+    p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.yaml (or .py)")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
     p.add_argument("--resume", action="store_true", help="finish an interrupted study, or grow it after editing the search-space file "
                    "(no finished trial re-runs)")
