@@ -93,6 +93,8 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
+        local_log, temporary = log, str(out_dir)
+        log = lambda message: local_log(str(message).replace(temporary, remote))  # noqa: E731 (where files go)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
@@ -116,7 +118,7 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
         shutil.rmtree(out_dir, ignore_errors=True)
         summary.out_dir = Path(remote)
         log(f"uploaded {len(files)} files to {remote}")
-    log(f"analyze took {time.perf_counter() - started:.1f} s")
+    log(f"analyze took {time.perf_counter() - started:.1f} s; results in {summary.out_dir}")
     return summary
 
 

@@ -95,7 +95,11 @@ def exists(path: str) -> bool:
 
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write JSON (atomically on a local path)."""
-    text = json.dumps(data, indent=1, default=str)
+    write_text(path, json.dumps(data, indent=1, default=str))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file (atomically on a local path; one object write on object storage)."""
     if not is_uri(path):
         atomic_write_text(path, text)
         return
