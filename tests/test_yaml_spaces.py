@@ -104,3 +104,13 @@ def test_submit_of_a_yaml_study_sends_no_code(tmp_path, demo_dir, monkeypatch):
     assert jobs.submit(args, echo=lambda line: None) == 0
     assert "runtime_env" not in sent or not sent["runtime_env"]  # no working_dir, no py_modules: only the command
     assert sent["entrypoint"].split()[3:5] == ["run", str(path)]
+
+
+def test_demo_twin_prepares_its_data(tmp_path, monkeypatch):
+    from hba_sweep.sweep.runner import prepare
+
+    monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))
+    space = load_search_space(ROOT / "search_spaces" / "demo.yaml")
+    assert space.missing_base == tmp_path / "demo" / "train.yaml" and space.evalsets == str(tmp_path / "demo" / "evalsets.yaml")
+    space = prepare(space)  # what `run` does first: generate the demo data, read the base config it wrote
+    assert (tmp_path / "demo" / "train.yaml").is_file() and space.base["backbone"] == "hba-tiny"
