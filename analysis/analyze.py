@@ -23,7 +23,7 @@ from analysis.best_trial import best_trial
 from analysis.records import Study
 from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation.storage import reaching
+from hba_sweep.foundation.storage import experiment_path, join, reaching, redact
 
 
 @dataclass
@@ -91,10 +91,12 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
     remote = f"{root.rstrip('/')}/analysis" if is_remote(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    shown = None  # where the results go, as the user named the storage (remote studies)
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
         local_log, temporary = log, str(out_dir)
-        log = lambda message: local_log(str(message).replace(temporary, remote))  # noqa: E731 (where files go)
+        shown = redact(join(experiment_path(experiment, storage), "analysis"))  # the URI, as the user gave it
+        log = lambda message: local_log(str(message).replace(temporary, shown))  # noqa: E731 (where files go)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
@@ -117,8 +119,8 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
         sync(fs, str(out_dir), remote, files, download=False)
         shutil.rmtree(out_dir, ignore_errors=True)
         summary.out_dir = Path(remote)
-        log(f"uploaded {len(files)} files to {remote}")
-    log(f"analyze took {time.perf_counter() - started:.1f} s; results in {summary.out_dir}")
+        log(f"uploaded {len(files)} files to {shown}")
+    log(f"analyze took {time.perf_counter() - started:.1f} s; results in {shown or summary.out_dir}")
     return summary
 
 
