@@ -112,7 +112,6 @@ class StudyRecord:
 
     def _write(self) -> None:
         where = shlex.quote(storage.redact(self.root))
-        space_path = shlex.quote(str(self.space.path))
         base = yaml.safe_dump(self.space.base, sort_keys=True).rstrip()
         text = "\n".join([
             f"# Study {self.space.name}", "",
@@ -125,8 +124,8 @@ class StudyRecord:
             "## Runs", "", *self.runs, "",
             "## Next", "", "```",
             f"python -m hba_sweep status {where}",
-            f"python -m hba_sweep run {space_path} --resume   # finish or grow the study (add --storage/--name "
-            "as given above)",
+            f"{self.command if '--resume' in self.command.split() else self.command + ' --resume'}"
+            "   # finish or grow the study",
             f"python -m hba_sweep analyze {where}",
             "```", ""])
         storage.write_text(self.path, text)
