@@ -30,7 +30,7 @@ from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
-from hba_sweep.sweep.expand import Trial, expand
+from hba_sweep.sweep.expand import Expansion, Trial, expand
 from hba_sweep.sweep.faults import kill_point
 from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, record_nothing_left
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
@@ -363,7 +363,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         return _run_locked(space, opts, root, expansion, plan, old, outcome)
 
 
-def _run_locked(space: SearchSpace, opts: RunOptions, root: str, expansion, plan: Plan | None,
+def _run_locked(space: SearchSpace, opts: RunOptions, root: str, expansion: Expansion, plan: Plan | None,
                 old: dict[str, Any] | None, outcome: StudyOutcome) -> StudyOutcome:
     started = connect(opts)
     held = None
