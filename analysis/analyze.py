@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -56,6 +56,11 @@ def sync(fs, src: str, dst: str, names: list[str], download: bool) -> None:
                 pafs.copy_files(source, target, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
+def _naming(log: Callable[[str], None], temporary: str, shown: str) -> Callable[[str], None]:
+    """``log`` with the local working folder (deleted at the end) named as where the results go."""
+    return lambda message: log(str(message).replace(temporary, shown))
+
+
 def plan_line(study: Study, todo: dict) -> str:
     """What analyze will evaluate and why the rest is not evaluated again."""
     keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
@@ -94,9 +99,8 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     shown = None  # where the results go, as the user named the storage (remote studies)
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
-        local_log, temporary = log, str(out_dir)
         shown = redact(join(experiment_path(experiment, storage), "analysis"))  # the URI, as the user gave it
-        log = lambda message: local_log(str(message).replace(temporary, shown))  # noqa: E731 (where files go)
+        log = _naming(log, str(out_dir), shown)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")

@@ -16,7 +16,6 @@ import shlex
 import socket
 import sys
 import time
-from typing import Any
 
 import ray
 import torch
@@ -113,6 +112,7 @@ class StudyRecord:
     def _write(self) -> None:
         where = shlex.quote(storage.redact(self.root))
         base = yaml.safe_dump(self.space.base, sort_keys=True).rstrip()
+        resume = self.command if "--resume" in self.command.split() else f"{self.command} --resume"
         text = "\n".join([
             f"# Study {self.space.name}", "",
             f"Search space: `{self.space.path}`  ", f"Experiment: `{storage.redact(self.root)}`", "",
@@ -124,8 +124,7 @@ class StudyRecord:
             "## Runs", "", *self.runs, "",
             "## Next", "", "```",
             f"python -m hba_sweep status {where}",
-            f"{self.command if '--resume' in self.command.split() else self.command + ' --resume'}"
-            "   # finish or grow the study",
+            f"{resume}   # finish or grow the study",
             f"python -m hba_sweep analyze {where}",
             "```", ""])
         storage.write_text(self.path, text)

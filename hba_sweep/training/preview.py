@@ -58,8 +58,8 @@ class BatchPreview:
         """What changed, for the terminal: window, rows, images, targets."""
         cfg, size = self.config, len(self.names)
         window = f"[{cfg.perturb_epoch}, {cfg.perturb_epoch + cfg.perturb_length})"
-        lines = [f"{cfg.perturb_type}: epoch {self.epoch}, batch {self.batch} ({size} images of the training split); "
-                 f"window {window}, perturb_fraction {cfg.perturb_fraction:g}, perturb_seed {cfg.perturb_seed}"]
+        lines = [(f"{cfg.perturb_type}: epoch {self.epoch}, batch {self.batch} ({size} images of the training split); "
+                  f"window {window}, perturb_fraction {cfg.perturb_fraction:g}, perturb_seed {cfg.perturb_seed}")]
         if cfg.perturb_type == "none":
             lines.append("type none never perturbs: training sees this batch unchanged")
         elif not self.active:
