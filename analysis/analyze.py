@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -74,6 +74,11 @@ def damage_notes(study: Study, damaged: list[str]) -> list[str]:
     return notes
 
 
+def _naming(log: Callable[[str], None], temporary: str, shown: str) -> Callable[[str], None]:
+    """``log`` with the local working folder (deleted at the end) named as where the results go."""
+    return lambda message: log(str(message).replace(temporary, shown))
+
+
 def plan_line(study: Study, todo: dict) -> str:
     """What analyze will evaluate and why the rest is not evaluated again."""
     keys = [evaluate.checkpoint_key(e.checkpoint) for e in study.entries]
@@ -110,14 +115,18 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     remote = f"{root.rstrip('/')}/analysis" if not store.is_local(fs) and not out else None
     out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
     inside = out_dir if out or remote else Path(root)  # writes stay there, never through a link below it
+    shown = None  # where the results go, as the user named the storage (remote studies)
+    if remote:
+        shown = store.redact(store.join(store.experiment_path(experiment, storage), "analysis"))  # the URI as given
+        log = _naming(log, str(out_dir), shown)
     with writes_inside(inside):
         ensure_inside(out_dir / "prefix_cache", inside, "--out")
         return _analyze(study, evalsets, names, source, opts, out_dir, remote, fs, csv, log, started,
-                        {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps})
+                        {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps}, shown)
 
 
 def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote: str | None, fs, csv: bool, log,
-             started: float, choices: dict[str, Any]) -> Summary:
+             started: float, choices: dict[str, Any], shown: str | None) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
@@ -144,8 +153,8 @@ def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote:
         sync(fs, str(out_dir), remote, files, download=False)
         shutil.rmtree(out_dir, ignore_errors=True)
         summary.out_dir = Path(remote)
-        log(f"uploaded {len(files)} files to {remote}")
-    log(f"analyze took {time.perf_counter() - started:.1f} s")
+        log(f"uploaded {len(files)} files to {shown}")
+    log(f"analyze took {time.perf_counter() - started:.1f} s; results in {shown or summary.out_dir}")
     return summary
 
 

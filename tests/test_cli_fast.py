@@ -39,6 +39,8 @@ def probe(*argv: str) -> tuple[int, list[str], str]:
     (("demo-data", "--help"), 0),
     (("train", "--help"), 0),
     (("logs", "--help"), 0),
+    (("preview", "--help"), 0),
+    (("preview", "--config", "x.yaml"), 2),  # missing --perturb-type
     (("analyze", "x", "--truncate", "max"), 2),  # a choice not offered
     (("infer",), 2),                         # missing --config
     (("train",), 2),                         # missing --config

@@ -236,7 +236,7 @@ def test_driver_interrupted_then_resumed(tmp_path):
     resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=driver_env(data), capture_output=True, text=True,
                              timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "7 trials finished, 0 failed, 0 not started" in resumed.stdout
+    assert "7 trials finished, 0 failed, 0 skipped, 0 not finished (of 7)" in resumed.stdout
     assert all(row.state == "finished" for row in study_status(root))
     for name, files in before.items():  # finished trials untouched: no row, checkpoint or file rewritten
         assert snapshot(root / name) == files, name

@@ -83,9 +83,12 @@ RESOURCES = {{"cpu": 1}}
     outputs.append(analyze.stdout + analyze.stderr)
     assert analyze.returncode == 0, outputs[-1][-4000:]
     assert fs.get_file_info("studies/team-a/sweeps/s3study/analysis/results.parquet").size > 0
+    final = [line for line in analyze.stderr.splitlines() if line.startswith("analyze took")]
+    assert final and "results in s3://" in final[-1] and "s3study/analysis" in final[-1], final  # not a deleted folder
+    assert "hba_analysis_" not in analyze.stdout + analyze.stderr
 
     resume = cli(["run", str(space), "--storage", uri, "--no-dashboard", "--resume"], env, tmp_path)
     outputs.append(resume.stdout + resume.stderr)
     assert resume.returncode == 0, outputs[-1][-4000:]
-    assert "2 trials finished, 0 failed" in resume.stdout
+    assert "nothing left to run: all 2 trials are finished (Ray was not started)" in resume.stdout
     assert all(SECRET not in out for out in outputs), "a credential was printed"

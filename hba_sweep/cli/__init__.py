@@ -1,5 +1,5 @@
 """``python -m hba_sweep <command>``: the CLI layer (the top layer). Each command module registers
-its subcommands here: train (train), run/status (sweep_commands), logs/stop (jobs_commands),
+its subcommands here: train (train), preview (preview), run/status (sweep_commands), logs/stop (jobs_commands),
 demo-data/infer/analyze (command_parsers; their handlers in demo_data, infer, analyze).
 
 User mistakes (HBAError) print their message and exit 2, without a traceback.
@@ -23,6 +23,8 @@ COMMANDS = {
     "demo-data": ("hba_sweep.cli.command_parsers", "add_demo_data_parser",
                   "generate deterministic demo data in the published formats"),
     "train": ("hba_sweep.cli.train", "add_train_parser", "train one run (no Ray)"),
+    "preview": ("hba_sweep.cli.preview", "add_preview_parser",
+                "show what a perturbation does to one training batch (PNG + what changed)"),
     "run": ("hba_sweep.cli.sweep_commands", "add_run_parser", "run a study from a search-space file on Ray Tune"),
     "status": ("hba_sweep.cli.sweep_commands", "add_status_parser",
                "done / running / failed / pending per trial of an experiment"),

@@ -36,10 +36,10 @@ def run_command(args: argparse.Namespace) -> int:
     outcome = run_study(space, opts)
     root = storage.redact(outcome.root)  # a URI may carry credentials (secret_key=...)
     print(f"experiment: {root}")
-    print(f"{len(outcome.ok)} trials finished, {len(outcome.failed)} failed, {len(outcome.skipped)} not started")
-    if outcome.interrupted:
-        print(f"interrupted: {len(outcome.interrupted)} trial(s) not finished (--resume continues them from their "
-              "last checkpoint)")
+    if outcome.nothing_left:
+        print(f"nothing left to run: all {len(outcome.ok)} trials are finished (Ray was not started)")
+    else:
+        print(summary(outcome))
     for name in outcome.failed:
         print(f"  failed: {name}")
     for name in outcome.skipped:
@@ -50,6 +50,16 @@ def run_command(args: argparse.Namespace) -> int:
     for line in next_steps(args, outcome.exit_code, root):
         print(line)
     return outcome.exit_code
+
+
+def summary(outcome: Any) -> str:
+    """One line of counts that add up to the study's trials; Ctrl+C says what is not finished."""
+    counts = [len(outcome.ok), len(outcome.failed), len(outcome.skipped), len(outcome.interrupted)]
+    line = (f"{counts[0]} trials finished, {counts[1]} failed, {counts[2]} skipped, {counts[3]} not finished "
+            f"(of {sum(counts)})")
+    if outcome.interrupted:
+        line += "; interrupted: the unfinished trials continue from their last checkpoint with --resume (next:)"
+    return line
 
 
 def best_trial_line(experiment: str) -> str | None:
@@ -65,7 +75,7 @@ def best_trial_line(experiment: str) -> str | None:
 def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]:
     """The commands to go on with, exactly as a shell takes them (paths and URIs quoted)."""
     lines = []
-    if exit_code:
+    if exit_code:  # the one resume command (Tune's own Tuner.restore hint goes to the study's driver.log)
         where = (["--storage", storage.redact(args.storage)] if args.storage != DEFAULT_STORAGE else []) + \
             (["--name", args.name] if args.name else [])  # --resume must find this experiment again
         lines.append("next: " + shlex.join(["python", "-m", "hba_sweep", "run", args.search_space, *where, "--resume"])
@@ -102,10 +112,10 @@ def status_command(args: argparse.Namespace) -> int:
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
     p = subparsers.add_parser("run", help="run a study from a search-space file on Ray Tune",
-                              description="Run every trial of a search-space file (search_spaces/*.py; Python, "
-                                          "executed) on Ray Tune as one experiment: baselines first, each fork as soon "
+                              description="Run every trial of a search-space file (search_spaces/*.yaml: data; "
+                                          "or search_spaces/*.py: Python, executed) on Ray Tune as one experiment: baselines first, each fork as soon "
                                           "as its baseline epoch exists.")
-    p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.py")
+    p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.yaml (or .py)")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
     p.add_argument("--submit", nargs="?", const="", metavar="DASHBOARD",
                    help="submit the study as a Ray Job to the cluster whose dashboard this is (default "

@@ -188,7 +188,11 @@ def copy_files(src: str, dst: str, names: list[str], src_fs: FileSystem | None =
 
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write JSON (atomically on a local path)."""
-    text = json.dumps(data, indent=1, default=str)
+    write_text(path, json.dumps(data, indent=1, default=str))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file (atomically on a local path; one object write on object storage)."""
     if not is_uri(path):
         atomic_write_text(path, text)
         return

@@ -7,6 +7,7 @@ are validated on the base config plus a few draws from the space.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,30 @@ def _validate(space: SearchSpace, values: dict[str, Any], label: str, check_file
     return cfg.to_dict()
 
 
+def _where(space: SearchSpace, problem: str) -> str:
+    """The file (and for a YAML space the line of the PARAM_SPACE key) a trial problem comes from."""
+    field_name = re.match(r"(?:unknown key ')?(\w+)", problem)
+    line = space.lines.get(f"param_space.{field_name.group(1)}") if field_name else None
+    return f"{space.path}:{line}" if line else str(space.path)
+
+
+def _invalid(space: SearchSpace, problems: list[str], total: int) -> SearchSpaceError:
+    """Every distinct mistake once: with the number of trials it is in (all of them, or which ones)."""
+    by_text: dict[str, list[str]] = {}
+    for problem in problems:
+        label, text = problem.split(": ", 1)
+        by_text.setdefault(text, []).append("trial " + label.rsplit(" trial ", 1)[-1])
+    bad = len({p.split(": ", 1)[0] for p in problems})
+    lines = []
+    for text, trials in by_text.items():
+        which = f"all {total} trials" if len(trials) == total else \
+            f"{len(trials)} of {total} trials ({', '.join(trials[:10])}{', ...' if len(trials) > 10 else ''})"
+        lines.append(f"{_where(space, text)}: in {which}: {text}")
+    shown = lines[:MAX_LISTED] + ([f"... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else [])
+    return SearchSpaceError(f"{space.path}: {bad} of {total} trials are invalid "
+                            f"(base config: {space.base_source}):\n  " + "\n  ".join(shown))
+
+
 def _label(space: SearchSpace, index: int, varied: dict[str, Any]) -> str:
     shown = ", ".join(f"{k}={v!r}" for k, v in varied.items())
     return f"{space.path} trial {index}" + (f" ({shown})" if shown else "")
@@ -123,9 +148,6 @@ def expand(space: SearchSpace, check_files: bool = True) -> Expansion:
         if config is not None:
             trials.append(Trial(name="", config=config, varied=varied))
     if problems:
-        bad = len({p.split(": ", 1)[0] for p in problems})
-        shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
-        raise SearchSpaceError(f"{space.path}: {bad} of {len(variants)} trials are invalid "
-                               f"(base config: {space.base_source}):\n  " + "\n  ".join(shown))
+        raise _invalid(space, problems, len(variants))
     name_trials(trials)
     return Expansion(trials=trials, missing_files=sorted(missing), sampled=space.uses_searcher)

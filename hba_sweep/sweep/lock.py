@@ -73,6 +73,13 @@ def _refuse(root: str, holder: dict[str, Any]) -> ConfigError:
                        f"Fix: wait for it or stop it; if that driver is gone (another host), delete {path}.")
 
 
+def check_free(root: str) -> None:
+    """Refuse now (before Ray starts) if a live driver holds the study; ``acquire`` takes the lock later."""
+    holder = read_lock(root)
+    if holder is not None and holder.get("pid") != os.getpid() and driver_state(holder) != "gone":
+        raise _refuse(root, holder)
+
+
 def acquire(root: str) -> dict[str, Any]:
     """Take the study's lock for this process or raise ConfigError naming the holder."""
     path = storage.join(root, storage.LOCK_FILE)

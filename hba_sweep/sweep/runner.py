@@ -31,12 +31,15 @@ from hba_sweep.foundation import safe_paths, storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
-from hba_sweep.sweep.expand import Trial, expand
-from hba_sweep.sweep.options import RunOptions
 from hba_sweep.foundation.faults import kill_point
+from hba_sweep.sweep.expand import Expansion, Trial, expand
+from hba_sweep.sweep.options import RunOptions
+from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, record_nothing_left
+from hba_sweep.sweep.quiet import log_path, quiet_terminal
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
+from hba_sweep.sweep.study_record import StudyRecord
 from trainables.hba_trainable import train_hba
 
 PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
@@ -50,6 +53,7 @@ class StudyOutcome:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)  # not finished when the run was stopped (Ctrl+C)
+    nothing_left: bool = False  # --resume found every trial finished: Ray was not started
 
     @property
     def exit_code(self) -> int:
@@ -161,6 +165,8 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     tune_config, run_config = _configs(space, opts, _study_name(root), searcher, columns or ["run_name"], root,
                                        max_concurrent, num_samples=-1)
     trainable = _trainable(space, opts, root, finished)
+    if record is not None:  # study.json tells a trial Tune started (running) from one it released (queued)
+        run_config.callbacks = [*(run_config.callbacks or []), TrialStarts(record)]
     if finished:
         opts.echo(f"{len(finished)} of {len(planned)} trials are finished on storage (not re-run); running the rest")
     # Tune keeps one trial pending at a time for a custom searcher unless a ConcurrencyLimiter says
@@ -299,8 +305,20 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         safe_paths.check_output_root(root, "--storage")
         safe_paths.refuse_links_below(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
-    started = connect(opts)
+    lock.check_free(root)  # a second driver is refused before Ray starts
     outcome = StudyOutcome(root=root)
+    if opts.resume and plan is not None and all_finished(plan, root):  # nothing to start, not even Ray
+        record_nothing_left(root, len(plan_names(plan)))
+        outcome.ok.extend(plan_names(plan))
+        outcome.nothing_left = True
+        return outcome
+    with quiet_terminal(log_path(root, space.name)):
+        return _run_locked(space, opts, root, expansion, plan, old, outcome)
+
+
+def _run_locked(space: SearchSpace, opts: RunOptions, root: str, expansion: Expansion, plan: Plan | None,
+                old: dict[str, Any] | None, outcome: StudyOutcome) -> StudyOutcome:
+    started = connect(opts)
     held = None
     try:
         if started:
@@ -310,6 +328,8 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         manifest = Manifest(root, make_manifest(space, plan, root, old))
         manifest.data["runs"].append({**held, "resume": opts.resume})
         manifest.write()
+        record = StudyRecord(root, space, plan)
+        record.started()
         kill_point("manifest_written")
         if plan is None:
             run_searched(space, opts, root, outcome)
@@ -323,6 +343,7 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
                                          failed=len(outcome.failed), skipped=len(outcome.skipped),
                                          interrupted=len(outcome.interrupted))
         manifest.write()
+        record.ended(len(outcome.ok), len(outcome.failed), len(outcome.skipped), len(outcome.interrupted))
         kill_point("ended")
     finally:
         if held is not None:

@@ -1,7 +1,8 @@
-"""Load a search-space file (a plain Python module, executed) into a :class:`SearchSpace`.
+"""Load a search-space file into a :class:`SearchSpace`: a Python module (executed) or YAML data
+(``yaml_space.parse``, nothing executed), both checked by the same rules here.
 
 The contract is documented in ``search_spaces/README.md``. Every mistake raises
-:class:`SearchSpaceError` naming the file, the name and the fix.
+:class:`SearchSpaceError` naming the file (and, for YAML, the line), the name and the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable
 from hba_sweep.config import resolve_paths
 from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
+from hba_sweep.sweep import yaml_space
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import SearchAlgorithm, Searcher
 
@@ -49,14 +51,24 @@ class SearchSpace:
     evalsets: Any = None
     prepare: Callable[[], None] | None = None
     missing_base: Path | None = None  # BASE_CONFIG YAML that PREPARE has not created yet
+    lines: dict[str, int] = field(default_factory=dict)  # YAML form: key (param_space.<key>) -> line
 
     @property
     def uses_searcher(self) -> bool:
         return self.search_alg is not None
 
 
-def _fail(path: Path, problems: list[str]) -> SearchSpaceError:
-    return SearchSpaceError("\n".join(f"{path}: {p}" for p in problems))
+def _fail(path: Path, problems: list[str], lines: dict[str, int] | None = None) -> SearchSpaceError:
+    """One error listing every problem; a YAML file's problems name the key as written and its line."""
+    if not lines:
+        return SearchSpaceError("\n".join(f"{path}: {p}" for p in problems))
+    out = []
+    for problem in problems:
+        first = re.match(r"(?:unknown name )?([A-Z][A-Z_]+)", problem)
+        line = lines.get(first.group(1).lower()) if first else None
+        text = re.sub(r"\b(" + "|".join(KNOWN) + r")\b", lambda m: m.group(1).lower(), problem)
+        out.append(f"{path}{f':{line}' if line else ''}: {text}")
+    return SearchSpaceError("\n".join(out))
 
 
 def _exec_module(path: Path) -> Any:
@@ -65,7 +77,7 @@ def _exec_module(path: Path) -> Any:
         raise SearchSpaceError(f"{path}: no such search-space file. Fix: check the path "
                                "(the shipped ones are in search_spaces/, e.g. search_spaces/demo.py).")
     if path.suffix != ".py":
-        raise SearchSpaceError(f"{path}: a search-space file must be a Python file (.py). "
+        raise SearchSpaceError(f"{path}: a search-space file must be a Python (.py) or YAML (.yaml) file. "
                                "Fix: see search_spaces/README.md for the contract.")
     module_name = f"hba_search_space_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -150,12 +162,13 @@ def _check_param_space(space: Any) -> list[str]:
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
-    """Execute and check a search-space file; raise SearchSpaceError listing every problem."""
+    """Read (YAML) or execute (Python) and check a search-space file; raise SearchSpaceError listing every problem."""
     path = Path(path)
-    module = _exec_module(path)
+    module = yaml_space.parse(path) if path.suffix in yaml_space.SUFFIXES else _exec_module(path)
+    lines = getattr(module, "hba_lines", {})
     problems = _check_names(module)
     if problems:
-        raise _fail(path, problems)
+        raise _fail(path, problems, lines)
     base, base_source, missing = _load_base(path, module.BASE_CONFIG, problems)
     problems += _check_param_space(module.PARAM_SPACE)
     name = _typed(module, "NAME", (str,), path.stem, problems, "give a short name of letters, digits, _ . -")
@@ -187,7 +200,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if missing is not None and prepare is None:
         problems.append(f"BASE_CONFIG: {missing}: no such YAML file. Fix: correct the path (relative to {path.parent}).")
     if problems:
-        raise _fail(path, problems)
+        raise _fail(path, problems, lines)
     evalsets = getattr(module, "EVALSETS", None)
     if isinstance(evalsets, str) and not Path(evalsets).is_absolute():
         evalsets = str(path.parent / evalsets)
@@ -195,7 +208,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
                        search_alg=search_alg, scheduler=scheduler, metric=metric, mode=mode,
                        num_samples=num_samples, resources={k: float(v) for k, v in resources.items()},
                        max_failures=max_failures, fork_from_baseline=fork, max_concurrent=max_concurrent,
-                       evalsets=evalsets, prepare=prepare, missing_base=missing)
+                       evalsets=evalsets, prepare=prepare, missing_base=missing, lines=lines)
 
 
 def reload_base(space: SearchSpace) -> SearchSpace:

@@ -2,7 +2,8 @@
 
 A trial is *finished* or *stopped early* when its ``done.json`` says so; *failed* / *skipped* /
 *started* come from the manifest (``study.json``, written by the driver as trials start and end);
-a started trial is *running* while the driver that holds ``driver.lock`` runs, else *interrupted*.
+a started trial is *running* once Tune started it under the driver that holds ``driver.lock`` (else
+*queued*: released, waiting for a slot), and *interrupted* when that driver no longer runs.
 Trials an edited search space no longer has are listed as *not in the current space*. A plain
 Tune experiment (no manifest) is read through ``ray.tune.ExperimentAnalysis``.
 """
@@ -18,6 +19,7 @@ from hba_sweep.sweep import lock
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.artifacts.manifest import MANIFEST, read_manifest
 
+RUNNING_PID = "running_pid"  # study.json: the pid of the driver under which Tune started the trial (progress.py)
 TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",
                "PAUSED": "paused"}
 
@@ -31,7 +33,7 @@ class TrialStatus:
     note: str = ""
 
 
-def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
+def _state(root: Path, name: str, info: dict, driver: str, held: dict | None = None) -> TrialStatus:
     path = str(root / name)
     done = trialfiles.read_done(path)  # a finished trial's record names its last epoch: no checkpoint listing
     if done is not None:
@@ -48,8 +50,11 @@ def _state(root: Path, name: str, info: dict, driver: str) -> TrialStatus:
             row.note += "; its perturbation window did not complete"
     elif info.get("status") in ("failed", "skipped"):
         row.state = info["status"]
-    elif info.get("status") == "started":
-        row.state = "running" if driver == "running" else ("interrupted" if driver != "unknown" else "started")
+    elif info.get("status") == "started":  # released to Tune; running once Tune started it under this driver
+        if driver == "running":
+            row.state = "running" if info.get(RUNNING_PID) == (held or {}).get("pid") else "queued"
+        else:
+            row.state = "interrupted" if driver != "unknown" else "started"
     if not info.get("in_space", True):
         row.note = "not in the current space" + (f"; {row.note}" if row.note else "")
         if row.state == "pending":
@@ -105,7 +110,7 @@ def read_study(path: str | os.PathLike) -> tuple[str, list[TrialStatus]]:
     trials = manifest.get("trials", {})
     held = lock.read_lock(str(root))  # read once: the rows and the driver line agree
     driver = lock.driver_state(held)
-    rows = [_state(root, name, info, driver) for name, info in trials.items()]
+    rows = [_state(root, name, info, driver, held) for name, info in trials.items()]
     if manifest.get("searcher"):
         known = {r.name for r in rows}
         rows += [r for r in _tune_only(root) if r.name not in known] if any(root.glob("experiment_state-*")) else []

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 from typing import Any
 
+import ray
 from hba_sweep.foundation.errors import ConfigError
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.logger import TBXLoggerCallback
@@ -48,6 +50,9 @@ def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
         _need("mlflow", "--mlflow")
         from mlflow.tracking import MlflowClient  # reason: optional dependency, loaded when --mlflow asks for it
 
+        quiet = logging.getLogger("mlflow")  # its "Creating initial MLflow database tables..." lines
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             try:
                 MlflowClient(tracking_uri=mlflow_uri).search_experiments(max_results=1)
@@ -56,6 +61,8 @@ def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
                 raise ConfigError(f"--mlflow {mlflow_uri}: MLflow cannot use this tracking URI ({first}). Fix: give a "
                                   "database (sqlite:///path/mlflow.db) or a tracking server (http://host:5000); MLflow 3 "
                                   "keeps file stores (file:///..., ./mlruns) read-only.") from None
+            finally:
+                quiet.setLevel(level)
     if wandb_project:
         _need("wandb", "--wandb")
         mode = os.environ.get("WANDB_MODE", "").lower()
@@ -84,10 +91,20 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wand
     if mlflow_uri:
         out.append(epoch_mlflow()(tracking_uri=mlflow_uri, experiment_name=name))
     if wandb_project:
-        from ray.air.integrations.wandb import WandbLoggerCallback  # reason: needs the optional wandb
+        from ray.air.integrations.wandb import (  # reason: needs the optional wandb
+            WANDB_ENV_VAR, WandbLoggerCallback, _force_on_current_node)
 
         class EpochWandb(WandbLoggerCallback):
             _logger_actor_cls = epoch_wandb_actor()
+
+            def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+                if not self._remote_logger_class:  # as Ray's, without restarts: an actor whose arguments sit in
+                    # the object store cannot be restarted, and Ray prints an error line saying so
+                    env = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
+                    self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
+                                                           runtime_env={"env_vars": env}, max_restarts=0)(
+                        self._logger_actor_cls)
+                super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
         mode = os.environ.get("WANDB_MODE")  # the logging actors may not inherit this shell's environment
         extra = {**({"mode": mode} if mode else {}), **({"dir": wandb_dir} if wandb_dir else {})}
@@ -144,9 +161,10 @@ def epoch_mlflow():
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             step = int(result["epoch"]) if "epoch" in result else None
-            if step is None:
-                return super().log_trial_result(iteration, trial, result)
-            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result, step=step)
+            metrics = {k: v for k, v in result.items() if k != "config" and not k.startswith("config/")}
+            if step is None:  # the trial's config is logged once, as the run's params (log_trial_start)
+                return super().log_trial_result(iteration, trial, metrics)
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
     return EpochMLflow
 
@@ -172,7 +190,8 @@ def epoch_wandb_actor():
 
     class EpochWandbActor(_WandbLoggingActor):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+            os.environ["WANDB_SILENT"] = "true"  # this actor's process: banners, warnings and run summaries go
+            super().__init__(*args, **kwargs)   # to the run's own log files (wandb/<run>/logs), not the terminal
             self._wandb = _EpochAxis(self._wandb)
 
     return EpochWandbActor
