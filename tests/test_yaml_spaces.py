@@ -3,7 +3,6 @@ and fix, nothing is executed, and `run --submit` of a YAML study sends no code (
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from hba_sweep.cli import main
 from hba_sweep.foundation.errors import SearchSpaceError
 from hba_sweep.sweep import jobs
+from hba_sweep.sweep.options import RunOptions
 from hba_sweep.sweep.spec import instantiate, load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,10 +98,8 @@ def test_submit_of_a_yaml_study_sends_no_code(tmp_path, demo_dir, monkeypatch):
 
     monkeypatch.setattr(jobs, "client", lambda url: Jobs())
     path = write(tmp_path, BASE.format(demo=demo_dir) + "name: shared\nparam_space: {epochs: 2}\n")
-    args = argparse.Namespace(search_space=str(path), name=None, storage=str(tmp_path / "rr"), resume=False,
-                              submit="http://127.0.0.1:8265", max_concurrent=None, cpus_per_trial=None,
-                              gpus_per_trial=None, wandb=None, mlflow=None, verbose=None)
-    assert jobs.submit(args, echo=lambda line: None) == 0
+    opts = RunOptions(storage=str(tmp_path / "rr"))
+    assert jobs.submit(str(path), opts, "http://127.0.0.1:8265", echo=lambda line: None) == 0
     assert "runtime_env" not in sent or not sent["runtime_env"]  # no working_dir, no py_modules: only the command
     assert sent["entrypoint"].split()[3:5] == ["run", str(path)]
 
