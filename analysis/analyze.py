@@ -12,18 +12,19 @@ import io
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from analysis import bootstrap, definitions, dimensions, evaluate, figures, gather, report, statistics, tables
 from analysis.best_trial import best_trial
 from analysis.records import Study
+from hba_sweep.foundation import storage as store
 from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
-from hba_sweep.foundation import storage as store
 from hba_sweep.foundation.safe_paths import ensure_inside, writes_inside
 
 

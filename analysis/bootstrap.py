@@ -11,8 +11,9 @@ draws of a trial and of its baseline at the same epoch are paired by constructio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ def rdm_draws(model_rdm: np.ndarray, reference_rdm: np.ndarray, indices: np.ndar
             a = scipy.stats.rankdata(a, axis=1, nan_policy="omit")
             b = scipy.stats.rankdata(b, axis=1, nan_policy="omit")
         if similarity == "kendall":
-            out[start:start + len(idx)] = [scipy.stats.kendalltau(x[~s], y[~s])[0] for x, y, s in zip(a, b, same)]
+            out[start:start + len(idx)] = [scipy.stats.kendalltau(x[~s], y[~s])[0] for x, y, s in zip(a, b, same, strict=False)]
         else:
             out[start:start + len(idx)] = _masked_pearson(a, b)
     return out
@@ -156,7 +157,7 @@ def add_delta_intervals(results: pd.DataFrame, draws: pd.Series, ci: float = 0.9
     out = results.copy()
     out[["delta_ci_low", "delta_ci_high", "delta_p"]] = np.nan
     keys = ["epoch", "dataset", "reference", "metric"]
-    own = {tuple(k): b for k, b in zip(results[["trial_id", *keys]].itertuples(index=False), draws) if b is not None}
+    own = {tuple(k): b for k, b in zip(results[["trial_id", *keys]].itertuples(index=False), draws, strict=False) if b is not None}
     for i, row in enumerate(results[["baseline_id", "trial_id", *keys]].itertuples(index=False)):
         mine, base = draws.iloc[i], own.get((row[0], *row[2:]))
         if mine is not None and base is not None and len(mine) == len(base):
@@ -173,7 +174,7 @@ def summary_draws(summary: pd.DataFrame, results: pd.DataFrame, draws: pd.Series
 
     frame = results.assign(_draws=draws.to_numpy())
     frame = frame[frame["_draws"].notna() & (frame["epoch"] >= 0) & ~frame["inherited"].astype(bool)]
-    frame = frame.assign(measure=[measure_name(*r) for r in zip(frame["dataset"], frame["reference"], frame["metric"])])
+    frame = frame.assign(measure=[measure_name(*r) for r in zip(frame["dataset"], frame["reference"], frame["metric"], strict=False)])
     by_run = {key: rows for key, rows in frame.groupby(["trial_id", "measure"])}
     out: dict[tuple[str, str], np.ndarray] = {}
 

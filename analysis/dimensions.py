@@ -10,7 +10,7 @@ and averaged over seeds; dimensions are ranked by the absolute mean change withi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,7 @@ def dimensions_figure(table: pd.DataFrame, top: int = 12):
     fig, axes = plt.subplots(1, len(types), figsize=(4.5 + 1.2 * max(g.shape[1] for g in grids.values()) * len(types),
                                                      0.32 * top + 1.8), squeeze=False, layout="constrained")
     image = None
-    for ax, (ptype, grid) in zip(axes[0], grids.items()):
+    for ax, (ptype, grid) in zip(axes[0], grids.items(), strict=False):
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="PuOr_r", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=8)
         ax.set_xticks(range(grid.shape[1]), [f"start {int(s)}\nlength {int(n)}" for s, n in grid.columns], fontsize=8)

@@ -55,7 +55,7 @@ def single_epoch_figure(effects: pd.DataFrame) -> Figure:
     cols = min(3, len(families))
     nrows = -(-len(families) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols + 1.5, 3.4 * nrows), squeeze=False, layout="constrained")
-    for ax, (family, members) in zip(axes.flat, families.items()):
+    for ax, (family, members) in zip(axes.flat, families.items(), strict=False):
         slots = [(t, m) for t in types for m in members]
         width = 0.7 / max(1, len(slots))
         for k, (ptype, measure) in enumerate(slots):
@@ -63,7 +63,7 @@ def single_epoch_figure(effects: pd.DataFrame) -> Figure:
             stats = [(e, *mean_and_interval(g["delta"].tolist())) for e, g in rows.groupby("perturb_epoch")]
             if not stats:
                 continue
-            e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
+            e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats, strict=False))
             x = np.searchsorted(epochs, e) + (k - (len(slots) - 1) / 2) * width
             err = np.where(np.isfinite(low), np.vstack([mean - low, high - mean]), 0.0)
             ax.errorbar(x, mean, yerr=err, fmt=MARKERS[members.index(measure) % len(MARKERS)], ms=6,

@@ -14,25 +14,26 @@ import dataclasses
 import hashlib
 import posixpath
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import ray
 
 from analysis.bootstrap import RSA_DATASETS, Resampler, percentile_ci, resampler_for
-from hba_sweep.artifacts.checkpoint import load_adapters
 from analysis.records import Checkpoint, Study
+from hba_sweep.artifacts.checkpoint import load_adapters
 from hba_sweep.data.evalsets import read_evalsets_yaml
-from hba_sweep.foundation.errors import CheckpointError, DataError
-from hba_sweep.foundation.devices import resolve_device
 from hba_sweep.foundation.choices import DATASETS
+from hba_sweep.foundation.devices import resolve_device
+from hba_sweep.foundation.errors import CheckpointError, DataError
+from hba_sweep.foundation.io_utils import atomic_write
 from hba_sweep.model import ModelSpec
 from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
-from hba_sweep.foundation.io_utils import atomic_write
-import ray
 
 EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high",
                 "boot"]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
@@ -165,7 +166,7 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 def pending(study: Study, evaluations: Sequence[Evaluation],
             cache: pd.DataFrame) -> dict[str, tuple[Checkpoint, list[str]]]:
     """Checkpoints (by key) with the evaluation keys still missing for each."""
-    done = set(zip(cache["checkpoint_key"], cache["eval_key"]))
+    done = set(zip(cache["checkpoint_key"], cache["eval_key"], strict=False))
     keys = [ev.key for ev in evaluations]
     todo: dict[str, tuple[Checkpoint, list[str]]] = {}
     for entry in study.entries:
@@ -202,7 +203,7 @@ def evaluation_rows(ev: Evaluation, predictions: np.ndarray) -> list[dict[str, A
 
         means = predictions.mean(axis=0) if finite else np.full(predictions.shape[1], np.nan)
         rows += [{"reference": label, "metric": DIMENSION_METRIC, "value": float(v), "p_value": float("nan"),
-                  "ci_low": float("nan"), "ci_high": float("nan")} for label, v in zip(load_prompts(), means)]
+                  "ci_low": float("nan"), "ci_high": float("nan")} for label, v in zip(load_prompts(), means, strict=False)]
     return rows
 
 

@@ -23,8 +23,8 @@ A figure without data is still written, saying why, and the reason goes into the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -84,11 +84,11 @@ def baseline_curves_figure(training: pd.DataFrame) -> Figure:
     if base.empty:
         raise NoData("no baseline trials (perturb_type none) in this study")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for tid, rows in base.sort_values("epoch").groupby("trial_id"):
+    for _trial, rows in base.sort_values("epoch").groupby("trial_id"):
         label = f"{rows['trial_label'].iloc[0]} (seed {rows['random_seed'].iloc[0]})"
-        for ax, col in zip(axes, ("behavioral_rsa_rho", "val_loss")):
+        for ax, col in zip(axes, ("behavioral_rsa_rho", "val_loss"), strict=False):
             ax.plot(*_gapped(rows["epoch"], rows[col]), marker="o", ms=3, label=label)
-    for ax, name in zip(axes, ("alignment", "val_loss")):
+    for ax, name in zip(axes, ("alignment", "val_loss"), strict=False):
         ax.set_xlabel("epoch (-1: before training)")
         ax.set_ylabel(label_of(name))
         ax.grid(alpha=0.3)
@@ -131,14 +131,14 @@ def change_figure(deltas: pd.DataFrame, ptype: str) -> Figure:
     fig, axes = plt.subplots(len(grid), len(starts), figsize=(3.2 * len(starts) + 1, 2.4 * len(grid)),
                              squeeze=False, sharex=True)
     band = "95% t interval of the mean over seeds (none with one seed)"
-    for (measure, length), ax_row in zip(grid, axes):
-        for start, ax in zip(starts, ax_row):
+    for (measure, length), ax_row in zip(grid, axes, strict=False):
+        for start, ax in zip(starts, ax_row, strict=False):
             cell = rows[(rows["perturb_epoch"] == start) & (rows["perturb_length"] == length)]
             ax.axvspan(start - 0.5, start + length - 0.5, color="orange", alpha=0.15, lw=0)
             ax.axhline(0, color="k", lw=0.7)
             if not cell.empty:
                 stats = [(e, *mean_and_interval(g[measure].tolist())) for e, g in cell.groupby("epoch")]
-                e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats))
+                e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats, strict=False))
                 x, m = _gapped(e, mean)
                 ax.plot(x, m, color="C0", marker="o", ms=3, label="mean over seeds")
                 ax.fill_between(x, _gapped(e, low)[1], _gapped(e, high)[1], color="C0", alpha=0.25, lw=0)
@@ -179,7 +179,7 @@ def vs_loss_figure(per_epoch: pd.DataFrame, trials: pd.DataFrame, measures: Sequ
     types = sorted(t for t in trials.loc[~trials["is_baseline"], "perturb_type"].dropna().unique())
     colors = {t: f"C{i + 1}" for i, t in enumerate(types)}
     runs = _truncated_rows(per_epoch, trials, rule)
-    for ax, measure in zip(axes.flat, measures):
+    for ax, measure in zip(axes.flat, measures, strict=False):
         for t, rows in sorted(runs, key=lambda r: bool(r[0]["is_baseline"])):  # baselines drawn last (on top)
             rows = rows.dropna(subset=[measure, "val_loss"])
             if rows.empty:
@@ -244,7 +244,7 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 1.5, 3.4), squeeze=False,
                              layout="constrained")
     image = None
-    for ax, (ptype, grid) in zip(axes[0], grids.items()):
+    for ax, (ptype, grid) in zip(axes[0], grids.items(), strict=False):
         values = grid.to_numpy(dtype=float)
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, origin="lower",
                           aspect="auto")

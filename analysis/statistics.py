@@ -19,7 +19,7 @@ per measure (``scipy.stats.false_discovery_control``); a window is significant w
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -106,7 +106,7 @@ def window_statistics(summary: pd.DataFrame, draws: Mapping[tuple[str, str], np.
     for measure in deviation_columns(done):
         for window, rows in done.groupby(d.WINDOW, dropna=False):
             one = (draws or {}).get((rows["trial_id"].iloc[0], measure)) if len(rows) == 1 else None
-            records.append({**dict(zip(d.WINDOW, window)), "measure": measure,
+            records.append({**dict(zip(d.WINDOW, window, strict=False)), "measure": measure,
                             **window_test(rows[measure].tolist(), one, test, seed)})
     table = pd.DataFrame(records, columns=STAT_COLUMNS[:-2])
     table["q"] = np.nan
@@ -132,7 +132,7 @@ def with_window_statistics(summary: pd.DataFrame, stats: pd.DataFrame) -> pd.Dat
 def significant_cells(stats: pd.DataFrame, measure: str) -> dict[str, set[tuple[int, int]]]:
     """Per type, the (start epoch, length) windows significant for ``measure``."""
     rows = stats[(stats["measure"] == measure) & stats["significant"]]
-    return {t: {(int(s), int(n)) for s, n in zip(g["perturb_epoch"], g["perturb_length"])}
+    return {t: {(int(s), int(n)) for s, n in zip(g["perturb_epoch"], g["perturb_length"], strict=False)}
             for t, g in rows.groupby("perturb_type")}
 
 

@@ -13,7 +13,8 @@ hyperparameters such as lr or dora_alpha) are columns too.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,7 @@ def per_epoch_measures(results: pd.DataFrame, training: pd.DataFrame) -> pd.Data
     frame = training[["trial_id", "epoch", *cols.values()]].rename(columns={v: k for k, v in cols.items()})
     if len(results):
         wide = results.assign(measure=[d.measure_name(*r) for r in zip(results["dataset"], results["reference"],
-                                                                         results["metric"])])
+                                                                         results["metric"], strict=False)])
         wide = wide.pivot_table(index=["trial_id", "epoch"], columns="measure", values="value", aggfunc="first",
                                 dropna=False).reset_index()
         wide.columns.name = None

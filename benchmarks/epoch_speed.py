@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from hba_sweep.config import load_config, run_dir
-from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.model import ModelSpec
-from hba_sweep.training.predict import Predictor
 from hba_sweep.training import run_training_experiment
+from hba_sweep.training.demo_data import make_demo_data
+from hba_sweep.training.predict import Predictor
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from hba_sweep.config import load_config, run_dir
-from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.images import ImageStore
 from hba_sweep.model import ModelSpec, create_model
-from hba_sweep.training.predict import Predictor
 from hba_sweep.training import run_training_experiment
+from hba_sweep.training.demo_data import make_demo_data
+from hba_sweep.training.predict import Predictor
 
 tmp = Path(tempfile.mkdtemp())
 train_yaml = make_demo_data(tmp / "demo", n_train=160)
@@ -32,7 +32,7 @@ def run(cached: bool) -> list[float]:
 a, b = run(True), run(False)
 print("val_loss cached  ", a)
 print("val_loss uncached", b)
-print("GPU training cached == uncached (fp32, rel 1e-4):", all(abs(x - y) <= 1e-4 * abs(y) for x, y in zip(a, b)))
+print("GPU training cached == uncached (fp32, rel 1e-4):", all(abs(x - y) <= 1e-4 * abs(y) for x, y in zip(a, b, strict=False)))
 paths = sorted((tmp / "demo" / "eval48" / "images").iterdir())
 spec = ModelSpec(backbone="hba-tiny", pretrained="none", vision_layers=2, transformer_layers=1, rank=4)
 predictor = Predictor(spec, "cuda", None, batch_size=16)

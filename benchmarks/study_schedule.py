@@ -69,9 +69,9 @@ def main() -> None:
 
     import ray
 
-    from hba_sweep.training.demo_data import make_demo_data
     from hba_sweep.sweep.runner import RunOptions, run_study
     from hba_sweep.sweep.spec import load_search_space
+    from hba_sweep.training.demo_data import make_demo_data
     from tests.support.sleep_trainable import sleep_training
     from tests.support.stand_in import training
 

@@ -8,7 +8,7 @@ and per-group averaging (THINGS-fMRI concepts).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.stats
@@ -190,22 +190,22 @@ def _centered_gram(x: np.ndarray) -> np.ndarray:
     return xc @ xc.T
 
 
-def _hsic_biased(k: np.ndarray, l: np.ndarray) -> float:
+def _hsic_biased(k: np.ndarray, lmat: np.ndarray) -> float:
     """tr(K H L H) / (n-1)^2 with K, L already double-centred (sum of elementwise product)."""
     n = k.shape[0]
-    return float(np.sum(k * l)) / (n - 1) ** 2
+    return float(np.sum(k * lmat)) / (n - 1) ** 2
 
 
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
+def _hsic_unbiased(k: np.ndarray, lmat: np.ndarray) -> float:
     """Unbiased HSIC (Song et al. 2012, eq. 5; Nguyen et al. 2021): diagonals zeroed."""
     n = k.shape[0]
     k = k.copy()
-    l = l.copy()
+    lmat = lmat.copy()
     np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(l, 0.0)
-    term = np.sum(k * l)
-    term += k.sum() * l.sum() / ((n - 1) * (n - 2))
-    term -= 2.0 / (n - 2) * float(k.sum(axis=0) @ l.sum(axis=1))
+    np.fill_diagonal(lmat, 0.0)
+    term = np.sum(k * lmat)
+    term += k.sum() * lmat.sum() / ((n - 1) * (n - 2))
+    term -= 2.0 / (n - 2) * float(k.sum(axis=0) @ lmat.sum(axis=1))
     return float(term) / (n * (n - 3))
 
 
@@ -220,18 +220,18 @@ def compute_cka(X: np.ndarray, Y: np.ndarray, unbiased: bool = False) -> float:
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"X and Y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
     if unbiased:
-        k, l = x @ x.T, y @ y.T
+        k, lmat = x @ x.T, y @ y.T
         hsic = _hsic_unbiased
     else:
-        k, l = _centered_gram(x), _centered_gram(y)
+        k, lmat = _centered_gram(x), _centered_gram(y)
         hsic = _hsic_biased
-    kk, ll = hsic(k, k), hsic(l, l)
+    kk, ll = hsic(k, k), hsic(lmat, lmat)
     if kk <= 0 or ll <= 0:
         raise ValueError(
             f"CKA undefined: self-similarity HSIC(X,X)={kk:.3g}, HSIC(Y,Y)={ll:.3g} "
             "(constant representation, or too few stimuli for the unbiased estimator)"
         )
-    return hsic(k, l) / np.sqrt(kk * ll)
+    return hsic(k, lmat) / np.sqrt(kk * ll)
 
 
 def _cosine_distance_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ class LocalCluster:
     def _launch(self, args: list[str], env: dict[str, str], num_cpus: int) -> None:
         temp = tempfile.mkdtemp(prefix="hbr", dir="/tmp")  # short: Ray's unix socket paths must stay < 108 bytes
         ports = free_ports(len(NODE_PORTS))
-        flags = [x for pair in zip(NODE_PORTS, map(str, ports)) for x in pair]
+        flags = [x for pair in zip(NODE_PORTS, map(str, ports), strict=False) for x in pair]
         log = open(Path(temp) / "ray_start.log", "w")
         proc = subprocess.Popen([RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
                                  str(num_cpus), "--temp-dir", temp, "--disable-usage-stats", *flags, *args],
@@ -86,7 +86,7 @@ class LocalCluster:
         log.close()
         self.nodes.append((proc, temp))
 
-    def start(self, num_cpus: int = 1) -> "LocalCluster":
+    def start(self, num_cpus: int = 1) -> LocalCluster:
         if self.token:  # the token a user has from any earlier Ray session: `ray start --head` then turns auth on
             subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
         self.port, self.dashboard_port, client = free_ports(len(HEAD_PORTS))
@@ -154,7 +154,7 @@ class LocalCluster:
                 found.append(p)
         return found
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:

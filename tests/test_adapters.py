@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hba_sweep.model import adapters
-from hba_sweep.model.adapters import HBADoRALinear
-from hba_sweep.model.backbones import backbone_depths, create_clip
 from hba_sweep.artifacts.checkpoint import load_published_adapters
 from hba_sweep.foundation.errors import CheckpointError
-from hba_sweep.model import CLIPHBA, load_prompts
+from hba_sweep.model import CLIPHBA, adapters, load_prompts
+from hba_sweep.model.adapters import HBADoRALinear
+from hba_sweep.model.backbones import backbone_depths, create_clip
 
 HBA_SUFFIXES = ("m", "delta_D_A", "delta_D_B")
 
@@ -64,7 +63,7 @@ def test_output_and_gradients_match_the_formulas(alpha, r):
     (expected * upstream).sum().backward()
     # D is stored in float32 (from W): agreement to float32 precision
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
-    for name, ref in zip(HBA_SUFFIXES, (m, A, B)):
+    for name, ref in zip(HBA_SUFFIXES, (m, A, B), strict=False):
         torch.testing.assert_close(getattr(layer, name).grad, ref.grad, rtol=1e-6, atol=1e-7, msg=name)
     # d out_o / d m_o = x . unit(D'_o): the magnitude scales a unit direction
     unit = oracle_weight(W, torch.ones(6, dtype=torch.float64), A.detach(), B.detach(), alpha, r)

@@ -89,12 +89,12 @@ def test_analyze_study_rows_figures_and_rerun(study: dict, tmp_path: Path, monke
     assert not results.duplicated(key).any()
     base, fork = study["baseline"].name, study["fork"].name
     expected_entries = {(base, e) for e in (-1, 0, 1)} | {(fork, e) for e in (-1, 0, 1)}
-    assert set(zip(results["trial_id"], results["epoch"])) == expected_entries
+    assert set(zip(results["trial_id"], results["epoch"], strict=False)) == expected_entries
     assert len(results) == len(expected_entries) * ROWS_PER_CHECKPOINT
     assert set(results["dataset"]) == {"things", "things_fmri", "nod", "nights", "cka"}
     # the fork's epochs -1 and 0 are the baseline's checkpoints, flagged inherited, same numbers
     inherited = results[results["inherited"]]
-    assert set(zip(inherited["trial_id"], inherited["epoch"])) == {(fork, -1), (fork, 0)}
+    assert set(zip(inherited["trial_id"], inherited["epoch"], strict=False)) == {(fork, -1), (fork, 0)}
     merged = inherited.merge(results[results["trial_id"] == base], on=["epoch", "dataset", "reference", "metric"])
     assert np.allclose(merged["value_x"], merged["value_y"])
     # the behavioural RSA equals the one training logged

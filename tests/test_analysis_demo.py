@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import ray
 
 from analysis.analyze import analyze  # noqa: E402

@@ -62,7 +62,7 @@ def test_two_starts_two_lengths(windows_study: Path, tmp_path: Path) -> None:
                "2 repeat another's adapters" in m for m in logs)
     assert any(m.startswith("[13/13]") for m in logs) and logs[-1].startswith("analyze took")
     summary = pd.read_parquet(out / "summary.parquet")
-    assert sorted(zip(summary["perturb_epoch"], summary["perturb_length"])) == WINDOWS
+    assert sorted(zip(summary["perturb_epoch"], summary["perturb_length"], strict=False)) == WINDOWS
     expected = recompute(pd.read_parquet(out / "training_metrics.parquet"))
     got = summary.set_index("trial_id").sort_index()
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_exact=False, atol=1e-12)

@@ -11,10 +11,9 @@ import torch
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
-from hba_sweep.model import backbones
-from hba_sweep.model import weights
-from hba_sweep.model.backbones import create_clip, register_tiny_backbone
 from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.model import backbones, weights
+from hba_sweep.model.backbones import create_clip, register_tiny_backbone
 
 OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
 
@@ -35,7 +34,7 @@ def outputs(model: torch.nn.Module, size: int = 64) -> tuple[torch.Tensor, torch
 
 
 def assert_same_outputs(got: torch.nn.Module, expected: torch.nn.Module, size: int = 64) -> None:
-    for a, b in zip(outputs(got, size), outputs(expected, size)):
+    for a, b in zip(outputs(got, size), outputs(expected, size), strict=False):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 

@@ -21,12 +21,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 import ray
 
 from hba_sweep.cli import build_parser  # noqa: E402
-from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, connect  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

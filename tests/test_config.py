@@ -6,8 +6,8 @@ import pytest
 
 from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, parse_overrides, run_name
-from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.foundation.yaml_io import read_yaml
 
 
 def base(demo_dir) -> dict:

@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from hba_sweep.data.images import (
-    IMAGE_MEAN, IMAGE_STD, ImageStore, build_transform, load_image_uint8, normalize_uint8,
+    IMAGE_MEAN,
+    IMAGE_STD,
+    ImageStore,
+    build_transform,
+    load_image_uint8,
+    normalize_uint8,
 )
 from hba_sweep.data.rdm_io import load_rdm, save_rdm_mat
 from hba_sweep.data.things import ThingsDataset, read_things_csv

@@ -13,11 +13,11 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from hba_sweep.cli.command_parsers import add_demo_data_parser
-from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.evalsets import load_nights, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset, read_things_csv
 from hba_sweep.foundation.errors import DataError
+from hba_sweep.training.demo_data import make_demo_data
 
 
 @pytest.fixture(scope="module")

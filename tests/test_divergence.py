@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import write_small_run_config
+
 from hba_sweep import cli
 from hba_sweep import perturbations as P
 from hba_sweep.config import load_config

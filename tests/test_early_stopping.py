@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_small_run_config
+
 from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.config import load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError

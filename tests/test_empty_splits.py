@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import SMALL_ROWS, write_small_run_config
+
 from hba_sweep import cli
 from hba_sweep.config import split_sizes
 

@@ -77,13 +77,12 @@ def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
     import os
     import subprocess
     import sys
-
-    from hba_sweep.sweep import lock
-    from hba_sweep.sweep.status import driver_line
-
     import time
 
     import psutil
+
+    from hba_sweep.sweep import lock
+    from hba_sweep.sweep.status import driver_line
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     while "time.sleep" not in " ".join(psutil.Process(other.pid).cmdline()):  # until exec: the other program runs
@@ -103,9 +102,8 @@ def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
 
 
 def test_missing_s3_bucket_is_refused_before_ray(demo_dir, tmp_path, capsys, no_ray, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
     from local_cluster import free_ports
+    from moto.server import ThreadedMotoServer
 
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)

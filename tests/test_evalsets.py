@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hba_sweep.training.demo_data import make_demo_data
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri, read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.foundation.errors import DataError
+from hba_sweep.training.demo_data import make_demo_data
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference data not found at {REF} (../shared absent)")
@@ -50,7 +50,7 @@ def test_real_nod_index_seeded_selection():
     other = load_nod(index, "/imgs", max_images_per_category=1, seed=4, check_files=False)
     assert len(one.images) == 1000 and len(set(one.categories)) == 1000
     assert one.images == again.images and one.images != other.images
-    assert all(p.parent.name == c for p, c in zip(one.image_paths, one.categories))
+    assert all(p.parent.name == c for p, c in zip(one.image_paths, one.categories, strict=False))
 
 
 # ----------------------------------------------------------------------------- generated sets

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import write_small_run_config
+
 from hba_sweep import cli
 
 GOOD_RES = ["epoch,train_loss,test_loss,rsa_behavioral_corr,rsa_behavioral_p", "0,0.5,0.6,0.1,0.5",

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import ray
+from support import stand_in  # noqa: E402
 
-from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep.expand import Trial, expand  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
-from support import stand_in  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

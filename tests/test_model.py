@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hba_sweep.model import CLIPHBA, load_prompts
 from hba_sweep.model.adapters import ADAPTERS
 from hba_sweep.model.backbones import backbone_depths, register_tiny_backbone
-from hba_sweep.model import CLIPHBA, load_prompts
 
 
 def tiny(**kw) -> CLIPHBA:

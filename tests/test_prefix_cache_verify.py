@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import write_small_run_config
+
 from hba_sweep import cli
-from hba_sweep.training import prefix_cache as pc
 from hba_sweep.foundation.errors import CacheError
+from hba_sweep.training import prefix_cache as pc
 
 VALUES = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(4, 5, 6) / 7
 

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_small_run_config
 from torch.utils.data import DataLoader, Subset, random_split
 
-from conftest import write_small_run_config
 from hba_sweep.artifacts import published
 from hba_sweep.cli import main
 from hba_sweep.config import from_dict, load_config, run_dir
 from hba_sweep.foundation.errors import CheckpointError, ConfigError, DataError
-from hba_sweep.training.split import draw_split, epoch_order
 from hba_sweep.training.loop import run_training_experiment
 from hba_sweep.training.run import make_scheduler
+from hba_sweep.training.split import draw_split, epoch_order
 
 
 def published_config_copy(reference_data: Path, demo_dir: Path, dest: Path, save_path: Path) -> Path:
@@ -223,8 +223,8 @@ def test_split_is_checked_by_image_name_on_resume(small):
 
 
 def test_random_target_stats_cover_every_target_of_the_file(small, monkeypatch):
-    from hba_sweep.training import loop as training
     from hba_sweep.data.things import read_things_csv
+    from hba_sweep.training import loop as training
 
     make, csv_path = small
     seen = {}

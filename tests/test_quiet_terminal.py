@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_interruptions import driver_env, finished_perturbed, interrupt, write_space
 
 pytestmark = pytest.mark.slow
@@ -104,8 +103,8 @@ resources: {{cpu: 1}}
 
 @pytest.mark.timeout(900)
 def test_interrupted_study_has_one_summary_and_our_resume_command(tmp_path):
-    from hba_sweep.training.demo_data import make_demo_data
     from hba_sweep.sweep.status import study_status
+    from hba_sweep.training.demo_data import make_demo_data
 
     data = tmp_path / "demo"
     make_demo_data(data)

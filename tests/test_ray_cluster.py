@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_small_run_config
 from local_cluster import LocalCluster, free_ports
 

@@ -19,9 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_sweep.model import adapters
+from hba_sweep.model import CLIPHBA, ForwardPlan, ModelSpec, adapters, create_model
 from hba_sweep.model.backbones import register_tiny_backbone
-from hba_sweep.model import CLIPHBA, ForwardPlan, ModelSpec, create_model
 
 TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
@@ -84,7 +83,7 @@ def paths_agree(model: CLIPHBA, n_images: int = 3) -> None:
     cached = model.forward_from_prefix(model.vision_prefix(images))
     cached_grads = torch.autograd.grad(F.mse_loss(cached, targets), params)
     assert_close_to_scale(cached, oracle, TOLERANCE[dtype])
-    for g_cached, g_oracle in zip(cached_grads, oracle_grads):
+    for g_cached, g_oracle in zip(cached_grads, oracle_grads, strict=False):
         assert_close_to_scale(g_cached, g_oracle, TOLERANCE[dtype])
 
 
@@ -187,7 +186,7 @@ def test_readout_on_the_study_architecture(adapter):
         outs.append(out)
         grads.append(torch.autograd.grad(F.mse_loss(out, targets), model.adapter_parameters()))
     assert_close_to_scale(outs[1], outs[0])
-    for g_readout, g_full in zip(*grads[::-1]):
+    for g_readout, g_full in zip(*grads[::-1], strict=False):
         assert_close_to_scale(g_readout, g_full)
 
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_small_run_config
 from local_cluster import free_ports
 

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import write_small_run_config
+
 from hba_sweep import cli
 from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
 from hba_sweep.foundation.errors import DataError

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-import ray
 import psutil
-
+import pytest
+import ray
 from ray.tune import Callback  # noqa: E402
 
-from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 from hba_sweep.sweep import runner  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
+from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 
 pytestmark = pytest.mark.soak
 N_TRIALS = 50

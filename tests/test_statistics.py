@@ -134,7 +134,7 @@ def study_summary(rng: np.random.Generator, planted: float, seeds: int = 5) -> p
 def test_a_planted_effect_is_found_there_and_nowhere_else() -> None:
     stats = st.window_statistics(study_summary(np.random.default_rng(11), planted=0.05))
     called = stats[stats["significant"]]
-    assert set(zip(called["perturb_type"], called["perturb_epoch"], called["perturb_length"])) == {
+    assert set(zip(called["perturb_type"], called["perturb_epoch"], called["perturb_length"], strict=False)) == {
         (t, 0, n) for t in ("label_shuffle", "random_target") for n in (1, 2)}
     assert (called["mean"] < 0).all()
     sentence = st.answer(stats, "label_shuffle", "max_alignment_deviation")

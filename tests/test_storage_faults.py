@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import write_small_run_config
+
 from hba_sweep import cli
-from hba_sweep.foundation.errors import StorageError
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import StorageError
 
 
 def invoke(argv: list) -> int:

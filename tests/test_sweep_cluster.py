@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import ray
-
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.tune import ExperimentAnalysis  # noqa: E402
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import ray
-
 from ray.tune import ExperimentAnalysis  # noqa: E402
 
 from hba_sweep.cli import main  # noqa: E402

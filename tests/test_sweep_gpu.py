@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
-
-import ray
+from support import stand_in  # noqa: E402
 
 from hba_sweep.sweep.expand import Trial  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, independent, run_trials  # noqa: E402
 from hba_sweep.sweep.spec import SearchSpace  # noqa: E402
-from support import stand_in  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

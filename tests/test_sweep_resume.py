@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import ray
 
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402

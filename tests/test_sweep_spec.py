@@ -9,10 +9,10 @@ import pytest
 
 from hba_sweep.cli import main
 from hba_sweep.foundation.errors import SearchSpaceError
+from hba_sweep.foundation.faults import maybe_fault
 from hba_sweep.sweep.expand import expand
 from hba_sweep.sweep.plan import make_plan
 from hba_sweep.sweep.spec import load_search_space
-from hba_sweep.foundation.faults import maybe_fault
 from trainables.hba_trainable import choose_device
 
 ROOT = Path(__file__).resolve().parent.parent

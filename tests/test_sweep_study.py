@@ -18,6 +18,8 @@ import psutil
 import pytest
 import ray
 from ray.tune import ExperimentAnalysis
+from support.sleep_trainable import sleep_training
+from support.stand_in import training
 
 from hba_sweep.cli import main
 from hba_sweep.foundation.errors import ConfigError
@@ -25,8 +27,6 @@ from hba_sweep.sweep import lock
 from hba_sweep.sweep.runner import RunOptions, run_study
 from hba_sweep.sweep.spec import load_search_space
 from hba_sweep.sweep.status import read_study
-from support.sleep_trainable import sleep_training
-from support.stand_in import training
 
 pytestmark = pytest.mark.slow
 BASE = "cliphba_dora_hba-tiny_r16_v2_t3_seed{seed}_baseline"

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_small_run_config
 
 pytestmark = pytest.mark.slow
@@ -69,9 +68,8 @@ def trial_epochs(trial_dir: Path) -> list[int]:
 def test_trackers_use_the_epoch_as_x_axis(demo_dir, tmp_path):
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
-    from mlflow.tracking import MlflowClient
-
     import yaml
+    from mlflow.tracking import MlflowClient
 
     config, values, _ = write_small_run_config(demo_dir, tmp_path, "trk")
     values.pop("run_name")  # each trial named by its settings

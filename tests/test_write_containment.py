@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import write_small_run_config
+
 from hba_sweep import cli
 
 

@@ -84,7 +84,7 @@ def read_training_res(path: str | os.PathLike, one_based: bool | None = None) ->
             epoch = _epoch_cell(path, line_no, cells[header.index("epoch")] if header.index("epoch") < len(cells) else "",
                                 shift, lines)
             row: dict[str, Any] = {}
-            for name, cell in zip(header, cells):
+            for name, cell in zip(header, cells, strict=False):
                 try:
                     row[COLUMN_NAMES[name]] = float(cell) if cell.strip() else math.nan
                 except ValueError:

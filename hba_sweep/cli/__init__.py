@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from hba_sweep.foundation.errors import HBAError, storage_error
 from hba_sweep.foundation.redaction import redact_text

@@ -6,8 +6,21 @@ above model and perturbations."""
 
 from hba_sweep.config.loader import parse_overrides
 from hba_sweep.config.train_config import (
-    ALIASES, DEFAULTS, FIELD_NAMES, FORK_MAY_CHANGE, PATH_FIELDS, RESUME_MAY_CHANGE, TrainConfig, from_dict,
-    load_config, resolve_paths, run_dir, run_name, save_config, split_sizes, uses_baseline_path,
+    ALIASES,
+    DEFAULTS,
+    FIELD_NAMES,
+    FORK_MAY_CHANGE,
+    PATH_FIELDS,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    from_dict,
+    load_config,
+    resolve_paths,
+    run_dir,
+    run_name,
+    save_config,
+    split_sizes,
+    uses_baseline_path,
 )
 
 __all__ = [

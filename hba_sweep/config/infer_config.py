@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hba_sweep import rsa
 from hba_sweep.config.loader import load_yaml_config

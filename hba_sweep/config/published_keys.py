@@ -5,7 +5,8 @@ published code (ignored here, named once), keys checked against the one supporte
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # Keys of the published training_config.yaml / inference_config.yaml spelled otherwise here:
 # published key -> our key. Each reader takes the entries naming one of its own keys (aliases_into).

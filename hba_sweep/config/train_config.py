@@ -14,16 +14,21 @@ import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from hba_sweep.config.file_checks import split_sizes, uses_baseline_path
 from hba_sweep.config.loader import load_yaml_config, resolve_relative
 from hba_sweep.config.published_keys import (
-    TRAIN_CHECKED, TRAIN_IGNORED, aliases_into, check_training_mode, epoch_duration,
+    TRAIN_CHECKED,
+    TRAIN_IGNORED,
+    aliases_into,
+    check_training_mode,
+    epoch_duration,
 )
 from hba_sweep.config.train_checks import check_values
 from hba_sweep.foundation.devices import published_device
@@ -119,7 +124,7 @@ class TrainConfig(ModelSpec):
     keep_images_in_memory: bool = True
     progress: bool = True
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed, validated again."""
         return from_dict({**self.to_dict(), **changes}, source="<replace>")
 

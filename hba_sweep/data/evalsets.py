@@ -21,10 +21,15 @@ from typing import Any
 import numpy as np
 
 from hba_sweep.data.things import (
-    check_files_exist, check_inside, check_no_empty, parse_numeric, read_csv_strings, require_columns,
+    check_files_exist,
+    check_inside,
+    check_no_empty,
+    parse_numeric,
+    read_csv_strings,
+    require_columns,
 )
-from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.foundation.errors import DataError
+from hba_sweep.foundation.yaml_io import read_yaml
 
 FMRI_COLUMNS = ("concept", "stimulus")
 NOD_COLUMNS = ("image", "category")
@@ -90,7 +95,7 @@ def load_things_fmri(metadata_csv: str | os.PathLike, img_dir: str | os.PathLike
     concepts = frame["concept"].tolist()
     names = list(dict.fromkeys(concepts))
     position = {c: i for i, c in enumerate(names)}
-    paths = [img_dir / c / s for c, s in zip(concepts, frame["stimulus"])]
+    paths = [img_dir / c / s for c, s in zip(concepts, frame["stimulus"], strict=False)]
     if check_files:
         _check_dir(img_dir, path)
         check_files_exist(paths, path, f"put the images at {img_dir}/<concept>/<stimulus> or correct img_dir.")
@@ -132,7 +137,7 @@ def load_nod(index_csv: str | os.PathLike, img_dir: str | os.PathLike, max_image
     keep = _select_per_category(frame["category"].tolist(), max_images_per_category, seed)
     images = frame["image"].to_numpy()[keep].tolist()
     categories = frame["category"].to_numpy()[keep].tolist()
-    paths = [img_dir / c / i for c, i in zip(categories, images)]
+    paths = [img_dir / c / i for c, i in zip(categories, images, strict=False)]
     if check_files:
         _check_dir(img_dir, path)
         check_files_exist(paths, path, f"put the images at {img_dir}/<category>/<image> or correct img_dir.")

@@ -11,11 +11,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from hba_sweep.foundation.errors import DataError
 from hba_sweep.foundation.io_utils import atomic_write_bytes
 from hba_sweep.rsa import compute_model_rdm
-import scipy.io
 
 SUFFIXES = (".mat", ".npy", ".npz", ".csv")
 SYMMETRY_ATOL = 1e-6

@@ -7,8 +7,8 @@ Format: an unnamed index column, ``image_name``, then 66 numeric columns named `
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -11,8 +11,9 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hba_sweep.foundation.errors import storage_error
 from hba_sweep.foundation.safe_paths import check_write
@@ -51,7 +52,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # read-only, no permission, full: a clear message naming the path
-        raise storage_error(exc, path) or exc
+        err = storage_error(exc, path)
+        if err is None:
+            raise
+        raise err from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "wb") as fh:

@@ -14,7 +14,7 @@ MASK = "***"
 # scheme://rest, up to whitespace or a character that usually closes a quoted path in a message
 _URI = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{}`,]+")
 # a secret option outside a URI, e.g. echoed back by a storage library: secret_key=...
-_OPTION = re.compile(r"\b(\w*(?:%s)\w*)=(?!\*\*\*)([^\s&'\",;)]+)" % "|".join(SECRET_OPTIONS), re.IGNORECASE)
+_OPTION = re.compile(r"\b(\w*(?:" + "|".join(SECRET_OPTIONS) + r")\w*)=(?!\*\*\*)([^\s&'\",;)]+)", re.IGNORECASE)
 
 
 def redact(path: str) -> str:
@@ -31,7 +31,7 @@ def redact(path: str) -> str:
     if "@" not in url.netloc and not any(secret):
         return path
     netloc = f"{MASK}@" + url.netloc.rsplit("@", 1)[1] if "@" in url.netloc else url.netloc
-    query = [(k, MASK if hide else v) for (k, v), hide in zip(pairs, secret)]
+    query = [(k, MASK if hide else v) for (k, v), hide in zip(pairs, secret, strict=False)]
     return urlunsplit(url._replace(netloc=netloc, query=urlencode(query, safe="*:/")))
 
 

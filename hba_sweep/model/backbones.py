@@ -22,8 +22,8 @@ from importlib import resources
 import open_clip
 import torch
 
-from hba_sweep.model import weights
 from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.model import weights
 
 log = logging.getLogger(__name__)
 

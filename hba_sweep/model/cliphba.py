@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
+from hba_sweep.foundation.errors import CheckpointError
 from hba_sweep.model import adapters, readout
 from hba_sweep.model.backbones import create_clip, resolve_backbone, weights_id
 from hba_sweep.model.spec import ForwardPlan
-from hba_sweep.foundation.errors import CheckpointError
 
 TRUNCATABLE_TEXT_POOLS = ("argmax", "eos", "first")  # pooled position is the end-of-text token or earlier
 logger = logging.getLogger("hba_sweep.model")  # the model layer's logger: users filter warnings by this name
@@ -357,7 +357,7 @@ class CLIPHBA(nn.Module):
             for name, value in state.items():
                 own[name].copy_(value.to(own[name].device, own[name].dtype))
 
-    def train(self, mode: bool = True) -> "CLIPHBA":
+    def train(self, mode: bool = True) -> CLIPHBA:
         """Only adapter dropout reacts to train mode; frozen layers stay in eval."""
         super().train(mode)
         self.clip.eval()

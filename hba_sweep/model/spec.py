@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from hba_sweep.model.adapters import default_alpha
 
@@ -30,14 +31,14 @@ class ModelSpec:
     dora_dropout: float = 0.0  # as published in effect (the published training never applied its 0.1)
 
     @staticmethod
-    def from_mapping(values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> "ModelSpec":
+    def from_mapping(values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> ModelSpec:
         """The spec named by a config mapping (other keys ignored), with the non-None ``overrides`` on top."""
         merged = {k: values[k] for k in MODEL_FIELDS if k in values}
         merged.update({k: v for k, v in (overrides or {}).items() if k in MODEL_FIELDS and v is not None})
         return ModelSpec(**merged)
 
     @property
-    def model_spec(self) -> "ModelSpec":
+    def model_spec(self) -> ModelSpec:
         """The model layout alone (for a config that extends this class, its model settings)."""
         return ModelSpec(**{k: getattr(self, k) for k in MODEL_FIELDS})
 
@@ -71,6 +72,6 @@ class ForwardPlan:
     cache_attention: bool = True
 
     @staticmethod
-    def cached(on: bool) -> "ForwardPlan":
+    def cached(on: bool) -> ForwardPlan:
         """Every shortcut on, or every one off."""
         return ForwardPlan(cache_text=on, readout_only=on, cache_attention=on)

@@ -65,14 +65,6 @@ replaced (a description: the loop finds the changed rows itself); the base class
 else override ``perturb``.
 """
 
-from hba_sweep.perturbations.strategy import SUBSET_SEED_OFFSET, PerturbationStrategy, target_stats
-from hba_sweep.perturbations.registry import (
-    choose_perturbation_strategy,
-    register,
-    register_types,
-    registered_types,
-    user_types,
-)
 from hba_sweep.perturbations.builtin import (
     BlankTargetPerturbation,
     ImageNoisePerturbation,
@@ -81,6 +73,14 @@ from hba_sweep.perturbations.builtin import (
     TargetNoisePerturbation,
     UniformImagePerturbation,
 )
+from hba_sweep.perturbations.registry import (
+    choose_perturbation_strategy,
+    register,
+    register_types,
+    registered_types,
+    user_types,
+)
+from hba_sweep.perturbations.strategy import SUBSET_SEED_OFFSET, PerturbationStrategy, target_stats
 
 __all__ = [
     "PerturbationStrategy",

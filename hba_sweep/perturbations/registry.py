@@ -3,7 +3,7 @@ file defines), the registered names, and :func:`choose_perturbation_strategy`.""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -19,8 +19,9 @@ import os
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from hba_sweep.foundation.errors import ConfigError
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ray.tune.search.sample import Domain
+
 from hba_sweep.sweep.expand import Expansion
 from hba_sweep.sweep.plan import Plan
 from hba_sweep.sweep.spec import SearchSpace
-from ray.tune.search.sample import Domain
 
 MAX_ROWS = 60
 
@@ -49,7 +50,7 @@ def _grid_lines(plan: Plan) -> list[str]:
               f.trial.varied) for f in plan.forks]
     rows += [("trials", t.name, "scratch", t.varied) for t in plan.independent]
     lines = [f"{'phase':<10} {'start':<32} trial"]
-    for phase, name, start, varied in rows[:MAX_ROWS]:
+    for phase, name, start, _varied in rows[:MAX_ROWS]:
         lines.append(f"{phase:<10} {start:<32} {name}")
     if len(rows) > MAX_ROWS:
         lines.append(f"... {len(rows) - MAX_ROWS} more")

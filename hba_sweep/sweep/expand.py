@@ -11,13 +11,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from ray.tune.search.sample import Domain
+from ray.tune.search.variant_generator import generate_variants
+
 from hba_sweep.config import TrainConfig, from_dict, run_name
 from hba_sweep.config.file_checks import file_problems
 from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
-from ray.tune.search.variant_generator import generate_variants
-import numpy as np
-from ray.tune.search.sample import Domain
 
 # Settings that name a run in the study (config.run_name); other varied settings are appended.
 NAMED_FIELDS = {"backbone", "rank", "vision_layers", "transformer_layers", "random_seed", "perturb_type",

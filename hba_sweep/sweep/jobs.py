@@ -14,12 +14,13 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from hba_sweep.artifacts.manifest import refuse_existing
-from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import cluster
 from hba_sweep.sweep.options import RunOptions, command_line
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import psutil
 
-from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation import storage
+from hba_sweep.foundation.errors import ConfigError
 
 
 def _me() -> dict[str, Any]:

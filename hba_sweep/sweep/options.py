@@ -12,8 +12,9 @@ No Ray or torch here: the parser is built for ``--help``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_STORAGE = "ray_results"
 

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from hba_sweep.foundation import storage
 

@@ -11,15 +11,16 @@ or ended (early stopping, scheduler) before the epoch it needs, is skipped with 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune.search import Searcher
 
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.faults import kill_point
-import json
 
 
 @dataclass

@@ -29,14 +29,14 @@ from hba_sweep.artifacts.manifest import Manifest, read_manifest, refuse_existin
 from hba_sweep.config import from_dict, run_name
 from hba_sweep.foundation import safe_paths, storage
 from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.foundation.faults import kill_point
 from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
-from hba_sweep.foundation.faults import kill_point
 from hba_sweep.sweep.expand import Expansion, Trial, expand
 from hba_sweep.sweep.options import RunOptions
+from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, record_nothing_left
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
-from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
 from hba_sweep.sweep.study_record import StudyRecord
@@ -182,7 +182,7 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     return searcher, results
 
 
-def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: "StudyOutcome") -> None:
+def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: StudyOutcome) -> None:
     """A SEARCH_ALG study: the searcher proposes the trials; --resume uses Tune's restore."""
     trainable = _trainable(space, opts, root, set())
     state = _newest_state(root)

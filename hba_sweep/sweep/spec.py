@@ -11,16 +11,18 @@ import difflib
 import importlib.util
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hba_sweep.config import resolve_paths
-from hba_sweep.foundation.yaml_io import read_yaml
-from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
-from hba_sweep.sweep import yaml_space
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import SearchAlgorithm, Searcher
+
+from hba_sweep.config import resolve_paths
+from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
+from hba_sweep.foundation.yaml_io import read_yaml
+from hba_sweep.sweep import yaml_space
 
 REQUIRED = ("BASE_CONFIG", "PARAM_SPACE")
 OPTIONAL = ("NAME", "SEARCH_ALG", "SCHEDULER", "METRIC", "MODE", "NUM_SAMPLES", "RESOURCES", "MAX_FAILURES",

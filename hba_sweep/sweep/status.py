@@ -14,10 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep import lock
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.artifacts.manifest import MANIFEST, read_manifest
+from hba_sweep.foundation.errors import ConfigError
+from hba_sweep.sweep import lock
 
 RUNNING_PID = "running_pid"  # study.json: the pid of the driver under which Tune started the trial (progress.py)
 TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",

@@ -9,6 +9,7 @@ from ray.tune import CLIReporter
 
 from hba_sweep.foundation.redaction import redact
 
+
 class StudyReporter(CLIReporter):
     """Tune's CLIReporter whose "Result logdir: <staging>" line reads "Experiment: <root>"."""
 

@@ -17,9 +17,10 @@ import os
 from typing import Any
 
 import ray
-from hba_sweep.foundation.errors import ConfigError
-from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.logger import TBXLoggerCallback
+from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+
+from hba_sweep.foundation.errors import ConfigError
 
 HPARAM_KEYS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction",
                "random_seed", "lr", "rank", "vision_layers", "transformer_layers", "backbone")
@@ -92,7 +93,10 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wand
         out.append(epoch_mlflow()(tracking_uri=mlflow_uri, experiment_name=name))
     if wandb_project:
         from ray.air.integrations.wandb import (  # reason: needs the optional wandb
-            WANDB_ENV_VAR, WandbLoggerCallback, _force_on_current_node)
+            WANDB_ENV_VAR,
+            WandbLoggerCallback,
+            _force_on_current_node,
+        )
 
         class EpochWandb(WandbLoggerCallback):
             _logger_actor_cls = epoch_wandb_actor()

@@ -15,9 +15,10 @@ import importlib
 import inspect
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from ray import tune

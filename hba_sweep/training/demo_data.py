@@ -112,7 +112,7 @@ def pixel_features(pixels: np.ndarray, grid: int = 8) -> np.ndarray:
 
 def _write_images(root: Path, relpaths: list[str], latents: np.ndarray, size: int) -> np.ndarray:
     pixels = np.stack([render(z, size) for z in latents])
-    for rel, image in zip(relpaths, pixels):
+    for rel, image in zip(relpaths, pixels, strict=False):
         atomic_write_bytes(root / rel, png_bytes(image))
     return pixels
 
@@ -138,7 +138,7 @@ def _roi_rdms(root: Path, folder: str, pixels: np.ndarray, targets: np.ndarray, 
         low = np.stack([low[groups == g].mean(0) for g in np.unique(groups)])
         high = np.stack([high[groups == g].mean(0) for g in np.unique(groups)])
     out = {}
-    for roi, features in zip(ROIS, (low, high)):
+    for roi, features in zip(ROIS, (low, high), strict=False):
         rel = f"{folder}/rdm_{roi}.mat"
         save_rdm_mat(root / rel, f"rdm_{roi}", correlation_rdm(features, rng, 0.05))
         out[roi] = rel
@@ -172,7 +172,7 @@ def _make_fmri(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
     latents = _jittered(rng, len(FMRI_CONCEPTS), per, 0.06)
     concepts = [c for c in FMRI_CONCEPTS for _ in range(per)]
     stimuli = [f"{c}_{j + 1:02d}s.png" for c in FMRI_CONCEPTS for j in range(per)]
-    pixels = _write_images(root / "things_fmri" / "images", [f"{c}/{s}" for c, s in zip(concepts, stimuli)],
+    pixels = _write_images(root / "things_fmri" / "images", [f"{c}/{s}" for c, s in zip(concepts, stimuli, strict=False)],
                            latents, size)
     n = len(stimuli)
     meta = pd.DataFrame({"concept": concepts, "session": 1 + np.arange(n) % 4, "run": 1 + np.arange(n) % 10,
@@ -190,7 +190,7 @@ def _make_nod(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
     latents = _jittered(rng, NOD_CATEGORIES, per, 0.08)
     categories = [f"n{1440764 + 1111 * c:08d}" for c in range(NOD_CATEGORIES) for _ in range(per)]
     images = [f"{cat}_{1000 + 37 * i}.png" for i, cat in enumerate(categories)]
-    pixels = _write_images(root / "nod" / "images", [f"{c}/{i}" for c, i in zip(categories, images)], latents, size)
+    pixels = _write_images(root / "nod" / "images", [f"{c}/{i}" for c, i in zip(categories, images, strict=False)], latents, size)
     atomic_write_text(root / "nod" / "index.csv", pd.DataFrame({"image": images, "category": categories})
                       .to_csv(index=False))
     selection = load_nod(root / "nod" / "index.csv", root / "nod" / "images", NOD_MAX_PER_CATEGORY, seed,

@@ -17,16 +17,16 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hba_sweep.training import prefix_cache
 from hba_sweep.config import TrainConfig, run_dir
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
@@ -34,11 +34,21 @@ from hba_sweep.foundation.devices import autocast, precision_used, resolve_devic
 from hba_sweep.model import CLIPHBA, create_model
 from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa, compute_model_rdm
+from hba_sweep.training import prefix_cache
 from hba_sweep.training.predict import predict_batches, prefix_rows, to_device
 from hba_sweep.training.run import Report, Run, open_run
-from hba_sweep.training.run_record import (STATUS_FILE, RunEnd, make_logger, metrics_row, prepare_run_dir,
-                                           progress_bar, resumed_divergence, run_status, write_metrics,
-                                           write_run_status)
+from hba_sweep.training.run_record import (
+    STATUS_FILE,
+    RunEnd,
+    make_logger,
+    metrics_row,
+    prepare_run_dir,
+    progress_bar,
+    resumed_divergence,
+    run_status,
+    write_metrics,
+    write_run_status,
+)
 from hba_sweep.training.run_start import StartKind, start_source
 from hba_sweep.training.split import epoch_order
 

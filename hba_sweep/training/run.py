@@ -5,9 +5,10 @@ far; :meth:`Run.save_epoch` checkpoints an epoch, writes metrics.csv and reports
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -9,21 +9,22 @@ run must keep the settings that define the computation so far (``check_compatibl
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from hba_sweep.artifacts import checkpoint as ckpt
+from hba_sweep.artifacts.layout import is_published_run
+from hba_sweep.artifacts.published import PublishedRun, load_published_adapters
 from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
 from hba_sweep.training.split import SplitRecord, draw_split, epoch_order, split_from_file
-from hba_sweep.artifacts.layout import is_published_run
-from hba_sweep.artifacts.published import PublishedRun, load_published_adapters
 
 
 def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:

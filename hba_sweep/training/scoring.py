@@ -13,19 +13,20 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from hba_sweep import rsa
+from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
+from hba_sweep.data.rdm_io import load_reference
+from hba_sweep.data.things import check_files_exist, read_things_csv
 from hba_sweep.foundation.choices import DATASETS, NIGHTS_DEFAULT_SPLIT
 from hba_sweep.foundation.errors import DataError
-from hba_sweep.data.rdm_io import load_reference
-from hba_sweep.data.evalsets import load_nights, load_nod, load_things_fmri
-from hba_sweep.data.things import check_files_exist, read_things_csv
-from scipy.stats import binomtest
 
 Row = dict[str, Any]
 Scorer = Callable[[np.ndarray], list[Row]]

@@ -19,18 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
-from hba_sweep.foundation.errors import ConfigError, DataError
-from hba_sweep.config import split_sizes
 from hba_sweep.artifacts.published import read_split_indices
+from hba_sweep.config import split_sizes
+from hba_sweep.foundation.errors import ConfigError, DataError
 from hba_sweep.foundation.io_utils import atomic_write_text
-import pandas as pd
 
 
 def draw_split(n: int, train_portion: float, seed: int) -> tuple[list[int], list[int]]:
@@ -116,7 +116,7 @@ class SplitRecord:
 
     @classmethod
     def of(cls, names: Sequence[str], targets: torch.Tensor, train_idx: Sequence[int], val_idx: Sequence[int]
-           ) -> "SplitRecord":
+           ) -> SplitRecord:
         rows = list(train_idx) + list(val_idx)
         return cls([names[i] for i in train_idx], [names[i] for i in val_idx],
                    {names[i]: row_digest(targets[i]) for i in rows})

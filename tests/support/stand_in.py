@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 from unittest import mock
 
 import ray.cloudpickle
