@@ -67,11 +67,19 @@ def damage_notes(study: Study, damaged: list[str]) -> list[str]:
         if any(c.path.endswith(".pth") for c in trial.checkpoints.values()):
             continue  # a published run folder: its trainer may keep only some epochs' dora_params
         rows = trial.history + recorded_rows(study.filesystem, trial.directory)
-        recorded = {int(r["epoch"]) for r in rows if str(r.get("inherited")) not in ("True", "true", "1")
-                    and isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"] and r["epoch"] >= 0}
+        recorded = {
+            int(r["epoch"])
+            for r in rows
+            if str(r.get("inherited")) not in ("True", "true", "1")
+            and isinstance(r.get("epoch"), (int, float))
+            and r["epoch"] == r["epoch"]
+            and r["epoch"] >= 0
+        }
         for epoch in sorted(recorded - set(trial.checkpoints)):
-            notes.append(f"missing, left out: {trial.label} [{trial.trial_id}] epoch {epoch}: its metrics record the "
-                         f"epoch but {trial.directory} holds no checkpoint of it. Restore: {evaluate.RESTORE}")
+            notes.append(
+                f"missing, left out: {trial.label} [{trial.trial_id}] epoch {epoch}: its metrics record the "
+                f"epoch but {trial.directory} holds no checkpoint of it. Restore: {evaluate.RESTORE}"
+            )
     return notes
 
 
@@ -86,14 +94,25 @@ def plan_line(study: Study, todo: dict) -> str:
     inherited = sum(e.inherited for e in study.entries)
     cached = len({k for k in keys if k not in todo})
     repeats = len(keys) - inherited - len(set(keys))
-    return (f"{len(todo)} of {len(study.entries)} (trial, epoch) checkpoints to evaluate: {inherited} are inherited "
-            f"from baselines (evaluated once, with the baseline), {cached} distinct checkpoint(s) are already in "
-            f"{evaluate.CACHE_FILE}" + (f", {repeats} repeat another's adapters" if repeats > 0 else ""))
+    return (
+        f"{len(todo)} of {len(study.entries)} (trial, epoch) checkpoints to evaluate: {inherited} are inherited "
+        f"from baselines (evaluated once, with the baseline), {cached} distinct checkpoint(s) are already in "
+        f"{evaluate.CACHE_FILE}" + (f", {repeats} repeat another's adapters" if repeats > 0 else "")
+    )
 
 
-def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | None = None, csv: bool = False,
-            storage: str | None = None, log=print, truncate: str = "min_val_loss", test: str = "t",
-            alpha: float = 0.05, per_seed_heatmaps: bool = False) -> Summary:
+def analyze(
+    experiment: str,
+    opts: evaluate.Options | None = None,
+    out: str | None = None,
+    csv: bool = False,
+    storage: str | None = None,
+    log=print,
+    truncate: str = "min_val_loss",
+    test: str = "t",
+    alpha: float = 0.05,
+    per_seed_heatmaps: bool = False,
+) -> Summary:
     """Analyse every checkpoint of a study; compute only evaluations not in the cache yet.
 
     ``test``: the test over seeds whose p is BH-corrected (``t`` or ``sign_flip``); ``alpha``: the
@@ -103,18 +122,24 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
     if truncate not in definitions.TRUNCATE_RULES:
         raise ConfigError(f"--truncate {truncate!r}: unknown rule. Fix: use one of {list(definitions.TRUNCATE_RULES)}.")
     if test not in statistics.TESTS or not 0.0 < alpha < 1.0:
-        raise ConfigError(f"--test {test!r} / --q {alpha!r}: the test must be one of {list(statistics.TESTS)} and q "
-                          "in (0, 1). Fix: e.g. --test t --q 0.05.")
+        raise ConfigError(
+            f"--test {test!r} / --q {alpha!r}: the test must be one of {list(statistics.TESTS)} and q "
+            "in (0, 1). Fix: e.g. --test t --q 0.05."
+        )
     fs, root = gather.open_experiment(experiment, storage)
     study = gather.gather(fs, root)
     if not study.entries:
-        raise DataError(f"{experiment}: no checkpoint (meta.json) found. Fix: point at a study's experiment "
-                        "directory, e.g. ray_results/<name>, after at least one epoch has finished.")
+        raise DataError(
+            f"{experiment}: no checkpoint (meta.json) found. Fix: point at a study's experiment "
+            "directory, e.g. ray_results/<name>, after at least one epoch has finished."
+        )
     specs, source = evaluate.find_evalset_specs(study, opts.evalsets_file)
     names = evaluate.select_datasets(specs, opts.datasets, source)
     evalsets = evaluate.build_evaluations(specs, names, opts.score)  # loads every file: errors before any write
     remote = f"{root.rstrip('/')}/analysis" if not store.is_local(fs) and not out else None
-    out_dir = Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    out_dir = (
+        Path(out) if out else (Path(tempfile.mkdtemp(prefix="hba_analysis_")) if remote else Path(root) / "analysis")
+    )
     inside = out_dir if out or remote else Path(root)  # writes stay there, never through a link below it
     shown = None  # where the results go, as the user named the storage (remote studies)
     if remote:
@@ -122,12 +147,38 @@ def analyze(experiment: str, opts: evaluate.Options | None = None, out: str | No
         log = _naming(log, str(out_dir), shown)
     with writes_inside(inside):
         ensure_inside(out_dir / "prefix_cache", inside, "--out")
-        return _analyze(study, evalsets, names, source, opts, out_dir, remote, fs, csv, log, started,
-                        {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps}, shown)
+        return _analyze(
+            study,
+            evalsets,
+            names,
+            source,
+            opts,
+            out_dir,
+            remote,
+            fs,
+            csv,
+            log,
+            started,
+            {"truncate": truncate, "test": test, "alpha": alpha, "per_seed": per_seed_heatmaps},
+            shown,
+        )
 
 
-def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote: str | None, fs, csv: bool, log,
-             started: float, choices: dict[str, Any], shown: str | None) -> Summary:
+def _analyze(
+    study: Study,
+    evalsets,
+    names,
+    source,
+    opts,
+    out_dir: Path,
+    remote: str | None,
+    fs,
+    csv: bool,
+    log,
+    started: float,
+    choices: dict[str, Any],
+    shown: str | None,
+) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
         sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
@@ -140,9 +191,9 @@ def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote:
     def save(rows: list[dict[str, Any]]) -> None:
         choices["damaged"] += [r[evaluate.DAMAGED] for r in rows if evaluate.DAMAGED in r]
         rows = [r for r in rows if evaluate.DAMAGED not in r]
-        state["cache"] = pd.concat([state["cache"], pd.DataFrame(rows, columns=evaluate.EVAL_COLUMNS)],
-                                   ignore_index=True).drop_duplicates(
-            ["checkpoint_key", "eval_key", "reference", "metric"], keep="last")
+        state["cache"] = pd.concat(
+            [state["cache"], pd.DataFrame(rows, columns=evaluate.EVAL_COLUMNS)], ignore_index=True
+        ).drop_duplicates(["checkpoint_key", "eval_key", "reference", "metric"], keep="last")
         evaluate.write_parquet(out_dir / evaluate.CACHE_FILE, state["cache"])
 
     if todo:
@@ -159,8 +210,19 @@ def _analyze(study: Study, evalsets, names, source, opts, out_dir: Path, remote:
     return summary
 
 
-def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, opts, out_dir: Path,
-                   csv: bool, computed: int, log, choices: dict[str, Any]) -> Summary:
+def _write_outputs(
+    study: Study,
+    cache: pd.DataFrame,
+    evalsets,
+    names,
+    source,
+    opts,
+    out_dir: Path,
+    csv: bool,
+    computed: int,
+    log,
+    choices: dict[str, Any],
+) -> Summary:
     truncate = choices["truncate"]
     keys = [ev.key for ev in evalsets]
     results = tables.results_table(study, cache, keys)
@@ -169,31 +231,59 @@ def _write_outputs(study: Study, cache: pd.DataFrame, evalsets, names, source, o
     training = tables.training_table(study)
     per_epoch = tables.per_epoch_measures(results, training)
     summary = tables.summary_table(results, training, truncate, per_epoch)
-    stats = statistics.window_statistics(summary, bootstrap.summary_draws(summary, results, draws), choices["test"],
-                                         choices["alpha"], opts.score.seed)
+    stats = statistics.window_statistics(
+        summary, bootstrap.summary_draws(summary, results, draws), choices["test"], choices["alpha"], opts.score.seed
+    )
     summary = statistics.with_window_statistics(summary, stats)
     dims = dimensions.window_dimensions(dimensions.dimension_deltas(study, cache, keys, tables.settings_table(study)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"results": results, "training_metrics": training, "summary": summary, "windows": stats,
-               "dimensions": dims}
+    outputs = {
+        "results": results,
+        "training_metrics": training,
+        "summary": summary,
+        "windows": stats,
+        "dimensions": dims,
+    }
     for name, frame in outputs.items():
         evaluate.write_parquet(out_dir / f"{name}.parquet", frame)
         if csv:
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-    paths, notes = figures.draw_all(per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"],
-                                    dims if len(dims) else None)
+    paths, notes = figures.draw_all(
+        per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"], dims if len(dims) else None
+    )
     best, metric, mode = best_trial(study, training)
-    skipped = list(study.skipped) + damage_notes(study, choices["damaged"]) + [
-        f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
-        for t in study.trials.values() if t.status and t.status != "done"]
-    info = {"root": study.root, "n_trials": len(study.trials),
-            "n_baselines": sum(t.is_baseline for t in study.trials.values()), "n_entries": len(study.entries),
-            "n_inherited": sum(e.inherited for e in study.entries),
-            "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
-            "datasets": names, "evalsets_source": source, "score": opts.score, "computed": computed,
-            "skipped": skipped, **choices, "best": best, "metric": metric, "mode": mode,
-            "diverged": tables.diverged_trials(training, results), "n_results": len(results), "n_training": len(training)}
+    skipped = (
+        list(study.skipped)
+        + damage_notes(study, choices["damaged"])
+        + [
+            f"{t.label} [{t.trial_id}]: {t.status}" + (f" ({t.note})" if t.note else "")
+            for t in study.trials.values()
+            if t.status and t.status != "done"
+        ]
+    )
+    info = {
+        "root": study.root,
+        "n_trials": len(study.trials),
+        "n_baselines": sum(t.is_baseline for t in study.trials.values()),
+        "n_entries": len(study.entries),
+        "n_inherited": sum(e.inherited for e in study.entries),
+        "n_unique": len({evaluate.checkpoint_key(e.checkpoint) for e in study.entries}),
+        "datasets": names,
+        "evalsets_source": source,
+        "score": opts.score,
+        "computed": computed,
+        "skipped": skipped,
+        **choices,
+        "best": best,
+        "metric": metric,
+        "mode": mode,
+        "diverged": tables.diverged_trials(training, results),
+        "n_results": len(results),
+        "n_training": len(training),
+    }
     atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes, stats))
-    log(f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
-        f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures")
+    log(
+        f"computed {computed} checkpoint(s); {len(results)} result rows, {len(summary)} perturbed trials in "
+        f"summary.parquet -> {out_dir}: report.md, {len(paths)} figures"
+    )
     return Summary(out_dir, computed, results, training, summary, paths, skipped + notes)

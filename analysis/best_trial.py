@@ -32,5 +32,7 @@ def best_trial_summary(experiment: str, storage: str | None = None) -> str | Non
     if not best:
         return None
     config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-    return (f"best trial ({metric}, {mode}): {best['label']} [{best['trial_id']}] {metric}={best['value']:.4f} "
-            f"at epoch {best['epoch']}" + (f"; {config}" if config else ""))
+    return (
+        f"best trial ({metric}, {mode}): {best['label']} [{best['trial_id']}] {metric}={best['value']:.4f} "
+        f"at epoch {best['epoch']}" + (f"; {config}" if config else "")
+    )

@@ -45,8 +45,9 @@ def _masked_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where((count >= 3) & (denom > 0), r, np.nan)
 
 
-def rdm_draws(model_rdm: np.ndarray, reference_rdm: np.ndarray, indices: np.ndarray,
-              similarity: str = "spearman") -> np.ndarray:
+def rdm_draws(
+    model_rdm: np.ndarray, reference_rdm: np.ndarray, indices: np.ndarray, similarity: str = "spearman"
+) -> np.ndarray:
     """The RDM similarity of every resample (``indices``: (n_boot, n)); NaN where it is undefined
     (too few distinct conditions, or a constant resampled RDM)."""
     model, ref = np.asarray(model_rdm, dtype=np.float64), np.asarray(reference_rdm, dtype=np.float64)
@@ -55,7 +56,7 @@ def rdm_draws(model_rdm: np.ndarray, reference_rdm: np.ndarray, indices: np.ndar
     out = np.empty(len(indices))
     step = max(1, CHUNK_ELEMENTS // max(1, iu.size))
     for start in range(0, len(indices), step):
-        idx = indices[start:start + step]
+        idx = indices[start : start + step]
         rows, cols = idx[:, iu], idx[:, ju]
         same = rows == cols
         a = np.where(same, np.nan, model[rows, cols])
@@ -64,9 +65,11 @@ def rdm_draws(model_rdm: np.ndarray, reference_rdm: np.ndarray, indices: np.ndar
             a = scipy.stats.rankdata(a, axis=1, nan_policy="omit")
             b = scipy.stats.rankdata(b, axis=1, nan_policy="omit")
         if similarity == "kendall":
-            out[start:start + len(idx)] = [scipy.stats.kendalltau(x[~s], y[~s])[0] for x, y, s in zip(a, b, same, strict=False)]
+            out[start : start + len(idx)] = [
+                scipy.stats.kendalltau(x[~s], y[~s])[0] for x, y, s in zip(a, b, same, strict=False)
+            ]
         else:
-            out[start:start + len(idx)] = _masked_pearson(a, b)
+            out[start : start + len(idx)] = _masked_pearson(a, b)
     return out
 
 
@@ -126,8 +129,13 @@ def resampler_for(dataset: str, record: Mapping[str, Any], n_images: int, n_boot
     n = len(dict.fromkeys(groups)) if groups is not None else n_images
     refs = load_references(spec.get("reference_rdms") or {}, n, record["reference_rdm_distance_metric"])
     squares = {name: _square(ref, n) for name, ref in refs.items()}
-    return Resampler(squares, record["model_rdm_distance_metric"], record["rsa_similarity_metric"],
-                     resample_indices(n, n_boot, seed), groups)
+    return Resampler(
+        squares,
+        record["model_rdm_distance_metric"],
+        record["rsa_similarity_metric"],
+        resample_indices(n, n_boot, seed),
+        groups,
+    )
 
 
 def _square(ref: np.ndarray, n: int) -> np.ndarray:
@@ -147,8 +155,14 @@ def draws_of(results: pd.DataFrame, cache: pd.DataFrame) -> pd.Series:
         return pd.Series([None] * len(results), index=results.index, dtype=object)
     boots = cache.loc[cache["boot"].notna(), [*keys, "boot"]].drop_duplicates(keys, keep="last")
     merged = results[keys].merge(boots, on=keys, how="left")
-    return pd.Series([None if b is None or (isinstance(b, float) and np.isnan(b)) else np.asarray(b, np.float64)
-                      for b in merged["boot"]], index=results.index, dtype=object)
+    return pd.Series(
+        [
+            None if b is None or (isinstance(b, float) and np.isnan(b)) else np.asarray(b, np.float64)
+            for b in merged["boot"]
+        ],
+        index=results.index,
+        dtype=object,
+    )
 
 
 def add_delta_intervals(results: pd.DataFrame, draws: pd.Series, ci: float = 0.95) -> pd.DataFrame:
@@ -157,12 +171,17 @@ def add_delta_intervals(results: pd.DataFrame, draws: pd.Series, ci: float = 0.9
     out = results.copy()
     out[["delta_ci_low", "delta_ci_high", "delta_p"]] = np.nan
     keys = ["epoch", "dataset", "reference", "metric"]
-    own = {tuple(k): b for k, b in zip(results[["trial_id", *keys]].itertuples(index=False), draws, strict=False) if b is not None}
+    own = {
+        tuple(k): b
+        for k, b in zip(results[["trial_id", *keys]].itertuples(index=False), draws, strict=False)
+        if b is not None
+    }
     for i, row in enumerate(results[["baseline_id", "trial_id", *keys]].itertuples(index=False)):
         mine, base = draws.iloc[i], own.get((row[0], *row[2:]))
         if mine is not None and base is not None and len(mine) == len(base):
             out.iloc[i, out.columns.get_indexer(["delta_ci_low", "delta_ci_high", "delta_p"])] = paired_change(
-                mine, base, ci)
+                mine, base, ci
+            )
     return out
 
 
@@ -174,7 +193,9 @@ def summary_draws(summary: pd.DataFrame, results: pd.DataFrame, draws: pd.Series
 
     frame = results.assign(_draws=draws.to_numpy())
     frame = frame[frame["_draws"].notna() & (frame["epoch"] >= 0) & ~frame["inherited"].astype(bool)]
-    frame = frame.assign(measure=[measure_name(*r) for r in zip(frame["dataset"], frame["reference"], frame["metric"], strict=False)])
+    frame = frame.assign(
+        measure=[measure_name(*r) for r in zip(frame["dataset"], frame["reference"], frame["metric"], strict=False)]
+    )
     by_run = {key: rows for key, rows in frame.groupby(["trial_id", "measure"])}
     out: dict[tuple[str, str], np.ndarray] = {}
 

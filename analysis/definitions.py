@@ -99,8 +99,9 @@ def _extreme(rows: pd.DataFrame, column: str, mode: str) -> tuple[float, float]:
     return float(values[at]), float(rows.loc[at, "epoch"])
 
 
-def run_extremes(rows: pd.DataFrame, measures: Iterable[str], rule: str,
-                 perturb_epoch: int | None = None) -> dict[str, float]:
+def run_extremes(
+    rows: pd.DataFrame, measures: Iterable[str], rule: str, perturb_epoch: int | None = None
+) -> dict[str, float]:
     """One run's truncation epoch, min validation loss (and epoch) and max of each measure (and epoch)."""
     kept, last = truncate(own_epochs(rows, perturb_epoch), rule)
     out = {"truncation_epoch": last, "n_own_epochs": float(len(kept))}
@@ -145,14 +146,19 @@ def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "mi
         own = run_extremes(rows, measures, rule_for(rule, False), t["perturb_epoch"])
         trained = own_epochs(rows, t["perturb_epoch"])["epoch"]
         last = float(trained.max()) if len(trained) else float("nan")
-        record = {"trial_id": t["trial_id"], "baseline_id": bid,
-                  **{k: t.get(k) for k in ("trial_label", *WINDOW, "random_seed", "perturb_seed")},
-                  "last_epoch": last, "window_completed": window_completed(last, t["perturb_epoch"],
-                                                                           t["perturb_length"]),
-                  "truncation_epoch": own["truncation_epoch"], "baseline_truncation_epoch": base["truncation_epoch"],
-                  "min_val_loss": own["min_val_loss"], "min_val_loss_epoch": own["min_val_loss_epoch"],
-                  "baseline_min_val_loss": base["min_val_loss"],
-                  "min_val_loss_deviation": own["min_val_loss"] - base["min_val_loss"]}
+        record = {
+            "trial_id": t["trial_id"],
+            "baseline_id": bid,
+            **{k: t.get(k) for k in ("trial_label", *WINDOW, "random_seed", "perturb_seed")},
+            "last_epoch": last,
+            "window_completed": window_completed(last, t["perturb_epoch"], t["perturb_length"]),
+            "truncation_epoch": own["truncation_epoch"],
+            "baseline_truncation_epoch": base["truncation_epoch"],
+            "min_val_loss": own["min_val_loss"],
+            "min_val_loss_epoch": own["min_val_loss_epoch"],
+            "baseline_min_val_loss": base["min_val_loss"],
+            "min_val_loss_deviation": own["min_val_loss"] - base["min_val_loss"],
+        }
         for name in measures:
             record[f"max_{name}"] = own[f"max_{name}"]
             record[f"max_{name}_epoch"] = own[f"max_{name}_epoch"]
@@ -162,8 +168,9 @@ def summary_table(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str = "mi
     return pd.DataFrame(records)
 
 
-def add_baseline_delta(frame: pd.DataFrame, keys: Sequence[str], value: str = "value",
-                       baseline_id: str = "baseline_id") -> pd.DataFrame:
+def add_baseline_delta(
+    frame: pd.DataFrame, keys: Sequence[str], value: str = "value", baseline_id: str = "baseline_id"
+) -> pd.DataFrame:
     """``frame`` with ``baseline_value`` (the baseline trial's ``value`` at the same ``keys``, e.g.
     epoch/dataset/reference/metric) and ``delta = value - baseline_value``; NaN where there is none."""
     base = frame[["trial_id", *keys, value]].rename(columns={"trial_id": baseline_id, value: "baseline_value"})
@@ -201,7 +208,9 @@ def window_table(summary: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return out.reset_index().sort_values(WINDOW).reset_index(drop=True)
 
 
-def best_trial(training: pd.DataFrame, metric: str, mode: str, trials: Mapping[str, Mapping] | None = None) -> dict | None:
+def best_trial(
+    training: pd.DataFrame, metric: str, mode: str, trials: Mapping[str, Mapping] | None = None
+) -> dict | None:
     """The trial with the best ``metric`` (``mode`` max|min) over its own logged epochs (epoch >= 0,
     not inherited): ``{trial_id, epoch, value, config}``; None if no trial logged it."""
     if metric not in training or mode not in ("max", "min"):
@@ -212,5 +221,9 @@ def best_trial(training: pd.DataFrame, metric: str, mode: str, trials: Mapping[s
         return None
     at = values.idxmax() if mode == "max" else values.idxmin()
     tid = rows.loc[at, "trial_id"]
-    return {"trial_id": tid, "epoch": int(rows.loc[at, "epoch"]), "value": float(values[at]),
-            "config": dict((trials or {}).get(tid, {}))}
+    return {
+        "trial_id": tid,
+        "epoch": int(rows.loc[at, "epoch"]),
+        "value": float(values[at]),
+        "config": dict((trials or {}).get(tid, {})),
+    }

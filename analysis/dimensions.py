@@ -22,14 +22,20 @@ from analysis.records import Study
 COLUMNS = [*d.WINDOW, "epoch", "dimension", "n", "mean_change", "sd_change", "rank"]
 
 
-def dimension_deltas(study: Study, evaluations: pd.DataFrame, eval_keys: Sequence[str],
-                     settings: pd.DataFrame) -> pd.DataFrame:
+def dimension_deltas(
+    study: Study, evaluations: pd.DataFrame, eval_keys: Sequence[str], settings: pd.DataFrame
+) -> pd.DataFrame:
     """(trial, epoch, dimension) rows of perturbed trials: ``value``, ``baseline_value`` and ``delta``.
 
     ``settings``: one row per trial (``tables.settings_table``)."""
     rows = evaluations[evaluations["eval_key"].isin(list(eval_keys)) & (evaluations["metric"] == DIMENSION_METRIC)]
-    index = pd.DataFrame([{"trial_id": e.trial_id, "epoch": e.epoch, "checkpoint_key": checkpoint_key(e.checkpoint)}
-                          for e in study.entries], columns=["trial_id", "epoch", "checkpoint_key"])
+    index = pd.DataFrame(
+        [
+            {"trial_id": e.trial_id, "epoch": e.epoch, "checkpoint_key": checkpoint_key(e.checkpoint)}
+            for e in study.entries
+        ],
+        columns=["trial_id", "epoch", "checkpoint_key"],
+    )
     frame = index.merge(rows[["checkpoint_key", "reference", "value"]], on="checkpoint_key")
     frame = frame.rename(columns={"reference": "dimension"}).merge(settings, on="trial_id", how="left")
     frame = d.add_baseline_delta(frame, ["epoch", "dimension"])
@@ -44,11 +50,14 @@ def window_dimensions(deltas: pd.DataFrame) -> pd.DataFrame:
     last = deltas["perturb_epoch"].astype(int) + deltas["perturb_length"].astype(int) - 1
     at_end = deltas[deltas["epoch"].astype(int) == last]
     grouped = at_end.groupby([*d.WINDOW, "epoch", "dimension"])["delta"]
-    table = pd.concat([grouped.size().rename("n"), grouped.mean().rename("mean_change"),
-                       grouped.std().rename("sd_change")], axis=1).reset_index()
-    table["rank"] = (table.groupby(d.WINDOW)["mean_change"].transform(lambda v: v.abs().rank(ascending=False,
-                                                                                              method="first"))
-                     .astype(int))
+    table = pd.concat(
+        [grouped.size().rename("n"), grouped.mean().rename("mean_change"), grouped.std().rename("sd_change")], axis=1
+    ).reset_index()
+    table["rank"] = (
+        table.groupby(d.WINDOW)["mean_change"]
+        .transform(lambda v: v.abs().rank(ascending=False, method="first"))
+        .astype(int)
+    )
     return table.sort_values([*d.WINDOW, "rank"]).reset_index(drop=True)[COLUMNS]
 
 
@@ -72,8 +81,13 @@ def dimensions_figure(table: pd.DataFrame, top: int = 12):
         raise NoData("no SPoSE dimension predictions (the THINGS set was not evaluated) or no perturbed trials")
     grids = {t: top_dimensions(table, t, top) for t in types}
     limit = max(float(np.nanmax(np.abs(g.to_numpy(dtype=float)))) for g in grids.values()) or 1.0
-    fig, axes = plt.subplots(1, len(types), figsize=(4.5 + 1.2 * max(g.shape[1] for g in grids.values()) * len(types),
-                                                     0.32 * top + 1.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(types),
+        figsize=(4.5 + 1.2 * max(g.shape[1] for g in grids.values()) * len(types), 0.32 * top + 1.8),
+        squeeze=False,
+        layout="constrained",
+    )
     image = None
     for ax, (ptype, grid) in zip(axes[0], grids.items(), strict=False):
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="PuOr_r", vmin=-limit, vmax=limit, aspect="auto")
@@ -81,10 +95,20 @@ def dimensions_figure(table: pd.DataFrame, top: int = 12):
         ax.set_xticks(range(grid.shape[1]), [f"start {int(s)}\nlength {int(n)}" for s, n in grid.columns], fontsize=8)
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:+.2g}", ha="center", va="center", fontsize=7,
-                        color="white" if abs(value) > 0.6 * limit else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:+.2g}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if abs(value) > 0.6 * limit else "black",
+                )
         ax.set_title(f"{ptype}: top {len(grid.index)} dimensions", fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="mean predicted dimension - baseline's (mean over seeds)")
-    fig.suptitle("Which SPoSE dimensions move: change at the window's last epoch vs the baseline at that epoch "
-                 "(THINGS evaluation images)", fontsize=10)
+    fig.suptitle(
+        "Which SPoSE dimensions move: change at the window's last epoch vs the baseline at that epoch "
+        "(THINGS evaluation images)",
+        fontsize=10,
+    )
     return fig

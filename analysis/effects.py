@@ -25,8 +25,12 @@ def family_of(measure: str) -> str:
     if measure == "val_loss":
         return "validation loss"
     dataset = measure.split("/")[0]
-    return {"things_fmri": "neural: THINGS-fMRI", "nod": "neural: NOD", "nights": "NIGHTS 2AFC",
-            "cka": "CKA with the targets"}.get(dataset, dataset)
+    return {
+        "things_fmri": "neural: THINGS-fMRI",
+        "nod": "neural: NOD",
+        "nights": "NIGHTS 2AFC",
+        "cka": "CKA with the targets",
+    }.get(dataset, dataset)
 
 
 def drop_duplicates(measures: list[str]) -> list[str]:
@@ -66,8 +70,17 @@ def single_epoch_figure(effects: pd.DataFrame) -> Figure:
             e, mean, low, high = (np.array(v, dtype=float) for v in zip(*stats, strict=False))
             x = np.searchsorted(epochs, e) + (k - (len(slots) - 1) / 2) * width
             err = np.where(np.isfinite(low), np.vstack([mean - low, high - mean]), 0.0)
-            ax.errorbar(x, mean, yerr=err, fmt=MARKERS[members.index(measure) % len(MARKERS)], ms=6,
-                        color=f"C{types.index(ptype) + 1}", capsize=3, lw=1.2, ls="none")
+            ax.errorbar(
+                x,
+                mean,
+                yerr=err,
+                fmt=MARKERS[members.index(measure) % len(MARKERS)],
+                ms=6,
+                color=f"C{types.index(ptype) + 1}",
+                capsize=3,
+                lw=1.2,
+                ls="none",
+            )
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(epochs)), [str(int(e)) for e in epochs])
         ax.set_xlabel("perturbed epoch")
@@ -75,15 +88,32 @@ def single_epoch_figure(effects: pd.DataFrame) -> Figure:
         ax.set_title(family, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         if len(members) > 1:
-            ax.legend(handles=[plt.Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], ls="none",
-                                          label=label_of(m).split(" · ", 1)[-1]) for i, m in enumerate(members)],
-                      fontsize=7, loc="best", title="measure", title_fontsize=7)
+            ax.legend(
+                handles=[
+                    plt.Line2D(
+                        [],
+                        [],
+                        color="gray",
+                        marker=MARKERS[i % len(MARKERS)],
+                        ls="none",
+                        label=label_of(m).split(" · ", 1)[-1],
+                    )
+                    for i, m in enumerate(members)
+                ],
+                fontsize=7,
+                loc="best",
+                title="measure",
+                title_fontsize=7,
+            )
         elif members:
             ax.set_title(f"{family}\n{label_of(members[0])}", fontsize=9)
-    for ax in list(axes.flat)[len(families):]:
+    for ax in list(axes.flat)[len(families) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=f"C{i + 1}", marker="o", ls="none", label=t) for i, t in enumerate(types)]
     fig.legend(handles=handles, title="perturbation", loc="outside right upper", fontsize=8)
-    fig.suptitle("Single-epoch perturbations: trial - baseline at the perturbed epoch (dot: mean over seeds; bar: 95% "
-                 "t interval, none with one seed; 0 line: no change)", fontsize=10)
+    fig.suptitle(
+        "Single-epoch perturbations: trial - baseline at the perturbed epoch (dot: mean over seeds; bar: 95% "
+        "t interval, none with one seed; 0 line: no change)",
+        fontsize=10,
+    )
     return fig

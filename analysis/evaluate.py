@@ -35,15 +35,27 @@ from hba_sweep.model import ModelSpec
 from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 
-EVAL_COLUMNS = ["checkpoint_key", "eval_key", "dataset", "reference", "metric", "value", "p_value", "ci_low", "ci_high",
-                "boot"]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
+EVAL_COLUMNS = [
+    "checkpoint_key",
+    "eval_key",
+    "dataset",
+    "reference",
+    "metric",
+    "value",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "boot",
+]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
 CACHE_FILE = "evaluations.parquet"
 # the Fix of a checkpoint whose bytes no longer match the hash gathered (or recorded in its meta.json)
 # How to restore a damaged or missing checkpoint (the Fix of a damaged one, in report.md)
-RESTORE = ("put the file back from a copy, or delete that checkpoint folder and the trial's later ones (and its "
-           "done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep train "
-           "--config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after (a file "
-           "that changed while analyze ran: just analyze again).")
+RESTORE = (
+    "put the file back from a copy, or delete that checkpoint folder and the trial's later ones (and its "
+    "done.json), then `python -m hba_sweep run SPACE.py --resume` (one run: `python -m hba_sweep train "
+    "--config <run>/config.yaml --resume`) retrains from the last intact epoch; analyze again after (a file "
+    "that changed while analyze ran: just analyze again)."
+)
 ROWS_VERSION = 2  # 2: bootstrap draws on RSA rows, mean SPoSE dimensions on THINGS (older caches recompute)
 DIMENSION_METRIC = "mean_prediction"  # THINGS rows: reference = a SPoSE dimension's label, value = its mean
 
@@ -56,7 +68,7 @@ class Options:
     evalsets_file: str | None = None
     device: str = "auto"
     batch_size: int = 64
-    workers: int = 0          # 0: in this process; N: N Ray tasks
+    workers: int = 0  # 0: in this process; N: N Ray tasks
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     score: ScoreSettings = ScoreSettings()
@@ -70,8 +82,10 @@ def find_evalset_specs(study: Study, evalsets_file: str | None) -> tuple[dict[st
     declared = (study.manifest or {}).get("evalsets")
     if isinstance(declared, str):
         if not Path(declared).is_file():
-            raise DataError(f"{study.root}/study.json: evalsets={declared!r}: no such file. Fix: restore it or give "
-                            "--evalsets FILE.")
+            raise DataError(
+                f"{study.root}/study.json: evalsets={declared!r}: no such file. Fix: restore it or give "
+                "--evalsets FILE."
+            )
         return read_evalsets_yaml(declared), f"{declared} (declared by the study)"
     for candidate in _candidates_near_data(study):
         if candidate.is_file():
@@ -97,8 +111,13 @@ def _fallback_specs(study: Study) -> dict[str, dict[str, Any]]:
     for trial in study.trials.values():
         c = trial.config
         if c.get("rsa_annotations_file") and c.get("rsa_img_dir") and c.get("behavioral_rdm_file"):
-            return {"things": {"annotations_file": c["rsa_annotations_file"], "img_dir": c["rsa_img_dir"],
-                               "reference_rdms": {"behavior": c["behavioral_rdm_file"]}}}
+            return {
+                "things": {
+                    "annotations_file": c["rsa_annotations_file"],
+                    "img_dir": c["rsa_img_dir"],
+                    "reference_rdms": {"behavior": c["behavioral_rdm_file"]},
+                }
+            }
     return {}
 
 
@@ -107,15 +126,19 @@ def select_datasets(specs: dict[str, dict[str, Any]], requested: Sequence[str] |
     available = [d for d in DATASETS if d in specs or (d == "cka" and "things" in specs)]
     if not requested:
         if not available:
-            raise DataError(f"{source}: no evaluation set is configured. Fix: give --evalsets FILE "
-                            "(python -m hba_sweep demo-data DIR writes an example).")
+            raise DataError(
+                f"{source}: no evaluation set is configured. Fix: give --evalsets FILE "
+                "(python -m hba_sweep demo-data DIR writes an example)."
+            )
         return available
     for name in requested:
         if name not in DATASETS:
             raise DataError(f"--datasets: unknown dataset {name!r}. Fix: use names from {list(DATASETS)}.")
         if name not in available:
-            raise DataError(f"--datasets: {name!r} is not configured in {source} (it has {available}). "
-                            "Fix: add it there, give --evalsets FILE, or leave it out.")
+            raise DataError(
+                f"--datasets: {name!r} is not configured in {source} (it has {available}). "
+                "Fix: add it there, give --evalsets FILE, or leave it out."
+            )
     return list(dict.fromkeys(requested))
 
 
@@ -163,8 +186,9 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda fh: frame.to_parquet(fh, index=False))
 
 
-def pending(study: Study, evaluations: Sequence[Evaluation],
-            cache: pd.DataFrame) -> dict[str, tuple[Checkpoint, list[str]]]:
+def pending(
+    study: Study, evaluations: Sequence[Evaluation], cache: pd.DataFrame
+) -> dict[str, tuple[Checkpoint, list[str]]]:
     """Checkpoints (by key) with the evaluation keys still missing for each."""
     done = set(zip(cache["checkpoint_key"], cache["eval_key"], strict=False))
     keys = [ev.key for ev in evaluations]
@@ -202,14 +226,29 @@ def evaluation_rows(ev: Evaluation, predictions: np.ndarray) -> list[dict[str, A
         from hba_sweep.model import load_prompts
 
         means = predictions.mean(axis=0) if finite else np.full(predictions.shape[1], np.nan)
-        rows += [{"reference": label, "metric": DIMENSION_METRIC, "value": float(v), "p_value": float("nan"),
-                  "ci_low": float("nan"), "ci_high": float("nan")} for label, v in zip(load_prompts(), means, strict=False)]
+        rows += [
+            {
+                "reference": label,
+                "metric": DIMENSION_METRIC,
+                "value": float(v),
+                "p_value": float("nan"),
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+            }
+            for label, v in zip(load_prompts(), means, strict=False)
+        ]
     return rows
 
 
-def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]], evaluations: Sequence[Evaluation],
-                         device: str, cache_root: str, batch_size: int,
-                         progress: Callable[[Checkpoint], None] | None = None) -> list[dict[str, Any]]:
+def evaluate_checkpoints(
+    fs: Any,
+    work: list[tuple[str, Checkpoint, list[str]]],
+    evaluations: Sequence[Evaluation],
+    device: str,
+    cache_root: str,
+    batch_size: int,
+    progress: Callable[[Checkpoint], None] | None = None,
+) -> list[dict[str, Any]]:
     """Rows for ``work`` (checkpoint key, checkpoint, eval keys); one model per layout, prefix once per set;
     ``progress(checkpoint)`` after each."""
     by_key = {ev.key: ev for ev in evaluations}
@@ -221,8 +260,7 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
             predictor = None
             predictor = Predictor(spec, resolve_device(device), cache_root, batch_size)
         try:
-            adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None,
-                                     fix=RESTORE)
+            adapters = load_adapters(ckpt.path, verify=False, fs=fs, expected=ckpt.adapter_sha256 or None, fix=RESTORE)
         except CheckpointError as exc:  # damage is contained: listed in the report, the other checkpoints go on
             rows.append({"checkpoint_key": ck, DAMAGED: str(exc)})
             if progress is not None:
@@ -231,8 +269,10 @@ def evaluate_checkpoints(fs: Any, work: list[tuple[str, Checkpoint, list[str]]],
         predictor.load(adapters, posixpath.join(ckpt.path, "adapter"))
         for key in eval_keys:
             ev = by_key[key]
-            rows += [{"checkpoint_key": ck, "eval_key": key, "dataset": ev.evalset.dataset, **r}
-                     for r in evaluation_rows(ev, predictor.predict(ev.evalset.paths))]
+            rows += [
+                {"checkpoint_key": ck, "eval_key": key, "dataset": ev.evalset.dataset, **r}
+                for r in evaluation_rows(ev, predictor.predict(ev.evalset.paths))
+            ]
         if progress is not None:
             progress(ckpt)
     return rows
@@ -243,9 +283,15 @@ def _by_layout(todo: dict[str, tuple[Checkpoint, list[str]]]) -> list[tuple[str,
     return sorted(work, key=lambda w: (ModelSpec.from_mapping(w[1].config).key(), w[1].path))
 
 
-def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], evalsets: Sequence[Evaluation],
-                opts: Options, out_dir: Path, save: Callable[[list[dict[str, Any]]], None],
-                log: Callable[[str], None] = lambda m: None) -> int:
+def run_pending(
+    study: Study,
+    todo: dict[str, tuple[Checkpoint, list[str]]],
+    evalsets: Sequence[Evaluation],
+    opts: Options,
+    out_dir: Path,
+    save: Callable[[list[dict[str, Any]]], None],
+    log: Callable[[str], None] = lambda m: None,
+) -> int:
     """Compute the pending evaluations (in process or as Ray tasks); ``save`` is called per chunk,
     ``log`` with a line per checkpoint done."""
     work = _by_layout(todo)
@@ -257,20 +303,38 @@ def run_pending(study: Study, todo: dict[str, tuple[Checkpoint, list[str]]], eva
 
     def progress(ckpt: Checkpoint, n: int = 1) -> None:
         done[0] += n
-        log(f"[{done[0]}/{len(work)}] {posixpath.relpath(ckpt.path, study.root)} (epoch {ckpt.epoch}), "
-            f"{time.perf_counter() - start_time:.1f} s")
+        log(
+            f"[{done[0]}/{len(work)}] {posixpath.relpath(ckpt.path, study.root)} (epoch {ckpt.epoch}), "
+            f"{time.perf_counter() - start_time:.1f} s"
+        )
 
     if opts.workers and opts.workers > 0:
         return _run_ray(study, work, evalsets, opts, cache_root, save, progress)
     chunk = 16
     for start in range(0, len(work), chunk):
-        save(evaluate_checkpoints(study.filesystem, work[start:start + chunk], evalsets, opts.device, cache_root,
-                                  opts.batch_size, progress))
+        save(
+            evaluate_checkpoints(
+                study.filesystem,
+                work[start : start + chunk],
+                evalsets,
+                opts.device,
+                cache_root,
+                opts.batch_size,
+                progress,
+            )
+        )
     return len(work)
 
 
-def _run_ray(study: Study, work: list, evalsets: Sequence[Evaluation], opts: Options, cache_root: str,
-             save: Callable[[list[dict[str, Any]]], None], progress: Callable[..., None]) -> int:
+def _run_ray(
+    study: Study,
+    work: list,
+    evalsets: Sequence[Evaluation],
+    opts: Options,
+    cache_root: str,
+    save: Callable[[list[dict[str, Any]]], None],
+    progress: Callable[..., None],
+) -> int:
     """Split the work into ``workers`` contiguous chunks (layout-sorted), one Ray task each."""
     started = not ray.is_initialized()
     if started:
@@ -279,8 +343,12 @@ def _run_ray(study: Study, work: list, evalsets: Sequence[Evaluation], opts: Opt
         task = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker)(evaluate_checkpoints)
         size = -(-len(work) // opts.workers)
         device = "cuda" if opts.gpus_per_worker > 0 else ("cpu" if opts.device == "auto" else opts.device)
-        chunks = {task.remote(study.filesystem, work[i:i + size], list(evalsets), device, cache_root,
-                              opts.batch_size): work[i:i + size] for i in range(0, len(work), size)}
+        chunks = {
+            task.remote(
+                study.filesystem, work[i : i + size], list(evalsets), device, cache_root, opts.batch_size
+            ): work[i : i + size]
+            for i in range(0, len(work), size)
+        }
         refs = list(chunks)
         while refs:
             ready, refs = ray.wait(refs, num_returns=1)

@@ -38,11 +38,16 @@ from analysis import definitions as d  # noqa: E402
 from hba_sweep.foundation.io_utils import atomic_write  # noqa: E402
 
 NEURAL = ("things_fmri", "nod")
-LABELS = {"alignment": "behavioural alignment (triplet RSA)", "val_loss": "validation loss (MSE)",
-          "target_rsa": "target RSA"}
-HEATMAPS = {"max_alignment_deviation": "max behavioural alignment - baseline's",
-            "min_val_loss_deviation": "min validation loss - baseline's",
-            "max_target_rsa_deviation": "max target RSA - baseline's"}
+LABELS = {
+    "alignment": "behavioural alignment (triplet RSA)",
+    "val_loss": "validation loss (MSE)",
+    "target_rsa": "target RSA",
+}
+HEATMAPS = {
+    "max_alignment_deviation": "max behavioural alignment - baseline's",
+    "min_val_loss_deviation": "min validation loss - baseline's",
+    "max_target_rsa_deviation": "max target RSA - baseline's",
+}
 
 
 class NoData(Exception):
@@ -128,8 +133,9 @@ def change_figure(deltas: pd.DataFrame, ptype: str) -> Figure:
     lengths = sorted(rows["perturb_length"].dropna().unique())
     measures = ("alignment", "val_loss")
     grid = [(m, n) for m in measures for n in lengths]
-    fig, axes = plt.subplots(len(grid), len(starts), figsize=(3.2 * len(starts) + 1, 2.4 * len(grid)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(grid), len(starts), figsize=(3.2 * len(starts) + 1, 2.4 * len(grid)), squeeze=False, sharex=True
+    )
     band = "95% t interval of the mean over seeds (none with one seed)"
     for (measure, length), ax_row in zip(grid, axes, strict=False):
         for start, ax in zip(starts, ax_row, strict=False):
@@ -152,8 +158,14 @@ def change_figure(deltas: pd.DataFrame, ptype: str) -> Figure:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"{ptype}: change vs baseline per epoch (window shaded; band: {band})", fontsize=10)
-    fig.text(0.5, -0.01, "below 0: the perturbation lowered the measure; a band that excludes 0 marks an epoch whose "
-             "change is unlikely to be seed noise (uncorrected)", ha="center", fontsize=8)
+    fig.text(
+        0.5,
+        -0.01,
+        "below 0: the perturbation lowered the measure; a band that excludes 0 marks an epoch whose "
+        "change is unlikely to be seed noise (uncorrected)",
+        ha="center",
+        fontsize=8,
+    )
     return fig
 
 
@@ -167,8 +179,9 @@ def _truncated_rows(per_epoch: pd.DataFrame, trials: pd.DataFrame, rule: str) ->
     return out
 
 
-def vs_loss_figure(per_epoch: pd.DataFrame, trials: pd.DataFrame, measures: Sequence[str], rule: str,
-                   title: str) -> Figure:
+def vs_loss_figure(
+    per_epoch: pd.DataFrame, trials: pd.DataFrame, measures: Sequence[str], rule: str, title: str
+) -> Figure:
     """One panel per measure: the measure against validation loss (x inverted), baselines in black."""
     measures = [m for m in measures if m in per_epoch and per_epoch[m].notna().any()]
     if not measures:
@@ -193,7 +206,7 @@ def vs_loss_figure(per_epoch: pd.DataFrame, trials: pd.DataFrame, measures: Sequ
         ax.set_ylabel(label_of(measure), fontsize=8)
         ax.set_title(label_of(measure), fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(measures):]:
+    for ax in list(axes.flat)[len(measures) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color="k", lw=2, label="baseline")]
     handles += [plt.Line2D([], [], color=c, lw=1, label=t) for t, c in colors.items()]
@@ -214,9 +227,15 @@ def single_epoch_effects(per_epoch: pd.DataFrame, trials: pd.DataFrame) -> pd.Da
         if key not in at.index or base_key not in at.index:
             continue
         for m in measures:
-            records.append({"trial_id": t["trial_id"], "perturb_type": t["perturb_type"],
-                            "perturb_epoch": int(t["perturb_epoch"]), "measure": m,
-                            "delta": at.at[key, m] - at.at[base_key, m]})
+            records.append(
+                {
+                    "trial_id": t["trial_id"],
+                    "perturb_type": t["perturb_type"],
+                    "perturb_epoch": int(t["perturb_epoch"]),
+                    "measure": m,
+                    "delta": at.at[key, m] - at.at[base_key, m],
+                }
+            )
     return pd.DataFrame(records, columns=["trial_id", "perturb_type", "perturb_epoch", "measure", "delta"])
 
 
@@ -225,12 +244,21 @@ def heatmap_grids(summary: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]
     """Per type: mean over seeds of ``column``, lengths (rows) x start epochs (columns); trials whose
     window did not complete are left out."""
     rows = d.completed(summary.dropna(subset=[column]) if column in summary else summary.iloc[0:0])
-    return {ptype: g.pivot_table(index="perturb_length", columns="perturb_epoch", values=column, aggfunc="mean")
-            .sort_index().sort_index(axis=1) for ptype, g in rows.groupby("perturb_type")}
+    return {
+        ptype: g.pivot_table(index="perturb_length", columns="perturb_epoch", values=column, aggfunc="mean")
+        .sort_index()
+        .sort_index(axis=1)
+        for ptype, g in rows.groupby("perturb_type")
+    }
 
 
-def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
-                   significant: dict[str, set[tuple[int, int]]] | None = None, title: str = "") -> Figure:
+def heatmap_figure(
+    summary: pd.DataFrame,
+    column: str,
+    label: str,
+    significant: dict[str, set[tuple[int, int]]] | None = None,
+    title: str = "",
+) -> Figure:
     """Mean over seeds per window, per type; ``significant`` (type -> {(start, length)}) cells are
     framed and starred."""
     from matplotlib.patches import Rectangle
@@ -241,13 +269,13 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
         raise NoData(f"no perturbed trials with a baseline and a value of {column}")
     limit = max(float(np.nanmax(np.abs(g.to_numpy(dtype=float)))) for g in grids.values()) or 1.0
     cmap = plt.get_cmap("RdBu_r" if "loss" in column else "RdBu")  # red: worse than the baseline, blue: better
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 1.5, 3.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 1.5, 3.4), squeeze=False, layout="constrained")
     image = None
     for ax, (ptype, grid) in zip(axes[0], grids.items(), strict=False):
         values = grid.to_numpy(dtype=float)
-        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, origin="lower",
-                          aspect="auto")
+        image = ax.imshow(
+            np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, origin="lower", aspect="auto"
+        )
         ax.set_xticks(range(len(grid.columns)), [str(int(c)) for c in grid.columns])
         ax.set_yticks(range(len(grid.index)), [str(int(i)) for i in grid.index])
         for (i, j), value in np.ndenumerate(values):
@@ -255,24 +283,45 @@ def heatmap_figure(summary: pd.DataFrame, column: str, label: str,
                 r, g, b, _ = cmap((value + limit) / (2 * limit))
                 dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
                 star = (int(grid.columns[j]), int(grid.index[i])) in significant.get(ptype, set())
-                ax.text(j, i, f"{value:+.3g}" + ("*" if star else ""), ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black", fontweight="bold" if star else "normal")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:+.3g}" + ("*" if star else ""),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                    fontweight="bold" if star else "normal",
+                )
                 if star:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=2.5))
         ax.set_xlabel("start epoch")
         ax.set_ylabel("length (epochs)")
         ax.set_title(ptype, fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=f"{label} (mean over seeds; red: worse)")
-    marks = ("\nframed *: significant after BH correction over all windows" + ("" if any(significant.values()) else
-                                                                               " (no window is)")) if tested else ""
+    marks = (
+        (
+            "\nframed *: significant after BH correction over all windows"
+            + ("" if any(significant.values()) else " (no window is)")
+        )
+        if tested
+        else ""
+    )
     fig.suptitle(title or f"{label}: over each trial's own epochs{marks}", fontsize=10)
     return fig
 
 
 # ---- all ----------------------------------------------------------------------------------
-def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
-             rule: str = "min_val_loss", stats: pd.DataFrame | None = None, per_seed: bool = False,
-             dimensions: pd.DataFrame | None = None) -> tuple[list[Path], list[str]]:
+def draw_all(
+    per_epoch: pd.DataFrame,
+    training: pd.DataFrame,
+    summary: pd.DataFrame,
+    out_dir: Path,
+    rule: str = "min_val_loss",
+    stats: pd.DataFrame | None = None,
+    per_seed: bool = False,
+    dimensions: pd.DataFrame | None = None,
+) -> tuple[list[Path], list[str]]:
     """Write every figure; returns (paths, notes on figures drawn without data).
 
     ``stats``: :func:`analysis.statistics.window_statistics` (significant heatmap cells are marked);
@@ -285,35 +334,69 @@ def draw_all(per_epoch: pd.DataFrame, training: pd.DataFrame, summary: pd.DataFr
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = training.drop_duplicates("trial_id") if len(training) else training
     jobs: list[tuple[str, str, callable]] = [
-        ("baseline_curves.png", "Baselines over training", lambda: baseline_curves_figure(training))]
+        ("baseline_curves.png", "Baselines over training", lambda: baseline_curves_figure(training))
+    ]
     deltas = epoch_deltas(training) if len(training) else pd.DataFrame(columns=d.WINDOW)
     types = sorted(deltas["perturb_type"].dropna().unique()) if len(deltas) else []
     for ptype in types:
         jobs.append((f"change_{ptype}.png", f"{ptype} vs baseline", lambda p=ptype: change_figure(deltas, p)))
-    jobs.append(("ba_vs_loss.png", "Behavioural alignment vs validation loss",
-                 lambda: vs_loss_figure(per_epoch, trials, ["alignment", "target_rsa"], rule,
-                                        "Alignment vs validation loss (truncated own epochs; baselines black)")))
+    jobs.append(
+        (
+            "ba_vs_loss.png",
+            "Behavioural alignment vs validation loss",
+            lambda: vs_loss_figure(
+                per_epoch,
+                trials,
+                ["alignment", "target_rsa"],
+                rule,
+                "Alignment vs validation loss (truncated own epochs; baselines black)",
+            ),
+        )
+    )
     for dataset in NEURAL:
         measures = [c for c in per_epoch.columns if c.startswith(f"{dataset}/")]
         if measures:
-            jobs.append((f"na_vs_loss_{dataset}.png", f"{dataset} vs validation loss",
-                         lambda m=measures, ds=dataset: vs_loss_figure(
-                             per_epoch, trials, m, rule, f"{ds}: neural alignment per ROI vs validation loss "
-                                                         "(truncated own epochs; baselines black)")))
-    jobs.append(("single_epoch_effects.png", "Single-epoch perturbations vs baseline",
-                 lambda: single_epoch_figure(single_epoch_effects(per_epoch, trials))))
+            jobs.append(
+                (
+                    f"na_vs_loss_{dataset}.png",
+                    f"{dataset} vs validation loss",
+                    lambda m=measures, ds=dataset: vs_loss_figure(
+                        per_epoch,
+                        trials,
+                        m,
+                        rule,
+                        f"{ds}: neural alignment per ROI vs validation loss (truncated own epochs; baselines black)",
+                    ),
+                )
+            )
+    jobs.append(
+        (
+            "single_epoch_effects.png",
+            "Single-epoch perturbations vs baseline",
+            lambda: single_epoch_figure(single_epoch_effects(per_epoch, trials)),
+        )
+    )
     seeds = sorted(summary["random_seed"].dropna().unique()) if per_seed and "random_seed" in summary else []
     for column, label in HEATMAPS.items():
         if column in summary or column != "max_target_rsa_deviation":
             name = column.replace("_deviation", "")
             marks = significant_cells(stats, column) if stats is not None else None
-            jobs.append((f"heatmap_{name}.png", label,
-                         lambda c=column, lb=label, m=marks: heatmap_figure(summary, c, lb, m)))
+            jobs.append(
+                (f"heatmap_{name}.png", label, lambda c=column, lb=label, m=marks: heatmap_figure(summary, c, lb, m))
+            )
             for s in seeds:
-                jobs.append((f"heatmap_{name}_seed{int(s)}.png", f"{label}, seed {int(s)}",
-                             lambda c=column, lb=label, s=s: heatmap_figure(
-                                 summary[summary["random_seed"] == s], c, lb,
-                                 title=f"{lb}: seed {int(s)} only (as the published per-seed heatmaps)")))
+                jobs.append(
+                    (
+                        f"heatmap_{name}_seed{int(s)}.png",
+                        f"{label}, seed {int(s)}",
+                        lambda c=column, lb=label, s=s: heatmap_figure(
+                            summary[summary["random_seed"] == s],
+                            c,
+                            lb,
+                            title=f"{lb}: seed {int(s)} only (as the published per-seed heatmaps)",
+                        ),
+                    )
+                )
     if dimensions is not None:
         jobs.append(("spose_dimensions.png", "Which SPoSE dimensions move", lambda: dimensions_figure(dimensions)))
     paths, notes = [], []

@@ -36,11 +36,15 @@ def open_experiment(path: str, storage: str | None = None) -> tuple[FileSystem, 
         fs, root = store.locate(target)
         found = store.is_dir(root, fs)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{target}: cannot open the experiment ({exc}). Fix: give a local directory or a "
-                        "pyarrow URI (s3://..., gs://..., file://...).") from None
+        raise DataError(
+            f"{target}: cannot open the experiment ({exc}). Fix: give a local directory or a "
+            "pyarrow URI (s3://..., gs://..., file://...)."
+        ) from None
     if not found:
-        raise DataError(f"{target}: experiment directory not found. Fix: give ray_results/<name> (or --storage URI "
-                        "with the experiment name).")
+        raise DataError(
+            f"{target}: experiment directory not found. Fix: give ray_results/<name> (or --storage URI "
+            "with the experiment name)."
+        )
     return fs, root
 
 
@@ -165,8 +169,10 @@ def _entries(trials: dict[str, Trial], skipped: list[str]) -> list[EpochEntry]:
             if epoch in trial.checkpoints:
                 continue
             if base is None or epoch not in base.checkpoints:
-                skipped.append(f"{trial.trial_id} epoch {epoch}: inherited from a baseline whose checkpoint is not "
-                               "in this experiment; left out")
+                skipped.append(
+                    f"{trial.trial_id} epoch {epoch}: inherited from a baseline whose checkpoint is not "
+                    "in this experiment; left out"
+                )
                 continue
             entries.append(EpochEntry(trial.trial_id, epoch, True, base.checkpoints[epoch]))
     entries.sort(key=lambda e: (e.trial_id, e.epoch))

@@ -27,9 +27,22 @@ from hba_sweep.model import ModelSpec
 # Our config keys read from a published training_config.yaml (the model layout and the trial's identity;
 # pretrained is not a published key, they always use openai: it is read for other weights), by their
 # published spelling (hba_sweep.config.published_keys).
-TRIAL_KEYS = ("backbone", "vision_layers", "transformer_layers", "rank", "random_seed", "perturb_type",
-              "perturb_epoch", "perturb_length", "perturb_seed", "lr", "batch_size", "train_portion", "epochs",
-              "pretrained")
+TRIAL_KEYS = (
+    "backbone",
+    "vision_layers",
+    "transformer_layers",
+    "rank",
+    "random_seed",
+    "perturb_type",
+    "perturb_epoch",
+    "perturb_length",
+    "perturb_seed",
+    "lr",
+    "batch_size",
+    "train_portion",
+    "epochs",
+    "pretrained",
+)
 # The model settings a published run does not record: the published ones (ModelSpec's defaults).
 UNRECORDED = ("pretrained", "adapter", "dora_alpha", "dora_dropout")
 PUBLISHED_MODEL = ModelSpec()
@@ -51,9 +64,11 @@ def run_config(run: Path) -> dict[str, Any]:
     """Our config keys from the published ``training_config.yaml`` of ``run`` (DataError without one)."""
     path = _config_file(run)
     if path is None:
-        raise DataError(f"{run}: a published run folder without its training_config.yaml (model layout, seed and "
-                        "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
-                        "its parent).")
+        raise DataError(
+            f"{run}: a published run folder without its training_config.yaml (model layout, seed and "
+            "perturbation window unknown). Fix: put the run's training_config.yaml in the folder (or "
+            "its parent)."
+        )
     raw = read_yaml(path, DataError, "published training config")
     present = {key: raw[key] for key in map(published_name, TRIAL_KEYS) if raw.get(key) not in (None, "")}
     checked = from_dict(present, source=str(path), check_files=False)  # our schema: types, ranges, one message
@@ -78,4 +93,3 @@ def published_trials(fs: storage.FileSystem, root: str) -> list[Any]:
             trial.checkpoints[epoch] = Checkpoint(path, epoch, storage.sha256(path, fs), config)
         trials.append(trial)
     return trials
-

@@ -14,7 +14,7 @@ from hba_sweep.foundation.storage import FileSystem
 class Checkpoint:
     """One epoch checkpoint on the experiment's filesystem."""
 
-    path: str            # directory holding meta.json and adapter.safetensors
+    path: str  # directory holding meta.json and adapter.safetensors
     epoch: int
     adapter_sha256: str  # recorded in meta.json; also the content key of the adapters
     config: dict[str, Any]
@@ -24,13 +24,13 @@ class Checkpoint:
 class Trial:
     """One trial (or run): its settings, training history and checkpoints by epoch."""
 
-    trial_id: str        # Tune's trial id (unique per trial), else the run directory's name
+    trial_id: str  # Tune's trial id (unique per trial), else the run directory's name
     directory: str
     config: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     baseline_id: str | None = None
-    label: str = ""      # readable name: the trial's run_name (the study manifest's key)
+    label: str = ""  # readable name: the trial's run_name (the study manifest's key)
     role: str | None = None  # from the manifest: "baseline", "perturbed", "trial"; None without one
     status: str | None = None  # from the manifest, e.g. "skipped", with its reason in ``note``
     note: str | None = None

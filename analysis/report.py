@@ -11,34 +11,42 @@ import pandas as pd
 
 from analysis import definitions as d
 
-HEADLINE = {"max_alignment_deviation": "Δ max alignment", "min_val_loss_deviation": "Δ min val loss",
-            "max_target_rsa_deviation": "Δ max target RSA"}
+HEADLINE = {
+    "max_alignment_deviation": "Δ max alignment",
+    "min_val_loss_deviation": "Δ min val loss",
+    "max_target_rsa_deviation": "Δ max target RSA",
+}
 
 
 TRUNCATION = {
     "min_val_loss": "each run's own epochs up to and including its minimum validation loss (`--truncate "
-                    "min_val_loss`, as the published notebooks' tables); the baseline is truncated the same way",
+    "min_val_loss`, as the published notebooks' tables); the baseline is truncated the same way",
     "none": "all of each run's own epochs (`--truncate none`; the published notebooks truncate at the minimum "
-            "validation loss)",
+    "validation loss)",
     "baseline_only": "the baseline's own epochs up to its minimum validation loss, the perturbed runs' own epochs "
-                     "all of them (`--truncate baseline_only`, the published heatmaps' rule)"}
+    "all of them (`--truncate baseline_only`, the published heatmaps' rule)",
+}
 
 
 def preface(rule: str) -> list[str]:
     trunc = TRUNCATION[rule]
-    return ["## Definitions", "",
-            "- **Own epochs**: the epochs a run trained itself: never epoch -1 (before training), never epochs a "
-            "fork inherited from its baseline; a perturbed trial's start at its window (`perturb_epoch`).",
-            f"- **Truncation**: {trunc}.",
-            "- **Max alignment deviation** = max over the trial's truncated own epochs of the triplet behavioural "
-            "RSA − the same max over its baseline's truncated own epochs (same settings and seed). **Min val loss "
-            "deviation** likewise with the minimum validation loss. The same for the target RSA and for every "
-            "evaluation set/ROI in `summary.parquet` (columns `max_<dataset>/<reference>/<metric>...`).",
-            "- **delta** (results.parquet) = value − the baseline's value at the same epoch, same dataset, "
-            "reference and metric.",
-            "- Neural RSA: model RDM 1 − cosine unless the evaluation set sets `model_rdm_distance_metric`; "
-            "behavioural RSA: 1 − Pearson; Spearman between upper triangles. NIGHTS 2AFC on the `test` split, "
-            "a distance tie counts as the left image (as published); accuracy as a fraction.", ""]
+    return [
+        "## Definitions",
+        "",
+        "- **Own epochs**: the epochs a run trained itself: never epoch -1 (before training), never epochs a "
+        "fork inherited from its baseline; a perturbed trial's start at its window (`perturb_epoch`).",
+        f"- **Truncation**: {trunc}.",
+        "- **Max alignment deviation** = max over the trial's truncated own epochs of the triplet behavioural "
+        "RSA − the same max over its baseline's truncated own epochs (same settings and seed). **Min val loss "
+        "deviation** likewise with the minimum validation loss. The same for the target RSA and for every "
+        "evaluation set/ROI in `summary.parquet` (columns `max_<dataset>/<reference>/<metric>...`).",
+        "- **delta** (results.parquet) = value − the baseline's value at the same epoch, same dataset, "
+        "reference and metric.",
+        "- Neural RSA: model RDM 1 − cosine unless the evaluation set sets `model_rdm_distance_metric`; "
+        "behavioural RSA: 1 − Pearson; Spearman between upper triangles. NIGHTS 2AFC on the `test` split, "
+        "a distance tie counts as the left image (as published); accuracy as a fraction.",
+        "",
+    ]
 
 
 def _fmt(mean: float, sd: float | None = None, digits: int = 4) -> str:
@@ -57,11 +65,21 @@ def window_section(summary: pd.DataFrame) -> list[str]:
     table = d.window_table(d.completed(summary), columns)
     if table.empty:
         return ["No perturbed trial with its baseline in this study: nothing to compare."]
-    rows = [(r["perturb_type"], int(r["perturb_epoch"]), int(r["perturb_length"]), int(r["n"]),
-             *[_fmt(r[f"{c}_mean"], r[f"{c}_sd"]) for c in columns]) for _, r in table.iterrows()]
+    rows = [
+        (
+            r["perturb_type"],
+            int(r["perturb_epoch"]),
+            int(r["perturb_length"]),
+            int(r["n"]),
+            *[_fmt(r[f"{c}_mean"], r[f"{c}_sd"]) for c in columns],
+        )
+        for _, r in table.iterrows()
+    ]
     return _table(["perturbation", "start epoch", "length", "seeds", *[HEADLINE[c] for c in columns]], rows) + [
-        "", "Mean ± sd over seeds (trials of the same window); per-trial values and every evaluation set/ROI in "
-            "`summary.parquet`."]
+        "",
+        "Mean ± sd over seeds (trials of the same window); per-trial values and every evaluation set/ROI in "
+        "`summary.parquet`.",
+    ]
 
 
 def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
@@ -70,22 +88,36 @@ def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
 
     if stats is None or stats.empty:
         return ["No finished perturbed trial with its baseline: nothing to test."]
-    lines = [f"Per perturbation type and measure: the windows whose deviation from the baseline is significant "
-             f"after Benjamini-Hochberg correction over all windows of the study (q ≤ {alpha:g}); with two or more "
-             f"seeds the {st.TEST_NAMES[test]}, with one seed the paired stimulus bootstrap where the measure has "
-             "bootstrap draws (see docs/statistics.md).", ""]
+    lines = [
+        f"Per perturbation type and measure: the windows whose deviation from the baseline is significant "
+        f"after Benjamini-Hochberg correction over all windows of the study (q ≤ {alpha:g}); with two or more "
+        f"seeds the {st.TEST_NAMES[test]}, with one seed the paired stimulus bootstrap where the measure has "
+        "bootstrap draws (see docs/statistics.md).",
+        "",
+    ]
     for ptype in sorted(stats["perturb_type"].dropna().unique()):
         for measure in [m for m in HEADLINE if m in set(stats["measure"])]:
             lines.append(f"- **{ptype}, {HEADLINE[measure]}**: {st.answer(stats, ptype, measure, alpha)}")
     rows = []
     for (ptype, measure), g in stats.groupby(["perturb_type", "measure"]):
         hits = g[g["significant"]]
-        where = ", ".join(f"{int(r['perturb_epoch'])}+{int(r['perturb_length'])} ({'↑' if r['mean'] > 0 else '↓'})"
-                          for _, r in hits.iterrows()) or "none"
+        where = (
+            ", ".join(
+                f"{int(r['perturb_epoch'])}+{int(r['perturb_length'])} ({'↑' if r['mean'] > 0 else '↓'})"
+                for _, r in hits.iterrows()
+            )
+            or "none"
+        )
         best = g["q"].min()
-        rows.append((ptype, measure, ", ".join(sorted(set(g["test"]))), where, f"{best:.3g}" if pd.notna(best) else "n/a"))
-    return lines + ["", *_table(["perturbation", "measure", "test", "significant windows (start+length, direction)",
-                                 "smallest q"], rows)]
+        rows.append(
+            (ptype, measure, ", ".join(sorted(set(g["test"]))), where, f"{best:.3g}" if pd.notna(best) else "n/a")
+        )
+    return lines + [
+        "",
+        *_table(
+            ["perturbation", "measure", "test", "significant windows (start+length, direction)", "smallest q"], rows
+        ),
+    ]
 
 
 def tests_section(stats: pd.DataFrame) -> list[str]:
@@ -93,57 +125,112 @@ def tests_section(stats: pd.DataFrame) -> list[str]:
     rows = stats[stats["measure"].isin(list(HEADLINE))] if stats is not None and len(stats) else pd.DataFrame()
     if rows.empty:
         return []
-    body = [(r["perturb_type"], int(r["perturb_epoch"]), int(r["perturb_length"]), HEADLINE[r["measure"]], int(r["n"]),
-             _fmt(r["mean"]), "n/a" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-             "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}", "n/a" if pd.isna(r["q"]) else f"{r['q']:.3g}",
-             r["test"] + (" *" if r["significant"] else "")) for _, r in rows.iterrows()]
-    return ["## Tests per window", "", *_table(["perturbation", "start epoch", "length", "measure", "seeds", "mean",
-                                                "95% CI", "p", "q (BH)", "test"], body),
-            "", "`windows.parquet` has every measure (each evaluation set/ROI), both seed tests' p and the q-values; "
-                "`summary.parquet` repeats each trial's window CI, p and q per deviation column; `results.parquet` "
-                "has the paired bootstrap of every per-epoch change (`delta_ci_low`, `delta_ci_high`, `delta_p`).", ""]
+    body = [
+        (
+            r["perturb_type"],
+            int(r["perturb_epoch"]),
+            int(r["perturb_length"]),
+            HEADLINE[r["measure"]],
+            int(r["n"]),
+            _fmt(r["mean"]),
+            "n/a" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+            "n/a" if pd.isna(r["p"]) else f"{r['p']:.3g}",
+            "n/a" if pd.isna(r["q"]) else f"{r['q']:.3g}",
+            r["test"] + (" *" if r["significant"] else ""),
+        )
+        for _, r in rows.iterrows()
+    ]
+    return [
+        "## Tests per window",
+        "",
+        *_table(
+            ["perturbation", "start epoch", "length", "measure", "seeds", "mean", "95% CI", "p", "q (BH)", "test"], body
+        ),
+        "",
+        "`windows.parquet` has every measure (each evaluation set/ROI), both seed tests' p and the q-values; "
+        "`summary.parquet` repeats each trial's window CI, p and q per deviation column; `results.parquet` "
+        "has the paired bootstrap of every per-epoch change (`delta_ci_low`, `delta_ci_high`, `delta_p`).",
+        "",
+    ]
 
 
 def best_trial_lines(best: dict | None, metric: str | None, mode: str | None) -> list[str]:
     if not best:
         return []
     config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
-    return ["## Best trial", "",
-            f"Under the study's metric `{metric}` ({mode}): **{best.get('label') or best['trial_id']}** "
-            f"(trial id {best['trial_id']}), {metric} = {best['value']:.4f} at epoch {best['epoch']}.",
-            "", f"Config: {config or '(no searched settings)'}", ""]
+    return [
+        "## Best trial",
+        "",
+        f"Under the study's metric `{metric}` ({mode}): **{best.get('label') or best['trial_id']}** "
+        f"(trial id {best['trial_id']}), {metric} = {best['value']:.4f} at epoch {best['epoch']}.",
+        "",
+        f"Config: {config or '(no searched settings)'}",
+        "",
+    ]
 
 
-def write_report(info: dict[str, Any], summary: pd.DataFrame, figures: Sequence[Path], notes: Sequence[str],
-                 stats: pd.DataFrame | None = None) -> str:
+def write_report(
+    info: dict[str, Any],
+    summary: pd.DataFrame,
+    figures: Sequence[Path],
+    notes: Sequence[str],
+    stats: pd.DataFrame | None = None,
+) -> str:
     """Compose the report text (the caller writes it atomically)."""
-    lines = [f"# Analysis of `{info['root']}`", "", *preface(info["truncate"]),
-             "## What was analysed", "",
-             f"- trials: {info['n_trials']} ({info['n_baselines']} baselines, "
-             f"{info['n_trials'] - info['n_baselines']} perturbed or other)",
-             f"- (trial, epoch) checkpoints: {info['n_entries']} ({info['n_inherited']} inherited from baselines), "
-             f"{info['n_unique']} distinct checkpoints",
-             f"- datasets: {', '.join(info['datasets'])} (evaluation sets from {info['evalsets_source']})",
-             f"- RSA similarity {info['score'].rsa_similarity_metric}, stimulus bootstrap draws "
-             f"{info['score'].n_boot or 'none (--bootstrap N for CIs of every RSA value)'} (seed {info['score'].seed})",
-             f"- this run computed {info['computed']} checkpoint(s); the rest came from `evaluations.parquet`",
-             f"- tables: `results.parquet` ({info['n_results']} rows), `training_metrics.parquet` "
-             f"({info['n_training']} rows), `summary.parquet` ({len(summary)} perturbed trials)", "",
-             *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
-             "## The answer: which windows change alignment", "",
-             *answer_section(stats, info.get("alpha", 0.05), info.get("test", "t")), "",
-             "## Perturbation windows vs baseline", "", *window_section(summary), "", *tests_section(stats),
-             "## Figures", ""]
+    lines = [
+        f"# Analysis of `{info['root']}`",
+        "",
+        *preface(info["truncate"]),
+        "## What was analysed",
+        "",
+        f"- trials: {info['n_trials']} ({info['n_baselines']} baselines, "
+        f"{info['n_trials'] - info['n_baselines']} perturbed or other)",
+        f"- (trial, epoch) checkpoints: {info['n_entries']} ({info['n_inherited']} inherited from baselines), "
+        f"{info['n_unique']} distinct checkpoints",
+        f"- datasets: {', '.join(info['datasets'])} (evaluation sets from {info['evalsets_source']})",
+        f"- RSA similarity {info['score'].rsa_similarity_metric}, stimulus bootstrap draws "
+        f"{info['score'].n_boot or 'none (--bootstrap N for CIs of every RSA value)'} (seed {info['score'].seed})",
+        f"- this run computed {info['computed']} checkpoint(s); the rest came from `evaluations.parquet`",
+        f"- tables: `results.parquet` ({info['n_results']} rows), `training_metrics.parquet` "
+        f"({info['n_training']} rows), `summary.parquet` ({len(summary)} perturbed trials)",
+        "",
+        *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
+        "## The answer: which windows change alignment",
+        "",
+        *answer_section(stats, info.get("alpha", 0.05), info.get("test", "t")),
+        "",
+        "## Perturbation windows vs baseline",
+        "",
+        *window_section(summary),
+        "",
+        *tests_section(stats),
+        "## Figures",
+        "",
+    ]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
     unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]
-    lines += ([f"- {r['trial_label']} [{r['trial_id']}]: {r['perturb_type']} window {int(r['perturb_epoch'])}+"
-               f"{int(r['perturb_length'])}, last own epoch {r['last_epoch']}; not counted as a finished perturbed "
-               "trial" for _, r in unfinished.iterrows()] if len(unfinished) else ["None."])
+    lines += (
+        [
+            f"- {r['trial_label']} [{r['trial_id']}]: {r['perturb_type']} window {int(r['perturb_epoch'])}+"
+            f"{int(r['perturb_length'])}, last own epoch {r['last_epoch']}; not counted as a finished perturbed "
+            "trial"
+            for _, r in unfinished.iterrows()
+        ]
+        if len(unfinished)
+        else ["None."]
+    )
     diverged = info.get("diverged") or []
     lines += ["", "## Diverged trials", ""]
-    lines += ([f"- {t}: non-finite loss or predictions on an own epoch; those values are NaN and never count as "
-               "a maximum or minimum" for t in diverged] if diverged else ["None."])
+    lines += (
+        [
+            f"- {t}: non-finite loss or predictions on an own epoch; those values are NaN and never count as "
+            "a maximum or minimum"
+            for t in diverged
+        ]
+        if diverged
+        else ["None."]
+    )
     lines += ["", "## Skipped", ""]
     skipped = list(info.get("skipped", [])) + list(notes)
     lines += [f"- {s}" for s in skipped] if skipped else ["Nothing was skipped."]

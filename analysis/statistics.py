@@ -29,10 +29,29 @@ from analysis import definitions as d
 from analysis.bootstrap import bootstrap_p, percentile_ci
 from hba_sweep.foundation.choices import STAT_TESTS as TESTS
 
-TEST_NAMES = {"t": "one-sample t-test over seeds", "sign_flip": "sign-flip permutation test over seeds",
-              "bootstrap": "paired stimulus bootstrap (one seed)", "none": "no test (one seed, no stimulus draws)"}
-STAT_COLUMNS = [*d.WINDOW, "measure", "n", "mean", "sd", "ci_low", "ci_high", "p_t", "p_sign_flip", "exact",
-                "p_bootstrap", "test", "p", "q", "significant"]
+TEST_NAMES = {
+    "t": "one-sample t-test over seeds",
+    "sign_flip": "sign-flip permutation test over seeds",
+    "bootstrap": "paired stimulus bootstrap (one seed)",
+    "none": "no test (one seed, no stimulus draws)",
+}
+STAT_COLUMNS = [
+    *d.WINDOW,
+    "measure",
+    "n",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "p_t",
+    "p_sign_flip",
+    "exact",
+    "p_bootstrap",
+    "test",
+    "p",
+    "q",
+    "significant",
+]
 MAX_PERMUTATIONS = 9999
 
 
@@ -53,18 +72,28 @@ def sign_flip_p(x: np.ndarray, seed: int = 0) -> tuple[float, bool]:
     """(two-sided p of the sign-flip permutation test of mean 0, whether it enumerated every pattern)."""
     if x.size < 2 or np.all(x == 0):
         return (1.0 if x.size >= 2 else float("nan")), x.size >= 2
-    result = scipy.stats.permutation_test((x,), np.mean, permutation_type="samples", vectorized=False,
-                                          n_resamples=MAX_PERMUTATIONS, alternative="two-sided",
-                                          rng=np.random.default_rng(seed))
-    return float(result.pvalue), bool(2 ** x.size <= MAX_PERMUTATIONS)
+    result = scipy.stats.permutation_test(
+        (x,),
+        np.mean,
+        permutation_type="samples",
+        vectorized=False,
+        n_resamples=MAX_PERMUTATIONS,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue), bool(2**x.size <= MAX_PERMUTATIONS)
 
 
-def window_test(values: Sequence[float], draws: np.ndarray | None = None, test: str = "t",
-                seed: int = 0) -> dict[str, float | str | bool]:
+def window_test(
+    values: Sequence[float], draws: np.ndarray | None = None, test: str = "t", seed: int = 0
+) -> dict[str, float | str | bool]:
     """The statistics of one window and measure (module doc); ``draws``: the one seed's bootstrap draws."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    out: dict[str, float | str | bool] = {"n": int(x.size), "mean": float(x.mean()) if x.size else float("nan"),
-                                          "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan")}
+    out: dict[str, float | str | bool] = {
+        "n": int(x.size),
+        "mean": float(x.mean()) if x.size else float("nan"),
+        "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+    }
     out["ci_low"], out["ci_high"] = t_interval(x)
     if x.size >= 2:
         out["p_t"] = float(scipy.stats.ttest_1samp(x, 0.0).pvalue) if x.std() > 0 else (1.0 if x.mean() == 0 else 0.0)
@@ -93,8 +122,13 @@ def bh_q(p: Sequence[float]) -> np.ndarray:
     return q
 
 
-def window_statistics(summary: pd.DataFrame, draws: Mapping[tuple[str, str], np.ndarray] | None = None,
-                      test: str = "t", alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def window_statistics(
+    summary: pd.DataFrame,
+    draws: Mapping[tuple[str, str], np.ndarray] | None = None,
+    test: str = "t",
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (window, measure) of the finished trials: :func:`window_test`, then BH q per measure.
 
     ``draws``: (trial_id, deviation column) -> the stimulus-bootstrap draws of that trial's deviation.
@@ -106,8 +140,13 @@ def window_statistics(summary: pd.DataFrame, draws: Mapping[tuple[str, str], np.
     for measure in deviation_columns(done):
         for window, rows in done.groupby(d.WINDOW, dropna=False):
             one = (draws or {}).get((rows["trial_id"].iloc[0], measure)) if len(rows) == 1 else None
-            records.append({**dict(zip(d.WINDOW, window, strict=False)), "measure": measure,
-                            **window_test(rows[measure].tolist(), one, test, seed)})
+            records.append(
+                {
+                    **dict(zip(d.WINDOW, window, strict=False)),
+                    "measure": measure,
+                    **window_test(rows[measure].tolist(), one, test, seed),
+                }
+            )
     table = pd.DataFrame(records, columns=STAT_COLUMNS[:-2])
     table["q"] = np.nan
     for _, idx in table.groupby("measure").groups.items():
@@ -132,8 +171,10 @@ def with_window_statistics(summary: pd.DataFrame, stats: pd.DataFrame) -> pd.Dat
 def significant_cells(stats: pd.DataFrame, measure: str) -> dict[str, set[tuple[int, int]]]:
     """Per type, the (start epoch, length) windows significant for ``measure``."""
     rows = stats[(stats["measure"] == measure) & stats["significant"]]
-    return {t: {(int(s), int(n)) for s, n in zip(g["perturb_epoch"], g["perturb_length"], strict=False)}
-            for t, g in rows.groupby("perturb_type")}
+    return {
+        t: {(int(s), int(n)) for s, n in zip(g["perturb_epoch"], g["perturb_length"], strict=False)}
+        for t, g in rows.groupby("perturb_type")
+    }
 
 
 def answer(stats: pd.DataFrame, ptype: str, measure: str, alpha: float = 0.05) -> str:
@@ -144,12 +185,16 @@ def answer(stats: pd.DataFrame, ptype: str, measure: str, alpha: float = 0.05) -
     if hits.empty:
         best = rows["q"].min()
         smallest = f"smallest q = {best:.3g}" if np.isfinite(best) else "no window could be tested"
-        return (f"no window of {len(rows)} changes it significantly at q ≤ {alpha:g} ({smallest}; {tests}; "
-                "BH over all windows of the study).")
+        return (
+            f"no window of {len(rows)} changes it significantly at q ≤ {alpha:g} ({smallest}; {tests}; "
+            "BH over all windows of the study)."
+        )
     parts = []
     for start, g in hits.groupby("perturb_epoch"):
         lengths = ", ".join(str(int(n)) for n in sorted(g["perturb_length"]))
         signs = {"higher" if m > 0 else "lower" for m in g["mean"]}
         parts.append(f"start epoch {int(start)} (length {lengths}; {' and '.join(sorted(signs))} than the baseline)")
-    return (f"significant at q ≤ {alpha:g} for {'; '.join(parts)} - {len(hits)} of {len(rows)} windows ({tests}; "
-            "BH over all windows of the study).")
+    return (
+        f"significant at q ≤ {alpha:g} for {'; '.join(parts)} - {len(hits)} of {len(rows)} windows ({tests}; "
+        "BH over all windows of the study)."
+    )

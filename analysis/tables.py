@@ -23,17 +23,66 @@ from analysis import definitions as d
 from analysis.evaluate import DIMENSION_METRIC, checkpoint_key
 from analysis.records import Study, Trial
 
-RESULT_COLUMNS = ["trial_id", "trial_label", "epoch", "inherited", "dataset", "reference", "metric", "value",
-                  "p_value", "ci_low", "ci_high", "baseline_value", "delta"]
+RESULT_COLUMNS = [
+    "trial_id",
+    "trial_label",
+    "epoch",
+    "inherited",
+    "dataset",
+    "reference",
+    "metric",
+    "value",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "baseline_value",
+    "delta",
+]
 PERTURB_COLUMNS = ["perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction"]
-TRIAL_COLUMNS = ["perturb_type", *PERTURB_COLUMNS, "random_seed", "baseline_id", "is_baseline", "backbone",
-                 "rank", "vision_layers", "transformer_layers", "lr", "epochs"]
-TRAINING_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p", "target_rsa_rho",
-                    "target_rsa_p", "perturbation_active", "epoch_seconds", "inherited"]
+TRIAL_COLUMNS = [
+    "perturb_type",
+    *PERTURB_COLUMNS,
+    "random_seed",
+    "baseline_id",
+    "is_baseline",
+    "backbone",
+    "rank",
+    "vision_layers",
+    "transformer_layers",
+    "lr",
+    "epochs",
+]
+TRAINING_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "behavioral_rsa_rho",
+    "behavioral_rsa_p",
+    "target_rsa_rho",
+    "target_rsa_p",
+    "perturbation_active",
+    "epoch_seconds",
+    "inherited",
+]
 # never "searched": they differ per trial by construction or name files
-NOT_SEARCHED = {"run_name", "init_from", "init_epoch", "resume_from", "save_path", "cache_dir", "progress", "device",
-                "img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file",
-                "checkpoint_path", "baseline_checkpoint_path", "split_file"}
+NOT_SEARCHED = {
+    "run_name",
+    "init_from",
+    "init_epoch",
+    "resume_from",
+    "save_path",
+    "cache_dir",
+    "progress",
+    "device",
+    "img_dir",
+    "img_annotations_file",
+    "rsa_annotations_file",
+    "rsa_img_dir",
+    "behavioral_rdm_file",
+    "checkpoint_path",
+    "baseline_checkpoint_path",
+    "split_file",
+}
 
 
 def searched_keys(study: Study) -> list[str]:
@@ -66,9 +115,18 @@ def results_table(study: Study, evaluations: pd.DataFrame, eval_keys: Sequence[s
     """Join each (trial, epoch) with its checkpoint's evaluation rows under the current settings."""
     evals = evaluations[evaluations["eval_key"].isin(list(eval_keys))]
     evals = evals[evals["metric"] != DIMENSION_METRIC]  # the SPoSE dimensions: analysis.dimensions
-    index = pd.DataFrame([{"trial_id": e.trial_id, "epoch": e.epoch, "inherited": e.inherited,
-                           "checkpoint_key": checkpoint_key(e.checkpoint)} for e in study.entries],
-                         columns=["trial_id", "epoch", "inherited", "checkpoint_key"])
+    index = pd.DataFrame(
+        [
+            {
+                "trial_id": e.trial_id,
+                "epoch": e.epoch,
+                "inherited": e.inherited,
+                "checkpoint_key": checkpoint_key(e.checkpoint),
+            }
+            for e in study.entries
+        ],
+        columns=["trial_id", "epoch", "inherited", "checkpoint_key"],
+    )
     frame = index.merge(evals, on="checkpoint_key", how="inner")
     settings = settings_table(study)
     frame = frame.merge(settings, on="trial_id", how="left")
@@ -95,22 +153,29 @@ def training_table(study: Study) -> pd.DataFrame:
 def per_epoch_measures(results: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
     """(trial_id, epoch) rows: val_loss, inherited, alignment, target_rsa and one column per evaluation measure."""
     cols = {"val_loss": "val_loss", "inherited": "inherited"}
-    cols.update({name: src for name, src in d.TRAINING_MEASURES.items()
-                 if src in training and training[src].notna().any()})
+    cols.update(
+        {name: src for name, src in d.TRAINING_MEASURES.items() if src in training and training[src].notna().any()}
+    )
     frame = training[["trial_id", "epoch", *cols.values()]].rename(columns={v: k for k, v in cols.items()})
     if len(results):
-        wide = results.assign(measure=[d.measure_name(*r) for r in zip(results["dataset"], results["reference"],
-                                                                         results["metric"], strict=False)])
-        wide = wide.pivot_table(index=["trial_id", "epoch"], columns="measure", values="value", aggfunc="first",
-                                dropna=False).reset_index()
+        wide = results.assign(
+            measure=[
+                d.measure_name(*r)
+                for r in zip(results["dataset"], results["reference"], results["metric"], strict=False)
+            ]
+        )
+        wide = wide.pivot_table(
+            index=["trial_id", "epoch"], columns="measure", values="value", aggfunc="first", dropna=False
+        ).reset_index()
         wide.columns.name = None
         frame = frame.merge(wide, on=["trial_id", "epoch"], how="outer")
     frame["inherited"] = frame["inherited"].fillna(False).astype(bool)
     return frame.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
 
 
-def summary_table(results: pd.DataFrame, training: pd.DataFrame, rule: str = "min_val_loss",
-                  per_epoch: pd.DataFrame | None = None) -> pd.DataFrame:
+def summary_table(
+    results: pd.DataFrame, training: pd.DataFrame, rule: str = "min_val_loss", per_epoch: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per perturbed trial (:func:`analysis.definitions.summary_table`); ``per_epoch``: the
     :func:`per_epoch_measures` of ``results`` and ``training`` when the caller has it already."""
     trials = training.drop_duplicates("trial_id")
@@ -125,8 +190,9 @@ def diverged_trials(training: pd.DataFrame, results: pd.DataFrame | None = None)
     """Trials with a non-finite training or validation loss on one of their own epochs, or with
     non-finite predictions (NaN evaluation values) at one of them."""
     own = d.own_epochs(training)
-    bad = set(own.loc[~np.isfinite(own["val_loss"].astype(float)) | ~np.isfinite(own["train_loss"].astype(float)),
-                      "trial_id"])
+    bad = set(
+        own.loc[~np.isfinite(own["val_loss"].astype(float)) | ~np.isfinite(own["train_loss"].astype(float)), "trial_id"]
+    )
     if results is not None and len(results):
         own_results = results[(results["epoch"] >= 0) & ~results["inherited"]]
         bad |= set(own_results.loc[own_results["value"].isna(), "trial_id"])
@@ -135,20 +201,45 @@ def diverged_trials(training: pd.DataFrame, results: pd.DataFrame | None = None)
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes (parquet-friendly): floats for numbers that may be missing, bools, ints."""
-    for col in ("value", "p_value", "ci_low", "ci_high", "baseline_value", "delta", "train_loss", "val_loss",
-                "behavioral_rsa_rho", "behavioral_rsa_p", "target_rsa_rho", "target_rsa_p", "epoch_seconds", "lr",
-                "perturb_fraction"):
+    for col in (
+        "value",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "baseline_value",
+        "delta",
+        "train_loss",
+        "val_loss",
+        "behavioral_rsa_rho",
+        "behavioral_rsa_p",
+        "target_rsa_rho",
+        "target_rsa_p",
+        "epoch_seconds",
+        "lr",
+        "perturb_fraction",
+    ):
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
     for col in ("inherited", "perturbation_active", "is_baseline"):
         if col in frame:
             frame[col] = frame[col].fillna(False).astype(bool)
-    for col in ("epoch", "perturb_epoch", "perturb_length", "perturb_seed", "random_seed", "rank", "vision_layers",
-                "transformer_layers", "epochs"):
+    for col in (
+        "epoch",
+        "perturb_epoch",
+        "perturb_length",
+        "perturb_seed",
+        "random_seed",
+        "rank",
+        "vision_layers",
+        "transformer_layers",
+        "epochs",
+    ):
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     for col in frame.columns:
-        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, (int, float)) and
-                                                         not isinstance(v, bool)).all():
+        if (
+            frame[col].dtype == object
+            and frame[col].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all()
+        ):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame

@@ -53,8 +53,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--adapter", default="hba_dora", choices=("hba_dora", "peft_dora"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's); 1 on a shared machine, where spin-waiting threads stall")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); 1 on a shared machine, where spin-waiting threads stall",
+    )
     p.add_argument("--workdir", default=None, help="keep data and runs here (default: a temp dir)")
     return p.parse_args()
 
@@ -74,13 +78,27 @@ def epoch_seconds(run: Path) -> list[float]:
 def time_training(base: Path, args: argparse.Namespace, cached: bool, round_: int) -> tuple[float, float]:
     """(best epoch seconds, total seconds including the prefix computation if not yet cached)."""
     n_total = round(args.n_train / 0.8)
-    cfg = load_config(base / "train.yaml", {
-        "backbone": args.backbone, "pretrained": "none", "vision_layers": args.vision_layers,
-        "transformer_layers": args.transformer_layers, "batch_size": args.batch_size, "epochs": args.epochs,
-        "train_portion": args.n_train / n_total, "behavioral_rsa": False, "device": args.device, "progress": False,
-        "cache_frozen_prefix": cached, "save_path": str(base / f"{'cached' if cached else 'uncached'}{round_}-{args.precision}"),
-        "cache_dir": str(base / "prefix_cache"), "rank": 32, "precision": args.precision, "adapter": args.adapter,
-    })
+    cfg = load_config(
+        base / "train.yaml",
+        {
+            "backbone": args.backbone,
+            "pretrained": "none",
+            "vision_layers": args.vision_layers,
+            "transformer_layers": args.transformer_layers,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "train_portion": args.n_train / n_total,
+            "behavioral_rsa": False,
+            "device": args.device,
+            "progress": False,
+            "cache_frozen_prefix": cached,
+            "save_path": str(base / f"{'cached' if cached else 'uncached'}{round_}-{args.precision}"),
+            "cache_dir": str(base / "prefix_cache"),
+            "rank": 32,
+            "precision": args.precision,
+            "adapter": args.adapter,
+        },
+    )
     started = time.perf_counter()
     run_training_experiment(cfg)
     return min(epoch_seconds(run_dir(cfg))), time.perf_counter() - started
@@ -88,16 +106,28 @@ def time_training(base: Path, args: argparse.Namespace, cached: bool, round_: in
 
 def time_analysis(base: Path, args: argparse.Namespace) -> tuple[float, float, float]:
     """(one full inference pass, M checkpoints via the cache, M full passes) in seconds."""
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    spec = ModelSpec(backbone=args.backbone, pretrained="none", vision_layers=args.vision_layers,
-                     transformer_layers=args.transformer_layers, rank=32, adapter=args.adapter)
-    predictor = Predictor(spec, device, cache_root=base / "analysis_cache", batch_size=args.batch_size,
-                          precision=args.precision)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    spec = ModelSpec(
+        backbone=args.backbone,
+        pretrained="none",
+        vision_layers=args.vision_layers,
+        transformer_layers=args.transformer_layers,
+        rank=32,
+        adapter=args.adapter,
+    )
+    predictor = Predictor(
+        spec, device, cache_root=base / "analysis_cache", batch_size=args.batch_size, precision=args.precision
+    )
     paths = sorted((base / "images").iterdir())
     torch.manual_seed(0)
-    checkpoints = [{k: v + 0.01 * torch.randn_like(v) for k, v in predictor.model.adapter_state_dict().items()}
-                   for _ in range(args.checkpoints)]
+    checkpoints = [
+        {k: v + 0.01 * torch.randn_like(v) for k, v in predictor.model.adapter_state_dict().items()}
+        for _ in range(args.checkpoints)
+    ]
 
     def full_pass(adapters: dict) -> None:
         from hba_sweep.data.images import ImageStore
@@ -134,28 +164,40 @@ def main() -> None:
         print(f"generating {n_total} images at {image_size(args.backbone)} px in {base} ...", flush=True)
         make_demo_data(base, n_train=n_total, image_size=image_size(args.backbone))
         device = "cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "cpu"
-        print(f"device {device}, torch threads {torch.get_num_threads()}, backbone {args.backbone}, "
-              f"{args.n_train} training images, vision_layers {args.vision_layers}, "
-              f"transformer_layers {args.transformer_layers}, batch {args.batch_size}", flush=True)
+        print(
+            f"device {device}, torch threads {torch.get_num_threads()}, backbone {args.backbone}, "
+            f"{args.n_train} training images, vision_layers {args.vision_layers}, "
+            f"transformer_layers {args.transformer_layers}, batch {args.batch_size}",
+            flush=True,
+        )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         runs = {False: [], True: []}
         for round_ in range(0 if args.analysis_only else args.rounds):
             for cached in (False, True):
                 runs[cached].append(time_training(base, args, cached, round_))
-                print(f"round {round_} {'cached' if cached else 'uncached'}: best epoch {runs[cached][-1][0]:.2f} s",
-                      flush=True)
+                print(
+                    f"round {round_} {'cached' if cached else 'uncached'}: best epoch {runs[cached][-1][0]:.2f} s",
+                    flush=True,
+                )
         if not args.analysis_only:
             uncached, cached = min(r[0] for r in runs[False]), min(r[0] for r in runs[True])
             print(f"epoch uncached: {uncached:.2f} s ({args.n_train / uncached:.1f} images/s)")
-            print(f"epoch cached:   {cached:.2f} s ({args.n_train / cached:.1f} images/s); first run totals "
-                  f"{runs[False][0][1]:.1f} s vs {runs[True][0][1]:.1f} s including the one-off prefix")
+            print(
+                f"epoch cached:   {cached:.2f} s ({args.n_train / cached:.1f} images/s); first run totals "
+                f"{runs[False][0][1]:.1f} s vs {runs[True][0][1]:.1f} s including the one-off prefix"
+            )
         one_full, m_cached, m_full = time_analysis(base, args)
         m = args.checkpoints
-        full_note = f"; {m} full passes {m_full:.2f} s ({m_full / m_cached:.2f}x slower than cached)" \
-            if args.m_full_passes else ""
-        print(f"analysis: one full inference pass {one_full:.2f} s; {m} checkpoints via the cache {m_cached:.2f} s "
-              f"({m_cached / one_full:.2f}x one full pass){full_note}")
+        full_note = (
+            f"; {m} full passes {m_full:.2f} s ({m_full / m_cached:.2f}x slower than cached)"
+            if args.m_full_passes
+            else ""
+        )
+        print(
+            f"analysis: one full inference pass {one_full:.2f} s; {m} checkpoints via the cache {m_cached:.2f} s "
+            f"({m_cached / one_full:.2f}x one full pass){full_note}"
+        )
         if args.analysis_only:
             return
         entries = sorted((base / "prefix_cache").glob("prefix-*.npy"))

@@ -82,8 +82,10 @@ def main() -> None:
     try:
         started = time.time()
         with training(functools.partial(sleep_training, seconds=args.seconds)):
-            outcome = run_study(load_search_space(tmp / "space.py"),
-                                RunOptions(storage=str(tmp / "rr"), verbose=0, max_concurrent=args.slots))
+            outcome = run_study(
+                load_search_space(tmp / "space.py"),
+                RunOptions(storage=str(tmp / "rr"), verbose=0, max_concurrent=args.slots),
+            )
         wall = time.time() - started
     finally:
         ray.shutdown()
@@ -92,19 +94,28 @@ def main() -> None:
     durations = {name: end - start for name, (start, end) in trials.items()}
     busy = sum(durations.values())
     base = next(d for n, d in durations.items() if n.endswith("_baseline"))
-    forks = [durations[n] for n in sorted(durations, key=lambda n: (n.split("_e")[-1], n)) if not n.endswith("_baseline")]
+    forks = [
+        durations[n] for n in sorted(durations, key=lambda n: (n.split("_e")[-1], n)) if not n.endswith("_baseline")
+    ]
     phased = base + list_schedule(forks, args.slots)
     first = min(s for s, _ in trials.values())
     last = max(e for _, e in trials.values())
     schedule = last - first
-    print(f"study: 1 baseline + 8 forks (perturb_epoch 0-3), 4 epochs, {args.seconds:g} s per epoch, "
-          f"{args.slots} slots; busy {busy:.1f} slot-s")
-    print(f"one experiment, measured: whole run_study {wall:.1f} s, of which Ray worker start-up before the first "
-          f"epoch {first - started:.1f} s; first epoch start to last epoch end {schedule:.1f} s")
+    print(
+        f"study: 1 baseline + 8 forks (perturb_epoch 0-3), 4 epochs, {args.seconds:g} s per epoch, "
+        f"{args.slots} slots; busy {busy:.1f} slot-s"
+    )
+    print(
+        f"one experiment, measured: whole run_study {wall:.1f} s, of which Ray worker start-up before the first "
+        f"epoch {first - started:.1f} s; first epoch start to last epoch end {schedule:.1f} s"
+    )
     print(f"phased design, computed from the same trial durations (no start-up counted): {phased:.1f} s")
     print(f"wall ratio (one experiment / phased), first epoch to last: {schedule / phased:.2f}")
-    print(f"slot utilisation (busy / slots x wall), first epoch to last: one experiment {busy / (args.slots * schedule):.2f}, "
-          f"phased {busy / (args.slots * phased):.2f}; whole run_study: {busy / (args.slots * wall):.2f}")
+    print(
+        f"slot utilisation (busy / slots x wall), first epoch to last: one experiment {busy / (args.slots * schedule):.2f}, "
+        f"phased {busy / (args.slots * phased):.2f}; whole run_study: {busy / (args.slots * wall):.2f}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -57,12 +57,18 @@ def write_small_run_config(demo_dir: Path, root: Path, run_name: str) -> tuple[P
 
     lines = (demo_dir / "train.csv").read_text().splitlines(keepends=True)
     small_csv = root / "small_train.csv"
-    small_csv.write_text("".join(lines[:SMALL_ROWS + 1]))
+    small_csv.write_text("".join(lines[: SMALL_ROWS + 1]))
     base = yaml.safe_load((demo_dir / "train.yaml").read_text())
     for key in PATH_FIELDS:
         base[key] = str(demo_dir / base[key])
-    base.update(img_annotations_file=str(small_csv), epochs=1, batch_size=8, save_path=str(root / "results"),
-                progress=False, run_name=run_name)
+    base.update(
+        img_annotations_file=str(small_csv),
+        epochs=1,
+        batch_size=8,
+        save_path=str(root / "results"),
+        progress=False,
+        run_name=run_name,
+    )
     config = root / f"{run_name}.yaml"
     config.write_text(yaml.safe_dump(base))
     return config, base, small_csv

@@ -22,8 +22,14 @@ from pathlib import Path
 import psutil
 
 RAY = str(Path(sys.executable).with_name("ray"))
-NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-              "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+NODE_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
 HEAD_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
 
 
@@ -57,8 +63,11 @@ class LocalCluster:
     def __init__(self, home: Path, env: dict[str, str] | None = None, token: bool = True):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in (env or os.environ).items()
-                    if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+        self.env = {
+            k: v
+            for k, v in (env or os.environ).items()
+            if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        }
         self.env["HOME"] = str(self.home)
         self.token = token
         self.nodes: list[tuple[subprocess.Popen, str]] = []
@@ -80,9 +89,26 @@ class LocalCluster:
         ports = free_ports(len(NODE_PORTS))
         flags = [x for pair in zip(NODE_PORTS, map(str, ports), strict=False) for x in pair]
         log = open(Path(temp) / "ray_start.log", "w")
-        proc = subprocess.Popen([RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus",
-                                 str(num_cpus), "--temp-dir", temp, "--disable-usage-stats", *flags, *args],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                RAY,
+                "start",
+                "--block",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                str(num_cpus),
+                "--temp-dir",
+                temp,
+                "--disable-usage-stats",
+                *flags,
+                *args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.nodes.append((proc, temp))
 
@@ -90,8 +116,21 @@ class LocalCluster:
         if self.token:  # the token a user has from any earlier Ray session: `ray start --head` then turns auth on
             subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
         self.port, self.dashboard_port, client = free_ports(len(HEAD_PORTS))
-        self._launch(["--head", "--port", str(self.port), "--dashboard-host", "127.0.0.1", "--dashboard-port",
-                      str(self.dashboard_port), "--ray-client-server-port", str(client)], self.env, num_cpus)
+        self._launch(
+            [
+                "--head",
+                "--port",
+                str(self.port),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--ray-client-server-port",
+                str(client),
+            ],
+            self.env,
+            num_cpus,
+        )
         wait_port(self.port)
         return self
 
@@ -118,12 +157,14 @@ class LocalCluster:
             except (OSError, KeyError, ValueError):
                 pass
             time.sleep(1)
-        raise TimeoutError(f"the cluster at {self.address} has not {count} nodes after {timeout:.0f} s: "
-                           + self.logs())
+        raise TimeoutError(f"the cluster at {self.address} has not {count} nodes after {timeout:.0f} s: " + self.logs())
 
     def logs(self) -> str:
-        return "\n".join((Path(temp) / "ray_start.log").read_text()[-2000:] for _, temp in self.nodes
-                         if (Path(temp) / "ray_start.log").is_file())
+        return "\n".join(
+            (Path(temp) / "ray_start.log").read_text()[-2000:]
+            for _, temp in self.nodes
+            if (Path(temp) / "ray_start.log").is_file()
+        )
 
     def stop(self) -> list[int]:
         """Stop every node (workers first); return the pids that had to be killed afterwards."""

@@ -30,9 +30,9 @@ def tiny(**kw) -> CLIPHBA:
 # ---- the oracle: the published formulas on plain tensors (float64) -------------------------
 def oracle_weight(W, m, A, B, alpha, r):
     """W' = m * D' / (||D'_row|| + 1e-8), D' = W / ||W_row|| + (alpha / r) * (B @ A)^T."""
-    D = W / torch.sqrt((W ** 2).sum(dim=1, keepdim=True))
+    D = W / torch.sqrt((W**2).sum(dim=1, keepdim=True))
     D_new = D + (alpha / r) * torch.einsum("ik,ko->oi", B, A)
-    return m.unsqueeze(1) * D_new / (torch.sqrt((D_new ** 2).sum(dim=1, keepdim=True)) + 1e-8)
+    return m.unsqueeze(1) * D_new / (torch.sqrt((D_new**2).sum(dim=1, keepdim=True)) + 1e-8)
 
 
 def oracle_linear(x, W, b, m, A, B, alpha, r):
@@ -108,11 +108,14 @@ def test_initialisation_statistics():
     layer = HBADoRALinear(base, r)
     torch.testing.assert_close(layer.m, base.weight.norm(dim=1))
     torch.testing.assert_close(layer.D.norm(dim=1), torch.ones(out_f))
-    for tensor, fan_in in ((layer.delta_D_A.detach(), out_f), (layer.delta_D_B.detach(), r)):  # U(-1/sqrt(fan), 1/sqrt(fan))
+    for tensor, fan_in in (
+        (layer.delta_D_A.detach(), out_f),
+        (layer.delta_D_B.detach(), r),
+    ):  # U(-1/sqrt(fan), 1/sqrt(fan))
         bound = 1 / math.sqrt(fan_in)
         assert tensor.abs().max() <= bound and tensor.abs().max() > 0.95 * bound
         assert abs(float(tensor.mean())) < 0.05 * bound
-        assert float(tensor.var()) == pytest.approx(bound ** 2 / 3, rel=0.1)
+        assert float(tensor.var()) == pytest.approx(bound**2 / 3, rel=0.1)
     assert layer.scaling == 16 / r and layer.bias.requires_grad is False
     assert {n for n, p in layer.named_parameters() if p.requires_grad} == set(HBA_SUFFIXES)
     x = torch.randn(3, in_f)
@@ -146,8 +149,11 @@ def test_exact_parameter_set(adapter, vision_layers, transformer_layers):
     n_vis, n_txt = backbone_depths("hba-tiny")
     modules = [f"clip.visual.transformer.resblocks.{i}.attn.out_proj" for i in range(n_vis - vision_layers, n_vis)]
     modules += [f"clip.transformer.resblocks.{i}.attn.out_proj" for i in range(n_txt - transformer_layers, n_txt)]
-    suffixes = (HBA_SUFFIXES if adapter == "hba_dora" else
-                ("lora_A.default.weight", "lora_B.default.weight", "lora_magnitude_vector.default.weight"))
+    suffixes = (
+        HBA_SUFFIXES
+        if adapter == "hba_dora"
+        else ("lora_A.default.weight", "lora_B.default.weight", "lora_magnitude_vector.default.weight")
+    )
     expected = {f"{m}.{s}" for m in modules for s in suffixes}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == expected == set(model.adapter_state_dict())
@@ -213,8 +219,9 @@ def test_published_checkpoint_gives_the_formula_predictions(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-4)
         model.set_plan(dataclasses.replace(model.plan, cache_text=True))
-        torch.testing.assert_close(model.forward_from_prefix(model.vision_prefix(images)), expected,
-                                   rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(
+            model.forward_from_prefix(model.vision_prefix(images)), expected, rtol=1e-5, atol=1e-4
+        )
 
 
 def test_published_keys_round_trip():
@@ -229,11 +236,14 @@ def test_published_keys_round_trip():
         adapters.to_published_keys(tiny(adapter="peft_dora").adapter_state_dict())
 
 
-@pytest.mark.parametrize("mutate,needle", [
-    (lambda s: s.pop(next(k for k in s if k.endswith(".m"))), "lacks"),
-    (lambda s: s.update({"clip_model.visual.proj": torch.zeros(1)}), "unexpected key"),
-    (lambda s: s.update({k: torch.zeros(2, 2) for k in list(s) if k.endswith("delta_D_A")}), "shapes"),
-])
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda s: s.pop(next(k for k in s if k.endswith(".m"))), "lacks"),
+        (lambda s: s.update({"clip_model.visual.proj": torch.zeros(1)}), "unexpected key"),
+        (lambda s: s.update({k: torch.zeros(2, 2) for k in list(s) if k.endswith("delta_D_A")}), "shapes"),
+    ],
+)
 def test_malformed_published_checkpoint_is_refused_naming_the_file(tmp_path, mutate, needle):
     model = tiny()
     path = tmp_path / "epoch3_dora_params.pth"
@@ -298,7 +308,7 @@ def test_prefix_split_is_exact_in_float64(adapter):
     images = torch.randn(6, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         full = model(images)
-        cached = torch.cat([model.forward_from_prefix(model.vision_prefix(images[i:i + 4])) for i in (0, 4)])
+        cached = torch.cat([model.forward_from_prefix(model.vision_prefix(images[i : i + 4])) for i in (0, 4)])
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-10)
 
 

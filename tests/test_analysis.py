@@ -20,12 +20,35 @@ from hba_sweep.model import ModelSpec, create_model
 from hba_sweep.training import prefix_cache
 from hba_sweep.training.predict import Predictor
 
-DOCUMENTED = ["trial_id", "epoch", "inherited", "dataset", "reference", "metric", "value", "p_value", "ci_low",
-              "ci_high", "perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "random_seed"]
+DOCUMENTED = [
+    "trial_id",
+    "epoch",
+    "inherited",
+    "dataset",
+    "reference",
+    "metric",
+    "value",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "perturb_type",
+    "perturb_epoch",
+    "perturb_length",
+    "perturb_seed",
+    "random_seed",
+]
 # demo evalsets: things (1 reference), things_fmri (2 ROIs), nod (2 ROIs), nights (1), cka (2 metrics)
 ROWS_PER_CHECKPOINT = 1 + 2 + 2 + 1 + 2
-FIGURES = ["baseline_curves.png", "change_label_shuffle.png", "ba_vs_loss.png", "na_vs_loss_things_fmri.png",
-           "na_vs_loss_nod.png", "single_epoch_effects.png", "heatmap_max_alignment.png", "heatmap_min_val_loss.png"]
+FIGURES = [
+    "baseline_curves.png",
+    "change_label_shuffle.png",
+    "ba_vs_loss.png",
+    "na_vs_loss_things_fmri.png",
+    "na_vs_loss_nod.png",
+    "single_epoch_effects.png",
+    "heatmap_max_alignment.png",
+    "heatmap_min_val_loss.png",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +60,9 @@ def study(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("study")
     cfg = load_config(demo_dir / "train.yaml", {"save_path": str(root / "runs"), "epochs": 2, "progress": False})
     base = run_training_experiment(cfg)["run_dir"]
-    fork = run_training_experiment(cfg.replace(init_from=base, init_epoch=0, perturb_type="label_shuffle",
-                                               perturb_epoch=1, perturb_length=1))["run_dir"]
+    fork = run_training_experiment(
+        cfg.replace(init_from=base, init_epoch=0, perturb_type="label_shuffle", perturb_epoch=1, perturb_length=1)
+    )["run_dir"]
     return {"root": root / "runs", "baseline": Path(base), "fork": Path(fork), "evalsets": demo_dir / "evalsets.yaml"}
 
 
@@ -161,8 +185,20 @@ def test_rerun_recomputes_only_what_changed(study: dict, tmp_path: Path, work: d
 
 def test_analyze_cli_subset_and_csv(study: dict, tmp_path: Path) -> None:
     out = tmp_path / "a"
-    rc = main(["analyze", str(study["root"]), "--datasets", "things,nights", "--evalsets", str(study["evalsets"]),
-               "--out", str(out), "--csv", "--local"])
+    rc = main(
+        [
+            "analyze",
+            str(study["root"]),
+            "--datasets",
+            "things,nights",
+            "--evalsets",
+            str(study["evalsets"]),
+            "--out",
+            str(out),
+            "--csv",
+            "--local",
+        ]
+    )
     assert rc == 0
     table = pd.read_csv(out / "results.csv")
     assert set(table["dataset"]) == {"things", "nights"} and (out / "training_metrics.csv").is_file()
@@ -170,8 +206,21 @@ def test_analyze_cli_subset_and_csv(study: dict, tmp_path: Path) -> None:
 
 def test_bad_inputs_exit_2_and_leave_results(study: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "a"
-    assert main(["analyze", str(study["root"]), "--datasets", "things", "--evalsets", str(study["evalsets"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(study["root"]),
+                "--datasets",
+                "things",
+                "--evalsets",
+                str(study["evalsets"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("things: [1, 2\n")
@@ -179,8 +228,10 @@ def test_bad_inputs_exit_2_and_leave_results(study: dict, tmp_path: Path, capsys
     unknown.write_text("mnist: {img_dir: x}\n")
     cases = [
         (["analyze", str(tmp_path / "nope")], "not found"),
-        (["analyze", str(study["root"]), "--datasets", "things,imagenet", "--evalsets", str(study["evalsets"])],
-         "imagenet"),
+        (
+            ["analyze", str(study["root"]), "--datasets", "things,imagenet", "--evalsets", str(study["evalsets"])],
+            "imagenet",
+        ),
         (["analyze", str(study["root"]), "--evalsets", str(bad_yaml)], "bad.yaml"),
         (["analyze", str(study["root"]), "--evalsets", str(unknown)], "mnist"),
     ]
@@ -236,8 +287,9 @@ def test_batched_inference_equals_full_forward(study: dict, demo_dir: Path, work
     assert work["prefix_images"] - before == len(paths)  # the frozen prefix ran once for 4 checkpoints
 
 
-def test_remote_storage_uploads_outputs_and_reuses_cache(study: dict, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_storage_uploads_outputs_and_reuses_cache(
+    study: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An experiment behind a non-local pyarrow filesystem: outputs land in <experiment>/analysis."""
     import pyarrow.fs as pafs
 
@@ -273,7 +325,10 @@ def test_searcher_trials_differing_only_in_searched_values_stay_apart(study: dic
     for tid, folder in (("ab12c_00000", "train_hba_00000"), ("ab12c_00001", "train_hba_00001")):
         # every epoch of each trial, none spliced in from the other
         assert [(e.epoch, e.checkpoint.path.split("/")[-2]) for e in found.entries if e.trial_id == tid] == [
-            (-1, folder), (0, folder), (1, folder)]
+            (-1, folder),
+            (0, folder),
+            (1, folder),
+        ]
     from analysis import tables
 
     settings = tables.settings_table(found).set_index("trial_id")
@@ -297,24 +352,47 @@ def test_published_run_folders_analyse_like_our_runs(study: dict, tmp_path: Path
 
     root = tmp_path / "published"
     config = ckpt.read_meta(ckpt.epoch_dir(study["baseline"], 0))["config"]
-    for run, name, epochs, perturb in ((study["baseline"], "baseline_seed1", [0, 1], {}),
-                                       (study["fork"], "training_run1", [1], {"perturb_type": "label_shuffle",
-                                                                              "perturb_epoch": 1, "perturb_length": 1,
-                                                                              "perturb_seed": config["perturb_seed"]})):
+    for run, name, epochs, perturb in (
+        (study["baseline"], "baseline_seed1", [0, 1], {}),
+        (
+            study["fork"],
+            "training_run1",
+            [1],
+            {
+                "perturb_type": "label_shuffle",
+                "perturb_epoch": 1,
+                "perturb_length": 1,
+                "perturb_seed": config["perturb_seed"],
+            },
+        ),
+    ):
         dest = root / name
         (dest / "dora_params").mkdir(parents=True)
         for e in epochs:
-            torch.save(to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
-                       dest / "dora_params" / f"epoch{e}_dora_params.pth")
+            torch.save(
+                to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
+                dest / "dora_params" / f"epoch{e}_dora_params.pth",
+            )
         metrics = pd.read_csv(run / "metrics.csv")
         metrics = metrics[metrics["epoch"] >= 0].rename(columns={"val_loss": "test_loss"})
         metrics[["epoch", "train_loss", "test_loss", "behavioral_rsa_rho", "behavioral_rsa_p"]].to_csv(
-            dest / "training_res.csv", index=False)
-        published = {"training_mode": "finetune", "clip_hba_backbone": config["backbone"], "pretrained": "none",
-                     "vision_layers": config["vision_layers"], "transformer_layers": config["transformer_layers"],
-                     "rank": config["rank"], "random_seed": config["random_seed"], "lr": config["lr"],
-                     "perturb_type": "none", "perturb_epoch": None, "perturb_length": None, "perturb_seed": None,
-                     **perturb}
+            dest / "training_res.csv", index=False
+        )
+        published = {
+            "training_mode": "finetune",
+            "clip_hba_backbone": config["backbone"],
+            "pretrained": "none",
+            "vision_layers": config["vision_layers"],
+            "transformer_layers": config["transformer_layers"],
+            "rank": config["rank"],
+            "random_seed": config["random_seed"],
+            "lr": config["lr"],
+            "perturb_type": "none",
+            "perturb_epoch": None,
+            "perturb_length": None,
+            "perturb_seed": None,
+            **perturb,
+        }
         (dest / "training_config.yaml").write_text(yaml.safe_dump(published))
     opts = Options(datasets=["things"], evalsets_file=str(study["evalsets"]))
     ours = analyze(str(study["root"]), opts, str(tmp_path / "ours"), log=lambda m: None).results
@@ -331,8 +409,9 @@ def test_published_run_folders_analyse_like_our_runs(study: dict, tmp_path: Path
     assert np.isfinite(summary["max_alignment_deviation"]).all()
 
 
-def test_non_finite_predictions_give_nan_rows_and_a_diverged_trial(study: dict, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_predictions_give_nan_rows_and_a_diverged_trial(
+    study: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A diverged checkpoint (NaN predictions) does not stop analyze: its rows hold NaN, the report names it."""
     fork_adapters = ckpt.load_adapters(ckpt.epoch_dir(study["fork"], 1))
     original = Predictor.predict
@@ -350,8 +429,12 @@ def test_non_finite_predictions_give_nan_rows_and_a_diverged_trial(study: dict, 
     monkeypatch.setattr(Predictor, "load", load)
     monkeypatch.setattr(Predictor, "predict", predict)
     out = tmp_path / "a"
-    summary = analyze(str(study["root"]), Options(datasets=["things", "nights", "cka"],
-                                                  evalsets_file=str(study["evalsets"])), str(out), log=lambda m: None)
+    summary = analyze(
+        str(study["root"]),
+        Options(datasets=["things", "nights", "cka"], evalsets_file=str(study["evalsets"])),
+        str(out),
+        log=lambda m: None,
+    )
     results = summary.results
     fork = results["trial_label"] == study["fork"].name
     bad = results[fork & (results["epoch"] == 1)]

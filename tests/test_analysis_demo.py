@@ -18,14 +18,23 @@ from hba_sweep.sweep.spec import load_search_space  # noqa: E402
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ROWS_PER_CHECKPOINT = 8  # things 1 + things_fmri 2 ROIs + nod 2 ROIs + nights 1 + cka 2
-FIGURES = ["baseline_curves.png", "change_label_shuffle.png", "change_random_target.png", "ba_vs_loss.png",
-           "na_vs_loss_things_fmri.png", "na_vs_loss_nod.png", "single_epoch_effects.png",
-           "heatmap_max_alignment.png", "heatmap_min_val_loss.png"]
+FIGURES = [
+    "baseline_curves.png",
+    "change_label_shuffle.png",
+    "change_random_target.png",
+    "ba_vs_loss.png",
+    "na_vs_loss_things_fmri.png",
+    "na_vs_loss_nod.png",
+    "single_epoch_effects.png",
+    "heatmap_max_alignment.png",
+    "heatmap_min_val_loss.png",
+]
 
 
 def recompute_summary(training: pd.DataFrame) -> pd.DataFrame:
     """The published definitions, written again from training_metrics.parquet: own epochs (>= 0, not
     inherited, from the window start), truncated at the first minimum val loss; max/min vs the baseline's."""
+
     def best(rows: pd.DataFrame, start: int) -> tuple[float, float]:
         rows = rows[(rows["epoch"] >= max(start, 0)) & ~rows["inherited"]].sort_values("epoch").reset_index()
         rows = rows.iloc[: int(rows["val_loss"].to_numpy().argmin()) + 1]
@@ -38,8 +47,9 @@ def recompute_summary(training: pd.DataFrame) -> pd.DataFrame:
             continue
         align, loss = best(rows, int(first["perturb_epoch"]))
         b_align, b_loss = best(training[training["trial_id"] == first["baseline_id"]], 0)
-        out.append({"trial_id": tid, "max_alignment_deviation": align - b_align,
-                    "min_val_loss_deviation": loss - b_loss})
+        out.append(
+            {"trial_id": tid, "max_alignment_deviation": align - b_align, "min_val_loss_deviation": loss - b_loss}
+        )
     return pd.DataFrame(out).set_index("trial_id").sort_index()
 
 
@@ -57,8 +67,9 @@ def demo_study(tmp_path_factory):
     os.environ["HBA_DEMO_DATA"] = str(tmp / "demo")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        outcome = run_study(load_search_space(ROOT / "search_spaces" / "demo.py"),
-                            RunOptions(storage=str(tmp / "rr"), verbose=0))
+        outcome = run_study(
+            load_search_space(ROOT / "search_spaces" / "demo.py"), RunOptions(storage=str(tmp / "rr"), verbose=0)
+        )
         assert outcome.exit_code == 0
         yield outcome.root
     finally:
@@ -93,8 +104,11 @@ def test_analyze_demo_study(demo_study: str, monkeypatch: pytest.MonkeyPatch) ->
     windows = report.split("## Perturbation windows vs baseline")[1].split("\n## ")[0]
     assert windows.count("| label_shuffle |") == 2 and windows.count("| random_target |") == 2  # one row per window
     for ptype in ("label_shuffle", "random_target"):  # the answer, stated per type (2 windows, 2 seeds each)
-        assert re.search(rf"\*\*{ptype}, Δ max alignment\*\*: (no window of 2 changes it|significant at q ≤ 0.05 for "
-                         r"start epoch)", report)
+        assert re.search(
+            rf"\*\*{ptype}, Δ max alignment\*\*: (no window of 2 changes it|significant at q ≤ 0.05 for "
+            r"start epoch)",
+            report,
+        )
     n = len(calls)
     assert analyze(demo_study, log=lambda m: None).computed == 0 and len(calls) == n
 
@@ -103,8 +117,9 @@ def test_analyze_demo_study_on_ray_tasks(demo_study: str, tmp_path: Path) -> Non
     """Work spread over Ray tasks gives the same table as the in-process path."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
-        spread = analyze(demo_study, Options(datasets=["things", "nights"], workers=2), str(tmp_path / "ray"),
-                         log=lambda m: None)
+        spread = analyze(
+            demo_study, Options(datasets=["things", "nights"], workers=2), str(tmp_path / "ray"), log=lambda m: None
+        )
     finally:
         ray.shutdown()
     local = analyze(demo_study, Options(datasets=["things", "nights"]), str(tmp_path / "local"), log=lambda m: None)

@@ -70,7 +70,8 @@ def test_neural_rsa_per_roi_is_one_minus_cosine_of_concept_means(specs: dict) ->
     own = build_evalset("things_fmri", {**spec, "model_rdm_distance_metric": "pearson"}, ScoreSettings())
     ref = load_rdm(spec["reference_rdms"]["V1"])
     assert by_reference(own.score(x))[("V1", "rsa_spearman")] == pytest.approx(
-        scipy.stats.spearmanr(upper(1 - np.corrcoef(means)), upper(ref))[0], abs=1e-12)
+        scipy.stats.spearmanr(upper(1 - np.corrcoef(means)), upper(ref))[0], abs=1e-12
+    )
 
 
 # ---- NIGHTS 2AFC ------------------------------------------------------------------------------
@@ -130,20 +131,46 @@ def test_cka_biased_and_unbiased(specs: dict) -> None:
 # ---- the published summary ------------------------------------------------------------------
 def toy_training() -> tuple[pd.DataFrame, pd.DataFrame]:
     """A baseline B (epochs -1..5) and a fork P (window 2, length 2) that inherited epochs -1..1."""
-    base_loss = [9.0, 5.0, 4.0, 3.0, 3.5, 2.5]     # epoch -1..4; its minimum at epoch 4
-    base_align = [0.9, 0.2, 0.3, 0.5, 0.8, 0.4]   # epoch -1 is the highest: never counted
-    fork_loss = [9.0, 5.0, 4.0, 4.5, 3.2, 3.9]    # own epochs 2..4; minimum at epoch 3
+    base_loss = [9.0, 5.0, 4.0, 3.0, 3.5, 2.5]  # epoch -1..4; its minimum at epoch 4
+    base_align = [0.9, 0.2, 0.3, 0.5, 0.8, 0.4]  # epoch -1 is the highest: never counted
+    fork_loss = [9.0, 5.0, 4.0, 4.5, 3.2, 3.9]  # own epochs 2..4; minimum at epoch 3
     fork_align = [0.9, 0.2, 0.3, 0.1, 0.35, 0.7]  # 0.7 after the truncation epoch: not counted
     rows = []
     for tid, loss, align in (("B", base_loss, base_align), ("P", fork_loss, fork_align)):
         for i, e in enumerate(range(-1, 5)):
-            rows.append({"trial_id": tid, "epoch": e, "val_loss": loss[i], "alignment": align[i],
-                         "inherited": tid == "P" and e < 2})
-    trials = pd.DataFrame([{"trial_id": "B", "baseline_id": None, "is_baseline": True, "perturb_type": "none",
-                            "perturb_epoch": pd.NA, "perturb_length": pd.NA, "random_seed": 1, "perturb_seed": pd.NA},
-                           {"trial_id": "P", "baseline_id": "B", "is_baseline": False,
-                            "perturb_type": "label_shuffle", "perturb_epoch": 2, "perturb_length": 2,
-                            "random_seed": 1, "perturb_seed": 42}])
+            rows.append(
+                {
+                    "trial_id": tid,
+                    "epoch": e,
+                    "val_loss": loss[i],
+                    "alignment": align[i],
+                    "inherited": tid == "P" and e < 2,
+                }
+            )
+    trials = pd.DataFrame(
+        [
+            {
+                "trial_id": "B",
+                "baseline_id": None,
+                "is_baseline": True,
+                "perturb_type": "none",
+                "perturb_epoch": pd.NA,
+                "perturb_length": pd.NA,
+                "random_seed": 1,
+                "perturb_seed": pd.NA,
+            },
+            {
+                "trial_id": "P",
+                "baseline_id": "B",
+                "is_baseline": False,
+                "perturb_type": "label_shuffle",
+                "perturb_epoch": 2,
+                "perturb_length": 2,
+                "random_seed": 1,
+                "perturb_seed": 42,
+            },
+        ]
+    )
     return pd.DataFrame(rows), trials
 
 
@@ -173,8 +200,14 @@ def test_summary_robust_to_a_diverged_run() -> None:
 
 
 def test_delta_is_value_minus_baseline_at_the_same_epoch() -> None:
-    frame = pd.DataFrame({"trial_id": ["B", "B", "P", "P", "Q"], "baseline_id": [None, None, "B", "B", "B"],
-                          "epoch": [0, 1, 0, 1, 2], "value": [0.5, 0.6, 0.5, 0.2, 0.9]})
+    frame = pd.DataFrame(
+        {
+            "trial_id": ["B", "B", "P", "P", "Q"],
+            "baseline_id": [None, None, "B", "B", "B"],
+            "epoch": [0, 1, 0, 1, 2],
+            "value": [0.5, 0.6, 0.5, 0.2, 0.9],
+        }
+    )
     out = d.add_baseline_delta(frame, ["epoch"]).set_index(["trial_id", "epoch"])
     assert out.loc[("P", 1), "baseline_value"] == pytest.approx(0.6)
     assert out.loc[("P", 1), "delta"] == pytest.approx(0.2 - 0.6)  # negative: the perturbation lowered it
@@ -193,8 +226,14 @@ def test_seed_band_range_and_bootstrap_bounds() -> None:
 
 
 def test_best_trial_under_metric_and_mode() -> None:
-    frame = pd.DataFrame({"trial_id": ["a", "a", "b", "b"], "epoch": [-1, 0, 0, 1], "inherited": False,
-                          "val_loss": [0.1, 3.0, 2.0, np.nan]})
+    frame = pd.DataFrame(
+        {
+            "trial_id": ["a", "a", "b", "b"],
+            "epoch": [-1, 0, 0, 1],
+            "inherited": False,
+            "val_loss": [0.1, 3.0, 2.0, np.nan],
+        }
+    )
     best = d.best_trial(frame, "val_loss", "min", {"b": {"lr": 0.01}})
     assert (best["trial_id"], best["epoch"], best["value"], best["config"]) == ("b", 0, 2.0, {"lr": 0.01})
     assert d.best_trial(frame, "val_loss", "max")["trial_id"] == "a"
@@ -202,8 +241,14 @@ def test_best_trial_under_metric_and_mode() -> None:
 
 # ---- what the figures draw -------------------------------------------------------------------
 def test_heatmap_draws_seed_means_on_one_symmetric_scale() -> None:
-    summary = pd.DataFrame({"perturb_type": ["a", "a", "a", "b"], "perturb_epoch": [1, 1, 2, 1],
-                            "perturb_length": [1, 1, 2, 1], "max_alignment_deviation": [-0.2, -0.4, 0.1, 0.05]})
+    summary = pd.DataFrame(
+        {
+            "perturb_type": ["a", "a", "a", "b"],
+            "perturb_epoch": [1, 1, 2, 1],
+            "perturb_length": [1, 1, 2, 1],
+            "max_alignment_deviation": [-0.2, -0.4, 0.1, 0.05],
+        }
+    )
     fig = figures.heatmap_figure(summary, "max_alignment_deviation", "Δ max")
     images = [ax.images[0] for ax in fig.axes if ax.images]
     assert len(images) == 2
@@ -216,9 +261,18 @@ def test_heatmap_draws_seed_means_on_one_symmetric_scale() -> None:
 
 
 def test_change_figure_draws_the_seed_mean_and_breaks_over_missing_epochs() -> None:
-    deltas = pd.DataFrame({"trial_id": ["p1", "p1", "p1", "p2", "p2"], "epoch": [1, 2, 4, 1, 2],
-                           "perturb_type": "t", "perturb_epoch": 1, "perturb_length": 1, "random_seed": [1, 1, 1, 2, 2],
-                           "alignment": [0.0, -0.2, -0.1, 0.0, -0.4], "val_loss": [0.0, 1.0, 0.5, 0.0, 3.0]})
+    deltas = pd.DataFrame(
+        {
+            "trial_id": ["p1", "p1", "p1", "p2", "p2"],
+            "epoch": [1, 2, 4, 1, 2],
+            "perturb_type": "t",
+            "perturb_epoch": 1,
+            "perturb_length": 1,
+            "random_seed": [1, 1, 1, 2, 2],
+            "alignment": [0.0, -0.2, -0.1, 0.0, -0.4],
+            "val_loss": [0.0, 1.0, 0.5, 0.0, 3.0],
+        }
+    )
     fig = figures.change_figure(deltas, "t")
     align_ax, loss_ax = fig.axes[0], fig.axes[1]
     line = align_ax.lines[-1]

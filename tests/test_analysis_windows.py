@@ -26,13 +26,21 @@ def windows_study(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     cfg = load_config(demo_dir / "train.yaml", {"save_path": str(root), "epochs": 4, "progress": False})
     base = run_training_experiment(cfg)["run_dir"]
     for start, length in WINDOWS:
-        run_training_experiment(cfg.replace(init_from=base, init_epoch=start - 1, perturb_type="random_target",
-                                            perturb_epoch=start, perturb_length=length))
+        run_training_experiment(
+            cfg.replace(
+                init_from=base,
+                init_epoch=start - 1,
+                perturb_type="random_target",
+                perturb_epoch=start,
+                perturb_length=length,
+            )
+        )
     return root
 
 
 def recompute(training: pd.DataFrame) -> pd.DataFrame:
     """Own epochs (>= 0, not inherited, from the window start), cut after the first minimum val loss."""
+
     def best(rows: pd.DataFrame, start: int) -> tuple[float, float, int]:
         rows = rows[(rows["epoch"] >= start) & ~rows["inherited"]].sort_values("epoch")
         losses = rows["val_loss"].tolist()
@@ -46,8 +54,14 @@ def recompute(training: pd.DataFrame) -> pd.DataFrame:
             continue
         align, loss, last = best(rows, int(first["perturb_epoch"]))
         b_align, b_loss, _ = best(training[training["trial_id"] == first["baseline_id"]], 0)
-        out.append({"trial_id": tid, "truncation_epoch": float(last), "max_alignment_deviation": align - b_align,
-                    "min_val_loss_deviation": loss - b_loss})
+        out.append(
+            {
+                "trial_id": tid,
+                "truncation_epoch": float(last),
+                "max_alignment_deviation": align - b_align,
+                "min_val_loss_deviation": loss - b_loss,
+            }
+        )
     return pd.DataFrame(out).set_index("trial_id").sort_index()
 
 
@@ -58,8 +72,10 @@ def test_two_starts_two_lengths(windows_study: Path, tmp_path: Path) -> None:
     # baseline epochs -1..3 (5) + forks' own epochs 1..3 (3) twice and 2..3 (2) twice; the first window epoch
     # of lengths 1 and 2 at one start is the same training step (same seeds): one checkpoint content, once
     assert first.computed == 5 + 3 + 3 + 2 + 2 - 2
-    assert any("13 of 25 (trial, epoch) checkpoints to evaluate: 10 are inherited" in m and
-               "2 repeat another's adapters" in m for m in logs)
+    assert any(
+        "13 of 25 (trial, epoch) checkpoints to evaluate: 10 are inherited" in m and "2 repeat another's adapters" in m
+        for m in logs
+    )
     assert any(m.startswith("[13/13]") for m in logs) and logs[-1].startswith("analyze took")
     summary = pd.read_parquet(out / "summary.parquet")
     assert sorted(zip(summary["perturb_epoch"], summary["perturb_length"], strict=False)) == WINDOWS
@@ -88,8 +104,9 @@ def test_figures_draw_every_window(windows_study: Path, tmp_path: Path) -> None:
 
     study = gather(*open_experiment(str(windows_study)))
     training = tables.training_table(study)
-    summary = tables.summary_table(pd.DataFrame(columns=["trial_id", "epoch", "dataset", "reference", "metric",
-                                                         "value"]), training)
+    summary = tables.summary_table(
+        pd.DataFrame(columns=["trial_id", "epoch", "dataset", "reference", "metric", "value"]), training
+    )
     fig = figures.heatmap_figure(summary, "min_val_loss_deviation", "Δ min")
     grid = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
     expected = summary.pivot_table(index="perturb_length", columns="perturb_epoch", values="min_val_loss_deviation")

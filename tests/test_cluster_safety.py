@@ -130,13 +130,29 @@ RESOURCES = {{"cpu": 1}}
 """)
     env = {k: v for k, v in os.environ.items() if k not in ("HBA_SWEEP_FAULT", "RAY_ADDRESS", "RAY_AUTH_MODE")}
     # RAY_TMPDIR: Ray would put its session dir (and unix sockets, <=107 bytes) under $TMPDIR; keep it in /tmp/ray
-    env.update(HOME=str(home), TMPDIR=str(tmp), RAY_TMPDIR="/tmp",
-               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        RAY_TMPDIR="/tmp",
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     before = tree(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "hba_sweep", "run", str(space), "--storage", str(storage),
-                          "--verbose", "1"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    status = subprocess.run([sys.executable, "-m", "hba_sweep", "status", str(storage / "study")], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "hba_sweep", "run", str(space), "--storage", str(storage), "--verbose", "1"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    status = subprocess.run(
+        [sys.executable, "-m", "hba_sweep", "status", str(storage / "study")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = run.stdout + run.stderr + status.stdout + status.stderr
     assert run.returncode == 0, output[-4000:]
     assert "2 finished (2 trials)" in status.stdout
@@ -153,8 +169,16 @@ RESOURCES = {{"cpu": 1}}
     # this snapshot), the multiprocessing forkserver socket dir of Ray's dashboard ($TMPDIR/pymp-*), and the
     # empty cache dir torch makes when it imports ($TMPDIR/torchinductor_<user>).
     theirs = (f"home{os.sep}.ray", f"tmp{os.sep}pymp-", f"tmp{os.sep}torchinductor_")
-    stray = [p for p in changed if not (p in ("store", "home", "tmp") or p == experiment
-                                        or p.startswith(experiment + os.sep) or p.startswith(theirs))]
+    stray = [
+        p
+        for p in changed
+        if not (
+            p in ("store", "home", "tmp")
+            or p == experiment
+            or p.startswith(experiment + os.sep)
+            or p.startswith(theirs)
+        )
+    ]
     assert not stray, f"written outside <storage>/<NAME>: {stray}"
     assert any(p.startswith(f"{experiment}{os.sep}prefix_cache{os.sep}") for p in changed)  # the cache is in there
     assert not any(before.get(p) != info for p, info in after.items() if p.startswith(("demo", "space.py")))

@@ -12,7 +12,8 @@ from hba_sweep.foundation.yaml_io import read_yaml
 
 def base(demo_dir) -> dict:
     return read_yaml(demo_dir / "train.yaml") | {
-        k: str(demo_dir / v) for k, v in read_yaml(demo_dir / "train.yaml").items()
+        k: str(demo_dir / v)
+        for k, v in read_yaml(demo_dir / "train.yaml").items()
         if k in ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
     }
 
@@ -30,7 +31,11 @@ BAD = [
     ({"vision_layers": 99}, "vision_layers", "at most 4"),
     ({"transformer_layers": 7}, "transformer_layers", "at most 3"),
     ({"perturb_type": "shuffle_everything"}, "perturb_type", "label_shuffle"),
-    ({"perturb_type": "label_shuffle", "perturb_epoch": 7, "perturb_length": 2}, "perturb_epoch", "past the last epoch"),
+    (
+        {"perturb_type": "label_shuffle", "perturb_epoch": 7, "perturb_length": 2},
+        "perturb_epoch",
+        "past the last epoch",
+    ),
     ({"perturb_type": "image_noise", "perturb_length": 0}, "perturb_length", "at least 1"),
     ({"perturb_fraction": 0}, "perturb_fraction", "(0, 1]"),
     ({"train_portion": 1.5}, "train_portion", "between 0 and 1"),
@@ -61,10 +66,24 @@ def test_all_problems_listed_at_once(demo_dir):
 
 def test_study_aliases_and_values(demo_dir):
     study = {k: v for k, v in base(demo_dir).items() if k not in ("backbone", "epochs", "device", "save_path")}
-    cfg = from_dict(study | {"clip_hba_backbone": "hba-tiny", "max_duration": 7, "cuda": -1,
-                             "checkpoint_path": "/tmp/x", "criterion": "MSELoss"})
+    cfg = from_dict(
+        study
+        | {
+            "clip_hba_backbone": "hba-tiny",
+            "max_duration": 7,
+            "cuda": -1,
+            "checkpoint_path": "/tmp/x",
+            "criterion": "MSELoss",
+        }
+    )
     # the published cuda key: -1 all GPUs (here: cuda), 1 GPU 1, 2 the CPU; no GPU: the CPU, with one log line
-    assert (cfg.backbone, cfg.epochs, cfg.device, cfg.save_path, cfg.criterion) == ("hba-tiny", 7, "cuda", "/tmp/x", "mse")
+    assert (cfg.backbone, cfg.epochs, cfg.device, cfg.save_path, cfg.criterion) == (
+        "hba-tiny",
+        7,
+        "cuda",
+        "/tmp/x",
+        "mse",
+    )
     assert cfg.cpu_fallback
     assert from_dict(study | {"cuda": 1}, check_files=False).device == "cuda:1"
     assert from_dict(study | {"cuda": 2}, check_files=False).device == "cpu"
@@ -78,13 +97,18 @@ def test_relative_paths_resolve_against_the_yaml(demo_dir, tmp_path, monkeypatch
 
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["lr=0.001", "behavioral_rsa=false", "run_name=abc"]) == {
-        "lr": 0.001, "behavioral_rsa": False, "run_name": "abc"}
+        "lr": 0.001,
+        "behavioral_rsa": False,
+        "run_name": "abc",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["epochs"])
 
 
 def test_run_names_read_as_the_design(demo_dir):
-    cfg = load_config(demo_dir / "train.yaml", {"perturb_type": "label_shuffle", "perturb_epoch": 1, "perturb_length": 2})
+    cfg = load_config(
+        demo_dir / "train.yaml", {"perturb_type": "label_shuffle", "perturb_epoch": 1, "perturb_length": 2}
+    )
     assert run_name(cfg) == "cliphba_dora_hba-tiny_r16_v2_t3_seed1_label_shuffle_e1_l2_ps42"
     assert run_name(cfg.replace(perturb_type="none")).endswith("_baseline")
 

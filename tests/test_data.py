@@ -45,6 +45,7 @@ def things_csv_text(names, n_dims=66, values=None, index=True) -> str:
 
 # ----------------------------------------------------------------------------- images
 
+
 def test_transform_is_the_studys():
     t = build_transform(32).transforms
     assert [type(x).__name__ for x in t] == ["Resize", "ToTensor", "Normalize"]
@@ -92,9 +93,12 @@ def test_things_dataset_yields_study_transform(tmp_path):
 
 # ----------------------------------------------------------------------------- the real files
 
+
 @needs_ref
-@pytest.mark.parametrize("name, rows", [("spose_embedding66d_rescaled_1806train.csv", 1806),
-                                        ("spose_embedding66d_rescaled_48val_reordered.csv", 48)])
+@pytest.mark.parametrize(
+    "name, rows",
+    [("spose_embedding66d_rescaled_1806train.csv", 1806), ("spose_embedding66d_rescaled_48val_reordered.csv", 48)],
+)
 def test_real_things_csvs_load(name, rows):
     names, targets = read_things_csv(REF / name)
     assert len(names) == rows and targets.shape == (rows, 66) and targets.dtype == np.float32
@@ -118,6 +122,7 @@ def test_real_rdm48_loads():
 
 
 # ----------------------------------------------------------------------------- RDM formats
+
 
 def _rdm(n=6, seed=0):
     x = np.random.default_rng(seed).normal(size=(n, 4))
@@ -147,6 +152,7 @@ def test_save_rdm_mat_is_deterministic(tmp_path):
 
 
 # ----------------------------------------------------------------------------- malformed inputs
+
 
 def _make_csv(tmp_path: Path, kind: str) -> Path:
     """A THINGS CSV with one defect; the file is named after the defect."""
@@ -179,20 +185,23 @@ def _make_csv(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("wrong_count", ["found 65 target columns", "expected 66", "'65'"]),
-    ("extra_column", ["found 67 target columns", "'66'"]),
-    ("no_image_name", ["missing column", "image_name"]),
-    ("nan", ["row 2", "column '7'", "is NaN", "x_2.jpg"]),
-    ("inf", ["row 2", "column '7'", "infinite"]),
-    ("text", ["row 2", "column '7'", "'abc'", "not a number"]),
-    ("blank", ["row 2", "column '7'", "empty"]),
-    ("duplicate", ["duplicates", "x_1.jpg", "rows [1, 3]"]),
-    ("empty", ["empty"]),
-    ("header_only", ["no rows"]),
-    ("empty_name", ["row 2", "image_name", "empty"]),
-    ("ragged", ["ragged.csv"]),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("wrong_count", ["found 65 target columns", "expected 66", "'65'"]),
+        ("extra_column", ["found 67 target columns", "'66'"]),
+        ("no_image_name", ["missing column", "image_name"]),
+        ("nan", ["row 2", "column '7'", "is NaN", "x_2.jpg"]),
+        ("inf", ["row 2", "column '7'", "infinite"]),
+        ("text", ["row 2", "column '7'", "'abc'", "not a number"]),
+        ("blank", ["row 2", "column '7'", "empty"]),
+        ("duplicate", ["duplicates", "x_1.jpg", "rows [1, 3]"]),
+        ("empty", ["empty"]),
+        ("header_only", ["no rows"]),
+        ("empty_name", ["row 2", "image_name", "empty"]),
+        ("ragged", ["ragged.csv"]),
+    ],
+)
 def test_malformed_things_csv(tmp_path, kind, expected):
     path = _make_csv(tmp_path, kind)
     with pytest.raises(DataError) as info:
@@ -288,21 +297,24 @@ def _bad_rdm(tmp_path: Path, kind: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("not_square", ["(6, 4)", "not square"]),
-    ("asymmetric", ["not symmetric", "[1,3]"]),
-    ("nan", ["non-finite", "row 2, column 4"]),
-    ("inf_vector", ["non-finite", "positions [3]"]),
-    ("bad_vector_length", ["length 14", "n(n-1)/2"]),
-    ("two_variables", ["exactly one variable", "'a'", "'b'"]),
-    ("two_arrays", ["exactly one array"]),
-    ("text_csv", ["not a numeric CSV"]),
-    ("pickled", ["not a readable .npy"]),
-    ("suffix", ["unsupported RDM file type"]),
-    ("missing", ["not found"]),
-    ("corrupt_mat", ["not a readable MATLAB file"]),
-    ("wrong_size", ["6x6", "48 items"]),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("not_square", ["(6, 4)", "not square"]),
+        ("asymmetric", ["not symmetric", "[1,3]"]),
+        ("nan", ["non-finite", "row 2, column 4"]),
+        ("inf_vector", ["non-finite", "positions [3]"]),
+        ("bad_vector_length", ["length 14", "n(n-1)/2"]),
+        ("two_variables", ["exactly one variable", "'a'", "'b'"]),
+        ("two_arrays", ["exactly one array"]),
+        ("text_csv", ["not a numeric CSV"]),
+        ("pickled", ["not a readable .npy"]),
+        ("suffix", ["unsupported RDM file type"]),
+        ("missing", ["not found"]),
+        ("corrupt_mat", ["not a readable MATLAB file"]),
+        ("wrong_size", ["6x6", "48 items"]),
+    ],
+)
 def test_malformed_rdm(tmp_path, kind, expected):
     path = _bad_rdm(tmp_path, kind)
     with pytest.raises(DataError) as info:
@@ -320,8 +332,9 @@ def test_reference_file_of_response_patterns_becomes_an_rdm(tmp_path: Path) -> N
 
     patterns = np.random.default_rng(0).normal(size=(6, 4))
     np.save(tmp_path / "roi.npy", patterns)
-    np.testing.assert_allclose(load_reference(tmp_path / "roi.npy", 6, "euclidean"),
-                               compute_model_rdm(patterns, "euclidean"))
+    np.testing.assert_allclose(
+        load_reference(tmp_path / "roi.npy", 6, "euclidean"), compute_model_rdm(patterns, "euclidean")
+    )
     rdm = compute_model_rdm(patterns)
     np.save(tmp_path / "rdm.npy", rdm)
     np.testing.assert_array_equal(load_reference(tmp_path / "rdm.npy", 6), rdm)

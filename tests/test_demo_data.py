@@ -71,7 +71,7 @@ def test_targets_depend_on_the_images(demo):
     targets = ds.targets.double().numpy()
     r2 = _ridge_r2(pixels, targets)
     shuffled = _ridge_r2(pixels, targets[np.random.default_rng(0).permutation(len(targets))])
-    assert r2 > 0.15, r2            # clearly better than predicting the mean
+    assert r2 > 0.15, r2  # clearly better than predicting the mean
     assert shuffled < 0.02 < r2 - 0.1, (r2, shuffled)
 
 

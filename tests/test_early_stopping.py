@@ -47,8 +47,14 @@ def plateau(demo_dir, tmp_path_factory):
     config, _, _ = write_small_run_config(demo_dir, root, "base")
 
     def make(**changes):
-        values = {"epochs": EPOCHS, "lr": 1e-30, "early_stopping_patience": PATIENCE, "behavioral_rsa": False,
-                  "run_name": "base", **changes}
+        values = {
+            "epochs": EPOCHS,
+            "lr": 1e-30,
+            "early_stopping_patience": PATIENCE,
+            "behavioral_rsa": False,
+            "run_name": "base",
+            **changes,
+        }
         return load_config(config, values)
 
     base = make()
@@ -73,9 +79,15 @@ def test_baseline_stops_early_as_published(plateau):
 
 
 def fork(make, base, epoch, length, **changes):
-    cfg = make(run_name=f"fork_e{epoch}_l{length}_{changes.get('fork_early_stopping', 'reset')}",
-               perturb_type="label_shuffle", perturb_epoch=epoch, perturb_length=length,
-               init_from=str(run_dir(base)), init_epoch=epoch - 1, **changes)
+    cfg = make(
+        run_name=f"fork_e{epoch}_l{length}_{changes.get('fork_early_stopping', 'reset')}",
+        perturb_type="label_shuffle",
+        perturb_epoch=epoch,
+        perturb_length=length,
+        init_from=str(run_dir(base)),
+        init_epoch=epoch - 1,
+        **changes,
+    )
     return cfg, run_training_experiment(cfg)
 
 
@@ -117,8 +129,13 @@ def test_fork_past_the_baselines_last_epoch_is_an_error_not_a_fresh_run(plateau)
     last = ckpt.list_epochs(run_dir(base))[-1]
     with pytest.raises(CheckpointError, match=f"epoch {last + 1}.*never trained from scratch"):
         fork(make, base, last + 2, 1)
-    cfg = make(run_name="published_style", perturb_type="label_shuffle", perturb_epoch=last + 2, perturb_length=1,
-               baseline_checkpoint_path=str(run_dir(base)))
+    cfg = make(
+        run_name="published_style",
+        perturb_type="label_shuffle",
+        perturb_epoch=last + 2,
+        perturb_length=1,
+        baseline_checkpoint_path=str(run_dir(base)),
+    )
     with pytest.raises(CheckpointError, match="never trained from scratch"):
         run_training_experiment(cfg)
     assert not ckpt.list_epochs(run_dir(cfg))

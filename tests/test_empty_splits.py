@@ -21,8 +21,9 @@ def test_split_sizes_follow_train_portion():
 
 # int(train_portion * N) < N for train_portion < 1: only the training side can be empty
 @pytest.mark.parametrize("rows,portion,n_train,n_val", [(SMALL_ROWS, 0.01, 0, 40), (1, 0.8, 0, 1), (2, 0.4, 0, 2)])
-def test_empty_split_is_refused_with_the_numbers(demo_dir, tmp_path, capsys, monkeypatch, rows, portion, n_train,
-                                                 n_val):
+def test_empty_split_is_refused_with_the_numbers(
+    demo_dir, tmp_path, capsys, monkeypatch, rows, portion, n_train, n_val
+):
     import hba_sweep.training.loop
 
     def no_model(*args, **kwargs):
@@ -31,7 +32,7 @@ def test_empty_split_is_refused_with_the_numbers(demo_dir, tmp_path, capsys, mon
     monkeypatch.setattr(hba_sweep.training.loop, "CLIPHBA", no_model)
     config, base, small_csv = write_small_run_config(demo_dir, tmp_path, "tiny")
     lines = small_csv.read_text().splitlines()
-    small_csv.write_text("\n".join(lines[:rows + 1]) + "\n")
+    small_csv.write_text("\n".join(lines[: rows + 1]) + "\n")
     base["train_portion"] = portion
     config.write_text(yaml.safe_dump(base))
 

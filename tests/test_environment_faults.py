@@ -64,8 +64,9 @@ def test_long_tmpdir_does_not_stop_ray(demo_dir, tmp_path, capsys, monkeypatch):
     long_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(long_tmp))
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
-    code = invoke(["run", space_file(demo_dir, tmp_path), "--storage", tmp_path / "rr", "--no-dashboard",
-                   "--verbose", "0"])
+    code = invoke(
+        ["run", space_file(demo_dir, tmp_path), "--storage", tmp_path / "rr", "--no-dashboard", "--verbose", "0"]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "TMPDIR is too long for Ray's sockets" in captured.out + captured.err
@@ -88,8 +89,11 @@ def test_lock_of_a_reused_pid_is_taken_over_in_one_line(tmp_path, capsys):
     while "time.sleep" not in " ".join(psutil.Process(other.pid).cmdline()):  # until exec: the other program runs
         time.sleep(0.02)
     try:
-        (tmp_path / "driver.lock").write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename,
-                                                          "started": "2026-01-01T00:00:00", "command": "run x"}))
+        (tmp_path / "driver.lock").write_text(
+            json.dumps(
+                {"pid": other.pid, "host": os.uname().nodename, "started": "2026-01-01T00:00:00", "command": "run x"}
+            )
+        )
         assert "driver: gone" in driver_line(tmp_path, {"runs": [{}]}, lock.read_lock(str(tmp_path)))
         mine = lock.acquire(str(tmp_path))
         err = capsys.readouterr().err

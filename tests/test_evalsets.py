@@ -31,6 +31,7 @@ def sets(demo) -> dict:
 
 # ----------------------------------------------------------------------------- real formats
 
+
 @needs_ref
 def test_real_things_fmri_metadata():
     s = load_things_fmri(REF / "things_fmri_stimulus_metadata_720_images.csv", "/imgs", check_files=False)
@@ -54,6 +55,7 @@ def test_real_nod_index_seeded_selection():
 
 
 # ----------------------------------------------------------------------------- generated sets
+
 
 def test_demo_evalsets_yaml_resolves_paths(sets, demo):
     assert set(sets) == {"things", "things_fmri", "nod", "nights"}
@@ -93,9 +95,13 @@ def test_demo_nights_triplets(sets):
 
 
 def test_nights_choice_follows_votes_and_skips_ties(tmp_path):
-    rows = ["ref_path,left_path,right_path,left_vote,right_vote,split",
-            "r0.png,a0.png,b0.png,5,1,test", "r1.png,a1.png,b1.png,0.2,0.8,test",
-            "r2.png,a2.png,b2.png,3,3,test", "r0.png,a1.png,b0.png,1,2,val"]
+    rows = [
+        "ref_path,left_path,right_path,left_vote,right_vote,split",
+        "r0.png,a0.png,b0.png,5,1,test",
+        "r1.png,a1.png,b1.png,0.2,0.8,test",
+        "r2.png,a2.png,b2.png,3,3,test",
+        "r0.png,a1.png,b0.png,1,2,val",
+    ]
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
     s = load_nights(tmp_path / "data.csv", tmp_path, check_files=False)
     assert s.human_choice.tolist() == [0, 1, 1] and s.ties_skipped == 1 and s.rows.tolist() == [0, 1, 3]
@@ -104,6 +110,7 @@ def test_nights_choice_follows_votes_and_skips_ties(tmp_path):
 
 
 # ----------------------------------------------------------------------------- malformed inputs
+
 
 def _copy(demo: Path, tmp_path: Path, rel: str) -> Path:
     """A private copy of one demo set so a test can break it."""
@@ -160,23 +167,26 @@ def _broken(kind: str, demo: Path, tmp_path: Path):
     return lambda: load_things_fmri(csv, root / "images"), csv
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("nights_missing_column", ["missing column", "right_vote"]),
-    ("nights_bad_vote", ["column 'left_vote'", "'five'", "not a number"]),
-    ("nights_negative_vote", ["column 'right_vote'", "negative"]),
-    ("nights_missing_image", ["not found", "003_1.png"]),
-    ("nights_empty_path", ["column 'ref_path'", "empty"]),
-    ("nights_unknown_split", ["'nowhere'", "['test', 'train', 'val']"]),
-    ("nod_missing_column", ["missing column", "'image'"]),
-    ("nod_duplicate", ["listed twice"]),
-    ("nod_missing_image", ["not found", "n01440764"]),
-    ("nod_zero_limit", ["max_images_per_category=0"]),
-    ("fmri_missing_column", ["missing column", "stimulus"]),
-    ("fmri_empty_concept", ["column 'concept'", "empty"]),
-    ("fmri_two_concepts", ["more than one concept", "acorn_01s.png"]),
-    ("fmri_missing_image", ["not found", "drum_02s.png"]),
-    ("fmri_empty", ["empty"]),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("nights_missing_column", ["missing column", "right_vote"]),
+        ("nights_bad_vote", ["column 'left_vote'", "'five'", "not a number"]),
+        ("nights_negative_vote", ["column 'right_vote'", "negative"]),
+        ("nights_missing_image", ["not found", "003_1.png"]),
+        ("nights_empty_path", ["column 'ref_path'", "empty"]),
+        ("nights_unknown_split", ["'nowhere'", "['test', 'train', 'val']"]),
+        ("nod_missing_column", ["missing column", "'image'"]),
+        ("nod_duplicate", ["listed twice"]),
+        ("nod_missing_image", ["not found", "n01440764"]),
+        ("nod_zero_limit", ["max_images_per_category=0"]),
+        ("fmri_missing_column", ["missing column", "stimulus"]),
+        ("fmri_empty_concept", ["column 'concept'", "empty"]),
+        ("fmri_two_concepts", ["more than one concept", "acorn_01s.png"]),
+        ("fmri_missing_image", ["not found", "drum_02s.png"]),
+        ("fmri_empty", ["empty"]),
+    ],
+)
 def test_malformed_evalsets(demo, tmp_path, kind, expected):
     call, named = _broken(kind, demo, tmp_path)
     with pytest.raises(DataError) as info:
@@ -187,13 +197,16 @@ def test_malformed_evalsets(demo, tmp_path, kind, expected):
         assert part in message, (part, message)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("imagenet: {img_dir: x}\n", "unknown dataset 'imagenet'"),
-    ("nod: {index_csv: a.csv, img_dir: x}\n", "missing ['reference_rdms']"),
-    ("nights: [1, 2]\n", "must be a mapping"),
-    ("nod: {index_csv: a.csv, img_dir: x, reference_rdms: {}}\n", "reference_rdms must map"),
-    ("nod: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("imagenet: {img_dir: x}\n", "unknown dataset 'imagenet'"),
+        ("nod: {index_csv: a.csv, img_dir: x}\n", "missing ['reference_rdms']"),
+        ("nights: [1, 2]\n", "must be a mapping"),
+        ("nod: {index_csv: a.csv, img_dir: x, reference_rdms: {}}\n", "reference_rdms must map"),
+        ("nod: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_malformed_evalsets_yaml(tmp_path, text, expected):
     (tmp_path / "evalsets.yaml").write_text(text)
     with pytest.raises(DataError, match=expected.replace("[", r"\[").replace("(", r"\(")) as info:

@@ -39,10 +39,16 @@ def test_run_files_and_checkpoints_0644_under_umask_022(demo_config, tmp_path: P
 
     summary = run_training_experiment(demo_config(epochs=1, save_path=str(tmp_path / "runs")))
     found = modes(Path(summary["run_dir"]))
-    checkpoint_files = [name for name in found if "checkpoints" in name and name.endswith(
-        ("adapter.safetensors", "state.pt", "meta.json"))]
+    checkpoint_files = [
+        name
+        for name in found
+        if "checkpoints" in name and name.endswith(("adapter.safetensors", "state.pt", "meta.json"))
+    ]
     assert len(checkpoint_files) == 6  # epochs -1 and 0
     assert {"metrics.csv", "config.yaml", "split.json"} <= set(found)
-    wrong = {name: oct(mode) for name, mode in found.items()
-             if mode != (0o755 if (Path(summary["run_dir"]) / name).is_dir() else 0o644)}
+    wrong = {
+        name: oct(mode)
+        for name, mode in found.items()
+        if mode != (0o755 if (Path(summary["run_dir"]) / name).is_dir() else 0o644)
+    }
     assert not wrong, wrong

@@ -18,11 +18,24 @@ from conftest import write_small_run_config
 
 from hba_sweep import cli
 
-GOOD_RES = ["epoch,train_loss,test_loss,rsa_behavioral_corr,rsa_behavioral_p", "0,0.5,0.6,0.1,0.5",
-            "1,0.4,0.5,0.2,0.4", "2,0.3,0.4,0.3,0.3"]
-PUBLISHED = {"training_mode": "finetune", "clip_hba_backbone": "hba-tiny", "pretrained": "none",
-             "vision_layers": 2, "transformer_layers": 1, "rank": 16, "random_seed": 1, "lr": 0.001,
-             "max_duration": 3, "perturb_type": "none"}
+GOOD_RES = [
+    "epoch,train_loss,test_loss,rsa_behavioral_corr,rsa_behavioral_p",
+    "0,0.5,0.6,0.1,0.5",
+    "1,0.4,0.5,0.2,0.4",
+    "2,0.3,0.4,0.3,0.3",
+]
+PUBLISHED = {
+    "training_mode": "finetune",
+    "clip_hba_backbone": "hba-tiny",
+    "pretrained": "none",
+    "vision_layers": 2,
+    "transformer_layers": 1,
+    "rank": 16,
+    "random_seed": 1,
+    "lr": 0.001,
+    "max_duration": 3,
+    "perturb_type": "none",
+}
 
 
 def invoke(argv: list) -> int:
@@ -47,15 +60,30 @@ def published_folder(root: Path, res_lines: list[str], config: dict) -> Path:
 
 def analyze_published(demo_dir: Path, root: Path, capsys) -> tuple[int, str]:
     capsys.readouterr()
-    code = invoke(["analyze", root, "--evalsets", demo_dir / "evalsets.yaml", "--datasets", "things",
-                   "--out", root.parent / "out"])
+    code = invoke(
+        [
+            "analyze",
+            root,
+            "--evalsets",
+            demo_dir / "evalsets.yaml",
+            "--datasets",
+            "things",
+            "--out",
+            root.parent / "out",
+        ]
+    )
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("line,words", [("1,0.3,0.4,0.3,0.3", "epoch 1 again (first on line 3)"),
-                                        ("2.5,0.3,0.4,0.3,0.3", "epoch='2.5' is not a whole number"),
-                                        ("-1,0.3,0.4,0.3,0.3", "epoch='-1' is not a whole number"),
-                                        (",0.3,0.4,0.3,0.3", "epoch='' is not a whole number")])
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        ("1,0.3,0.4,0.3,0.3", "epoch 1 again (first on line 3)"),
+        ("2.5,0.3,0.4,0.3,0.3", "epoch='2.5' is not a whole number"),
+        ("-1,0.3,0.4,0.3,0.3", "epoch='-1' is not a whole number"),
+        (",0.3,0.4,0.3,0.3", "epoch='' is not a whole number"),
+    ],
+)
 def test_bad_epoch_in_published_training_res(demo_dir, tmp_path, capsys, line, words):
     run = published_folder(tmp_path / "pub", GOOD_RES[:3] + [line], PUBLISHED)
     code, err = analyze_published(demo_dir, tmp_path / "pub", capsys)
@@ -63,9 +91,14 @@ def test_bad_epoch_in_published_training_res(demo_dir, tmp_path, capsys, line, w
     assert f"{run / 'training_res.csv'}: line 4: {words}" in err and "Fix:" in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("key,value,words", [("max_duration", -3, "epochs=-3"),
-                                             ("random_seed", 1.5, "random_seed=1.5 must be an integer"),
-                                             ("rank", "lots", "rank='lots' must be an integer")])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("max_duration", -3, "epochs=-3"),
+        ("random_seed", 1.5, "random_seed=1.5 must be an integer"),
+        ("rank", "lots", "rank='lots' must be an integer"),
+    ],
+)
 def test_bad_value_in_published_training_config(demo_dir, tmp_path, capsys, key, value, words):
     run = published_folder(tmp_path / "pub", GOOD_RES, {**PUBLISHED, key: value})
     code, err = analyze_published(demo_dir, tmp_path / "pub", capsys)
@@ -84,15 +117,24 @@ def test_published_rank_as_a_string_is_coerced_like_our_configs(tmp_path):
 
 # ---- bounded parsing ------------------------------------------------------------------------
 def alias_bomb(keys: list[str]) -> str:
-    """"Billion laughs": each key's value repeats the previous anchor 9 times (9**len(keys) leaves)."""
+    """ "Billion laughs": each key's value repeats the previous anchor 9 times (9**len(keys) leaves)."""
     lines = [f'{keys[0]}: &k0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i, key in enumerate(keys[1:], start=1):
         lines.append(f"{key}: &k{i} [" + ",".join([f"*k{i - 1}"] * 9) + "]")
     return "\n".join(lines) + "\n"
 
 
-KNOWN_KEYS = ["wandb_entity", "wandb_project", "backbone", "perturb_type", "run_name", "criterion", "opt",
-              "lr_scheduler", "precision"]
+KNOWN_KEYS = [
+    "wandb_entity",
+    "wandb_project",
+    "backbone",
+    "perturb_type",
+    "run_name",
+    "criterion",
+    "opt",
+    "lr_scheduler",
+    "precision",
+]
 
 
 def test_alias_bomb_in_a_training_config_is_refused_fast(tmp_path, capsys):
@@ -128,8 +170,13 @@ def inflating_mat(path: Path, n: int) -> None:
     """A MATLAB v5 file of about 1.8 MB whose one compressed variable inflates to an n x n double matrix
     (n = 15000: 1.8 GB), built from one compressed block of zeros repeated (no large allocation here)."""
     body = n * n * 8
-    sub = (struct.pack("<IIII", 6, 8, 6, 0) + struct.pack("<IIii", 5, 8, n, n) + struct.pack("<II", 1, 3)
-           + b"rdm\0\0\0\0\0" + struct.pack("<II", 9, body))
+    sub = (
+        struct.pack("<IIII", 6, 8, 6, 0)
+        + struct.pack("<IIii", 5, 8, n, n)
+        + struct.pack("<II", 1, 3)
+        + b"rdm\0\0\0\0\0"
+        + struct.pack("<II", 9, body)
+    )
     head = struct.pack("<II", 14, len(sub) + body) + sub
     start = zlib.compressobj(9)
     block = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -138,8 +185,14 @@ def inflating_mat(path: Path, n: int) -> None:
     last = zlib.compressobj(9, zlib.DEFLATED, -15)
     check = zlib.adler32(head)
     a, b = check & 0xFFFF, ((check >> 16) + (check & 0xFFFF) * body) % 65521
-    data = (start.compress(head) + start.flush(zlib.Z_FULL_FLUSH) + packed * full + last.compress(bytes(rest))
-            + last.flush() + struct.pack(">I", (b << 16) | a))  # adler32 of head + zeros: a stays, b grows by a per byte
+    data = (
+        start.compress(head)
+        + start.flush(zlib.Z_FULL_FLUSH)
+        + packed * full
+        + last.compress(bytes(rest))
+        + last.flush()
+        + struct.pack(">I", (b << 16) | a)
+    )  # adler32 of head + zeros: a stays, b grows by a per byte
     header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
     path.write_bytes(header + struct.pack("<II", 15, len(data)) + data)
 

@@ -27,14 +27,25 @@ def run(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def study_yaml(path: Path, run: Path, demo_dir: Path, **changes) -> Path:
     """An inference YAML with the study's keys; results go next to it."""
     values = {
-        "model_weights_path": str(run), "epoch": "all", "dataset": "things", "evaluation_type": "behavioral",
+        "model_weights_path": str(run),
+        "epoch": "all",
+        "dataset": "things",
+        "evaluation_type": "behavioral",
         "img_dir": str(demo_dir / "eval48" / "images"),
         "inference_annotations_file": str(demo_dir / "eval48" / "eval48.csv"),
         "reference_rdm_paths": str(demo_dir / "eval48" / "RDM48_triplet.mat"),
-        "model_rdm_distance_metric": "pearson", "rsa_similarity_metric": "spearman",
-        "reference_rdm_distance_metric": "pearson", "max_images_per_category": None, "batch_size": 16,
-        "inference_save_dir": str(path.parent / "results"), "backbone": "hba-tiny", "vision_layers": 2, "transformer_layers": 3,
-        "rank": 16, "cuda": 2, **changes,  # the published cuda key: 2 = the CPU (-1 = all GPUs)
+        "model_rdm_distance_metric": "pearson",
+        "rsa_similarity_metric": "spearman",
+        "reference_rdm_distance_metric": "pearson",
+        "max_images_per_category": None,
+        "batch_size": 16,
+        "inference_save_dir": str(path.parent / "results"),
+        "backbone": "hba-tiny",
+        "vision_layers": 2,
+        "transformer_layers": 3,
+        "rank": 16,
+        "cuda": 2,
+        **changes,  # the published cuda key: 2 = the CPU (-1 = all GPUs)
     }
     path.write_text(yaml.safe_dump(values))
     return path
@@ -61,21 +72,58 @@ def test_run_inference_one_epoch(run: Path, demo_dir: Path, tmp_path: Path) -> N
     assert -1 <= result["behavioral_rsa_rho"] <= 1
 
 
-@pytest.mark.parametrize("changes, metrics", [
-    ({"dataset": "nod", "evaluation_type": "neural", "img_dir": "nod/images", "inference_annotations_file": "nod/index.csv",
-      "max_images_per_category": 2, "reference_rdm_paths": {"V1": "nod/rdm_V1.mat", "IT": "nod/rdm_IT.mat"}},
-     {("V1", "rsa_spearman"), ("IT", "rsa_spearman")}),
-    ({"dataset": "things_fmri", "evaluation_type": "neural", "img_dir": "things_fmri/images",
-      "inference_annotations_file": "things_fmri/stimulus_metadata.csv", "reference_rdm_paths": ["things_fmri/rdm_V1.mat"]},
-     {("rdm_V1", "rsa_spearman")}),
-    ({"dataset": "nights", "evaluation_type": "triplet", "img_dir": "nights", "inference_annotations_file": "nights/data.csv",
-      "reference_rdm_paths": None}, {("test", "2afc_accuracy")}),  # the published evaluation's split
-    ({"dataset": "nights", "evaluation_type": "triplet", "img_dir": "nights", "inference_annotations_file": "nights/data.csv",
-      "reference_rdm_paths": None, "split": "all"}, {("all", "2afc_accuracy")}),
-    ({"evaluation_type": "cka", "reference_rdm_paths": None}, {("targets", "cka"), ("targets", "cka_unbiased")}),
-])
+@pytest.mark.parametrize(
+    "changes, metrics",
+    [
+        (
+            {
+                "dataset": "nod",
+                "evaluation_type": "neural",
+                "img_dir": "nod/images",
+                "inference_annotations_file": "nod/index.csv",
+                "max_images_per_category": 2,
+                "reference_rdm_paths": {"V1": "nod/rdm_V1.mat", "IT": "nod/rdm_IT.mat"},
+            },
+            {("V1", "rsa_spearman"), ("IT", "rsa_spearman")},
+        ),
+        (
+            {
+                "dataset": "things_fmri",
+                "evaluation_type": "neural",
+                "img_dir": "things_fmri/images",
+                "inference_annotations_file": "things_fmri/stimulus_metadata.csv",
+                "reference_rdm_paths": ["things_fmri/rdm_V1.mat"],
+            },
+            {("rdm_V1", "rsa_spearman")},
+        ),
+        (
+            {
+                "dataset": "nights",
+                "evaluation_type": "triplet",
+                "img_dir": "nights",
+                "inference_annotations_file": "nights/data.csv",
+                "reference_rdm_paths": None,
+            },
+            {("test", "2afc_accuracy")},
+        ),  # the published evaluation's split
+        (
+            {
+                "dataset": "nights",
+                "evaluation_type": "triplet",
+                "img_dir": "nights",
+                "inference_annotations_file": "nights/data.csv",
+                "reference_rdm_paths": None,
+                "split": "all",
+            },
+            {("all", "2afc_accuracy")},
+        ),
+        ({"evaluation_type": "cka", "reference_rdm_paths": None}, {("targets", "cka"), ("targets", "cka_unbiased")}),
+    ],
+)
 def test_infer_other_evaluation_types(run: Path, demo_dir: Path, tmp_path: Path, changes: dict, metrics: set) -> None:
-    changes = {k: (str(demo_dir / v) if k in ("img_dir", "inference_annotations_file") else v) for k, v in changes.items()}
+    changes = {
+        k: (str(demo_dir / v) if k in ("img_dir", "inference_annotations_file") else v) for k, v in changes.items()
+    }
     if isinstance(changes.get("reference_rdm_paths"), dict):
         changes["reference_rdm_paths"] = {k: str(demo_dir / v) for k, v in changes["reference_rdm_paths"].items()}
     elif isinstance(changes.get("reference_rdm_paths"), list):
@@ -89,12 +137,14 @@ def test_infer_other_evaluation_types(run: Path, demo_dir: Path, tmp_path: Path,
 def test_infer_bad_config_exit_2(run: Path, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pickled = tmp_path / "weights.pt"
     pickled.write_bytes(b"\x80\x04")
-    cases = [({"evaluation_typo": "behavioral"}, "evaluation_typo"),
-             ({"evaluation_type": "telepathy"}, "evaluation_type"),
-             ({"model_weights_path": str(pickled)}, "pickle"),
-             ({"epoch": 7}, "epoch 7"),
-             ({"rank": 8}, "rank"),
-             ({"annotations_file": "other.csv"}, "annotations_file")]
+    cases = [
+        ({"evaluation_typo": "behavioral"}, "evaluation_typo"),
+        ({"evaluation_type": "telepathy"}, "evaluation_type"),
+        ({"model_weights_path": str(pickled)}, "pickle"),
+        ({"epoch": 7}, "epoch 7"),
+        ({"rank": 8}, "rank"),
+        ({"annotations_file": "other.csv"}, "annotations_file"),
+    ]
     capsys.readouterr()
     for changes, needle in cases:
         cfg = study_yaml(tmp_path / "bad.yaml", run, demo_dir, **changes)
@@ -104,8 +154,9 @@ def test_infer_bad_config_exit_2(run: Path, demo_dir: Path, tmp_path: Path, caps
     assert not (tmp_path / "results").exists()
 
 
-def test_relative_paths_resolve_next_to_the_yaml_first(run: Path, demo_dir: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_resolve_next_to_the_yaml_first(
+    run: Path, demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As for training configs: a relative path present next to the YAML wins over one in the working dir."""
     import shutil
 
@@ -116,5 +167,7 @@ def test_relative_paths_resolve_next_to_the_yaml_first(run: Path, demo_dir: Path
         (folder / "eval").mkdir(parents=True)
         shutil.copy(demo_dir / "eval48" / "eval48.csv", folder / "eval" / "eval48.csv")
     monkeypatch.chdir(cwd)
-    cfg = load_infer_config(study_yaml(here / "infer.yaml", run, demo_dir, inference_annotations_file="eval/eval48.csv"))
+    cfg = load_infer_config(
+        study_yaml(here / "infer.yaml", run, demo_dir, inference_annotations_file="eval/eval48.csv")
+    )
     assert cfg["annotations_file"] == str(here / "eval" / "eval48.csv")

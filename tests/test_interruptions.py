@@ -103,9 +103,14 @@ def test_worker_killed_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.delenv("HBA_SWEEP_FAULT", raising=False)
     data = tmp_path / "demo"
     make_demo_data(data)
-    space = load_search_space(write_space(tmp_path / "space.py", data,
-                                          '"perturb_type": "label_shuffle", "perturb_epoch": 2,',
-                                          "FORK_FROM_BASELINE = False"))
+    space = load_search_space(
+        write_space(
+            tmp_path / "space.py",
+            data,
+            '"perturb_type": "label_shuffle", "perturb_epoch": 2,',
+            "FORK_FROM_BASELINE = False",
+        )
+    )
     (config,) = [t.config for t in expand(space).trials]
     trials = [Trial(name="killed", config=dict(config)), Trial(name="clean", config=dict(config))]
     marker = tmp_path / "killed.pid"
@@ -197,14 +202,29 @@ def test_driver_interrupted_then_resumed(tmp_path):
 
     data = tmp_path / "demo"
     make_demo_data(data)
-    space = write_space(tmp_path / "space.py", data, """"perturb_type": tune.grid_search(["label_shuffle", "random_target"]),
-    "perturb_epoch": tune.grid_search([1, 2, 3]),""")  # 1 baseline + 6 forks: some still run at the interrupt
+    space = write_space(
+        tmp_path / "space.py",
+        data,
+        """"perturb_type": tune.grid_search(["label_shuffle", "random_target"]),
+    "perturb_epoch": tune.grid_search([1, 2, 3]),""",
+    )  # 1 baseline + 6 forks: some still run at the interrupt
     root = tmp_path / "rr" / "study"
-    cmd = [sys.executable, "-m", "hba_sweep", "run", str(space), "--storage", str(tmp_path / "rr"), "--no-dashboard",
-           "--verbose", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hba_sweep",
+        "run",
+        str(space),
+        "--storage",
+        str(tmp_path / "rr"),
+        "--no-dashboard",
+        "--verbose",
+        "0",
+    ]
     log = open(tmp_path / "driver.log", "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=driver_env(data), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=driver_env(data), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 240
         while not finished_perturbed(root):
@@ -232,8 +252,9 @@ def test_driver_interrupted_then_resumed(tmp_path):
     assert len(states) == 7 and done and len(done) < 7, {n: r.state for n, r in states.items()}
     before = {name: snapshot(root / name) for name in done}
 
-    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=driver_env(data), capture_output=True, text=True,
-                             timeout=400)
+    resumed = subprocess.run(
+        [*cmd, "--resume"], cwd=ROOT, env=driver_env(data), capture_output=True, text=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "7 trials finished, 0 failed, 0 skipped, 0 not finished (of 7)" in resumed.stdout
     assert all(row.state == "finished" for row in study_status(root))

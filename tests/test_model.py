@@ -131,8 +131,9 @@ def test_local_checkpoint_of_a_default_block_model_loads_into_custom_blocks(tmp_
     reference = open_clip.create_model("hba-tiny").eval()  # default block type, its own random weights
     path = tmp_path / "hba_tiny_weights.pt"
     torch.save(reference.state_dict(), path)
-    model = CLIPHBA(backbone="hba-tiny", pretrained=str(path), vision_layers=2, transformer_layers=1, rank=4,
-                    adapter="peft_dora").eval()  # starts as the identity
+    model = CLIPHBA(
+        backbone="hba-tiny", pretrained=str(path), vision_layers=2, transformer_layers=1, rank=4, adapter="peft_dora"
+    ).eval()  # starts as the identity
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         text = F.normalize(reference.encode_text(model.text_tokens_full), dim=-1)

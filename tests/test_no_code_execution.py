@@ -61,8 +61,8 @@ def plant(path: Path, marker: Path, rehash: bool = True) -> None:
 
 @dataclass(frozen=True)
 class Prior:
-    config: Path      # the run's YAML (save_path = source/results)
-    source: Path      # a pristine copy of the results folder; each test copies it
+    config: Path  # the run's YAML (save_path = source/results)
+    source: Path  # a pristine copy of the results folder; each test copies it
     run_name: str
 
 
@@ -110,14 +110,16 @@ def test_payload_is_live(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rehash", [False, True], ids=["hash-mismatch", "hash-forged"])
-def test_resume_refuses_pickled_state(prior: Prior, results: Path, tmp_path: Path, rehash: bool,
-                                      capsys: pytest.CaptureFixture) -> None:
+def test_resume_refuses_pickled_state(
+    prior: Prior, results: Path, tmp_path: Path, rehash: bool, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "PWNED_state"
     run = results / prior.run_name
     plant(run / "checkpoints" / "epoch_0" / STATE_FILE, marker, rehash)
     metrics = (run / "metrics.csv").read_bytes()
-    code, text = run_cli(["train", "--config", prior.config, "--set", f"save_path={results}", "--set", "epochs=2",
-                          "--resume"], capsys)
+    code, text = run_cli(
+        ["train", "--config", prior.config, "--set", f"save_path={results}", "--set", "epochs=2", "--resume"], capsys
+    )
     assert_refused(code, text, marker, STATE_FILE, "epoch_0")
     assert (run / "metrics.csv").read_bytes() == metrics
     assert not (run / "checkpoints" / "epoch_1").exists()
@@ -127,37 +129,60 @@ def test_fork_refuses_pickled_state(prior: Prior, results: Path, tmp_path: Path,
     marker = tmp_path / "PWNED_fork"
     run = results / prior.run_name
     plant(run / "checkpoints" / "epoch_0" / STATE_FILE, marker)
-    code, text = run_cli(["train", "--config", prior.config, "--set", f"save_path={results}", "--set", "epochs=3",
-                          "--set", "run_name=fork", "--set", f"init_from={run}", "--set", "init_epoch=0"], capsys)
+    code, text = run_cli(
+        [
+            "train",
+            "--config",
+            prior.config,
+            "--set",
+            f"save_path={results}",
+            "--set",
+            "epochs=3",
+            "--set",
+            "run_name=fork",
+            "--set",
+            f"init_from={run}",
+            "--set",
+            "init_epoch=0",
+        ],
+        capsys,
+    )
     assert_refused(code, text, marker, STATE_FILE)
     assert not (results / "fork").exists()
 
 
 @pytest.mark.parametrize("rehash", [False, True], ids=["hash-mismatch", "hash-forged"])
-def test_resume_refuses_adapter_that_is_not_safetensors(prior: Prior, results: Path, tmp_path: Path, rehash: bool,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_resume_refuses_adapter_that_is_not_safetensors(
+    prior: Prior, results: Path, tmp_path: Path, rehash: bool, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "PWNED_adapter"
     run = results / prior.run_name
     plant(run / "checkpoints" / "epoch_0" / ADAPTER_FILE, marker, rehash)
-    code, text = run_cli(["train", "--config", prior.config, "--set", f"save_path={results}", "--set", "epochs=2",
-                          "--resume"], capsys)
+    code, text = run_cli(
+        ["train", "--config", prior.config, "--set", f"save_path={results}", "--set", "epochs=2", "--resume"], capsys
+    )
     assert_refused(code, text, marker, ADAPTER_FILE)
 
 
 def infer_config(tmp_path: Path, demo_dir: Path, weights: Path, out: Path) -> Path:
-    config = {"model_weights_path": str(weights), "evaluation_type": "behavioral",
-              "annotations_file": str(demo_dir / "eval48" / "eval48.csv"),
-              "img_dir": str(demo_dir / "eval48" / "images"),
-              "reference_rdm_paths": str(demo_dir / "eval48" / "RDM48_triplet.mat"),
-              "device": "cpu", "inference_save_dir": str(out)}
+    config = {
+        "model_weights_path": str(weights),
+        "evaluation_type": "behavioral",
+        "annotations_file": str(demo_dir / "eval48" / "eval48.csv"),
+        "img_dir": str(demo_dir / "eval48" / "images"),
+        "reference_rdm_paths": str(demo_dir / "eval48" / "RDM48_triplet.mat"),
+        "device": "cpu",
+        "inference_save_dir": str(out),
+    }
     path = tmp_path / "infer.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
-def test_infer_refuses_pickled_weights_file(demo_dir: Path, tmp_path: Path, suffix: str,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_infer_refuses_pickled_weights_file(
+    demo_dir: Path, tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "PWNED_weights"
     weights = tmp_path / f"model{suffix}"
     torch.save({"state_dict": Payload(marker)}, weights)
@@ -167,8 +192,9 @@ def test_infer_refuses_pickled_weights_file(demo_dir: Path, tmp_path: Path, suff
     assert not out.exists()
 
 
-def test_infer_refuses_adapter_that_is_not_safetensors(prior: Prior, results: Path, demo_dir: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_infer_refuses_adapter_that_is_not_safetensors(
+    prior: Prior, results: Path, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "PWNED_infer_adapter"
     run = results / prior.run_name
     plant(run / "checkpoints" / "epoch_0" / ADAPTER_FILE, marker)
@@ -179,8 +205,9 @@ def test_infer_refuses_adapter_that_is_not_safetensors(prior: Prior, results: Pa
     assert not out.exists()
 
 
-def test_analyze_refuses_adapter_that_is_not_safetensors(prior: Prior, results: Path, demo_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_analyze_refuses_adapter_that_is_not_safetensors(
+    prior: Prior, results: Path, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "PWNED_analyze"
     run = results / prior.run_name
     plant(run / "checkpoints" / "epoch_0" / ADAPTER_FILE, marker)
@@ -189,12 +216,16 @@ def test_analyze_refuses_adapter_that_is_not_safetensors(prior: Prior, results: 
     assert not marker.exists(), "the pickle's code ran"
     assert code == 0 and "Traceback" not in text, text
     report = (run / "analysis" / "report.md").read_text()
-    assert f"damaged, left out: {run / 'checkpoints' / 'epoch_0'}/{ADAPTER_FILE}: not a readable safetensors file" in report
+    assert (
+        f"damaged, left out: {run / 'checkpoints' / 'epoch_0'}/{ADAPTER_FILE}: not a readable safetensors file"
+        in report
+    )
     assert "pickled weights are never loaded" in report
 
 
-def test_analyze_never_reads_state_pt(prior: Prior, results: Path, demo_dir: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture) -> None:
+def test_analyze_never_reads_state_pt(
+    prior: Prior, results: Path, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """The analysis reads meta.json and safetensors only: a booby-trapped state.pt is never opened."""
     marker = tmp_path / "PWNED_analyze_state"
     run = results / prior.run_name
@@ -257,7 +288,13 @@ def test_no_other_unpickling() -> None:
         for name, call in calls(path):
             where = f"{path.relative_to(REPO)}:{call.lineno} {name}"
             if name.split(".")[-1] in ("load", "loads", "Unpickler") and name.split(".")[0] in (
-                    "pickle", "cPickle", "dill", "cloudpickle", "joblib", "_pickle"):
+                "pickle",
+                "cPickle",
+                "dill",
+                "cloudpickle",
+                "joblib",
+                "_pickle",
+            ):
                 bad.append(where)
             if name in ("np.load", "numpy.load") and keyword(call, "allow_pickle") not in (None, False):
                 bad.append(where)
@@ -272,8 +309,14 @@ def test_yaml_is_safe_loaded_only() -> None:
         for name, call in calls(path):
             if name.startswith("yaml."):
                 where = f"{path.relative_to(REPO)}:{call.lineno} {name}"
-                if name in ("yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.unsafe_load_all",
-                            "yaml.full_load", "yaml.full_load_all"):
+                if name in (
+                    "yaml.load",
+                    "yaml.load_all",
+                    "yaml.unsafe_load",
+                    "yaml.unsafe_load_all",
+                    "yaml.full_load",
+                    "yaml.full_load_all",
+                ):
                     bad.append(where)
                 elif name == "yaml.safe_load":
                     safe.append(where)

@@ -138,7 +138,9 @@ def test_random_target_accepts_tensor_stats_like_the_study():
     )
     images, targets = make_batch()
     g = gen(SEED + 1000 + 2)
-    assert torch.equal(s.apply_to_batch(images, targets, "cpu", 0, 2)[1], torch.randn(targets.shape, generator=g) * STD + MEAN)
+    assert torch.equal(
+        s.apply_to_batch(images, targets, "cpu", 0, 2)[1], torch.randn(targets.shape, generator=g) * STD + MEAN
+    )
 
 
 def test_target_stats_matches_numpy_population_std():
@@ -150,8 +152,12 @@ def test_target_stats_matches_numpy_population_std():
 def test_changes_images_flags():
     flags = {k: type(strategy(k)).changes_images for k in ALL_TYPES}
     assert flags == {
-        "none": False, "random_target": False, "label_shuffle": False,
-        "image_noise": True, "uniform_images": True, "blank_target": False,
+        "none": False,
+        "random_target": False,
+        "label_shuffle": False,
+        "image_noise": True,
+        "uniform_images": True,
+        "blank_target": False,
     }
 
 
@@ -277,6 +283,7 @@ def test_register_custom_type(clean_registry):
     # re-registering the same class (a file imported twice) is fine; another class is not
     P.register("target_scale")(TargetScale)
     with pytest.raises(ConfigError, match="target_scale"):
+
         @P.register("target_scale")
         class Other(P.PerturbationStrategy):
             pass

@@ -20,20 +20,25 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def run_preview(demo_dir: Path, tmp_path: Path, capsys, kind: str, *extra: str) -> str:
     out = tmp_path / f"{kind}.png"
-    assert main(["preview", "--config", str(demo_dir / "train.yaml"), "--perturb-type", kind, "--out", str(out),
-                 *extra]) == 0
+    assert (
+        main(["preview", "--config", str(demo_dir / "train.yaml"), "--perturb-type", kind, "--out", str(out), *extra])
+        == 0
+    )
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kind, images, targets, note", [
-    ("none", 0, 0, "type none never perturbs"),
-    ("label_shuffle", 0, 32, "each is another row's target: permuted within the batch"),
-    ("random_target", 0, 32, "new values"),
-    ("image_noise", 32, 0, "images changed: 32 of 32 (mean"),
-    ("uniform_images", 32, 0, "every value 0.5 after normalisation"),
-    ("blank_target", 0, 32, "all zeros"),
-])
+@pytest.mark.parametrize(
+    "kind, images, targets, note",
+    [
+        ("none", 0, 0, "type none never perturbs"),
+        ("label_shuffle", 0, 32, "each is another row's target: permuted within the batch"),
+        ("random_target", 0, 32, "new values"),
+        ("image_noise", 32, 0, "images changed: 32 of 32 (mean"),
+        ("uniform_images", 32, 0, "every value 0.5 after normalisation"),
+        ("blank_target", 0, 32, "all zeros"),
+    ],
+)
 def test_each_type_changes_what_it_should(demo_dir, tmp_path, capsys, kind, images, targets, note):
     out = run_preview(demo_dir, tmp_path, capsys, kind)
     assert f"images changed: {images} of 32" in out and f"targets changed: {targets} of 32" in out, out
@@ -56,8 +61,7 @@ def test_label_shuffle_permutes_targets_within_the_batch(demo_config):
 
 def test_the_batch_is_the_one_training_sees(demo_config, monkeypatch):
     """The loop's batch 0 of epoch 1 (names and perturbed targets) is exactly the preview's."""
-    cfg = demo_config(perturb_type="label_shuffle", perturb_epoch=1, perturb_length=1, epochs=2,
-                      behavioral_rsa=False)
+    cfg = demo_config(perturb_type="label_shuffle", perturb_epoch=1, perturb_length=1, epochs=2, behavioral_rsa=False)
     seen = {}
     original = loop.perturbed_inputs
 
@@ -96,6 +100,20 @@ def test_unknown_type_and_bad_epoch_are_clear_errors(demo_dir, tmp_path, capsys)
     config = str(demo_dir / "train.yaml")
     assert main(["preview", "--config", config, "--perturb-type", "shuffle_labels"]) == 2
     assert "perturb_type='shuffle_labels' is not a known perturbation" in capsys.readouterr().err
-    assert main(["preview", "--config", config, "--perturb-type", "label_shuffle", "--epoch", "99",
-                 "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "preview",
+                "--config",
+                config,
+                "--perturb-type",
+                "label_shuffle",
+                "--epoch",
+                "99",
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "--epoch 99: training runs epochs 0.." in capsys.readouterr().err

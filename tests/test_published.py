@@ -30,7 +30,8 @@ def published_config_copy(reference_data: Path, demo_dir: Path, dest: Path, save
     things = yaml.safe_load((demo_dir / "evalsets.yaml").read_text())["things"]
     train_cfg = yaml.safe_load((demo_dir / "train.yaml").read_text())
     paths = {
-        "save_path": save_path, "img_dir": demo_dir / train_cfg["img_dir"],
+        "save_path": save_path,
+        "img_dir": demo_dir / train_cfg["img_dir"],
         "img_annotations_file": demo_dir / train_cfg["img_annotations_file"],
         "baseline_checkpoint_path": dest.parent / "no_baseline",
         "rsa_annotations_file": demo_dir / things["annotations_file"],
@@ -48,8 +49,21 @@ def published_config_copy(reference_data: Path, demo_dir: Path, dest: Path, save
 def test_published_training_config_trains_unchanged_but_its_paths(reference_data, demo_dir, tmp_path, capsys):
     config = published_config_copy(reference_data, demo_dir, tmp_path / "training_config.yaml", tmp_path / "runs")
     # the backbone (ViT-L/14 with OpenAI weights) cannot be downloaded here: a tiny one for the test
-    code = main(["train", "--config", str(config), "--set", "clip_hba_backbone=hba-tiny", "--set", "pretrained=none",
-                 "--set", "max_duration=1", "--set", "run_name=published"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--set",
+            "clip_hba_backbone=hba-tiny",
+            "--set",
+            "pretrained=none",
+            "--set",
+            "max_duration=1",
+            "--set",
+            "run_name=published",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "debug_logging" in err and "logger" in err and "ignored" in err  # reported once, not refused
@@ -67,10 +81,22 @@ def test_published_training_config_trains_unchanged_but_its_paths(reference_data
 
 
 def test_published_keys_checked_and_unknown_keys_still_refused():
-    base = {"training_mode": "finetune", "architecture": "CLIP-HBA", "wandb_project": "", "wandb_entity": None,
-            "perturb_epoch": None, "perturb_length": None, "perturb_seed": None, "opt": "AdamW",
-            "criterion": "MSELoss", "lr_scheduler": "cosineannealinglrwithwarmup", "lr_warmup_duration": "5ep",
-            "max_duration": "30ep", "cuda": -1, "behavioral_rsa": False}
+    base = {
+        "training_mode": "finetune",
+        "architecture": "CLIP-HBA",
+        "wandb_project": "",
+        "wandb_entity": None,
+        "perturb_epoch": None,
+        "perturb_length": None,
+        "perturb_seed": None,
+        "opt": "AdamW",
+        "criterion": "MSELoss",
+        "lr_scheduler": "cosineannealinglrwithwarmup",
+        "lr_warmup_duration": "5ep",
+        "max_duration": "30ep",
+        "cuda": -1,
+        "behavioral_rsa": False,
+    }
     notes: list[str] = []
     cfg = from_dict({**base, "debug_logging": True, "logger": "None"}, "x.yaml", check_files=False, notes=notes)
     assert (cfg.opt, cfg.criterion, cfg.lr_warmup_epochs, cfg.epochs) == ("adamw", "mse", 5, 30)
@@ -91,8 +117,10 @@ def test_published_schedulers_follow_their_formulas():
     """CosineAnnealingLR(T_max=epochs); warm-up: LinearLR(1e-6 -> 1 over w) then cosine over epochs - w."""
     epochs, warm, base_lr = 12, 4, 1e-3
     for name, w in (("cosineannealinglr", 0), ("cosineannealinglrwithwarmup", warm)):
-        cfg = from_dict({"lr_scheduler": name, "lr_warmup_epochs": warm, "epochs": epochs, "lr": base_lr,
-                         "behavioral_rsa": False}, check_files=False)
+        cfg = from_dict(
+            {"lr_scheduler": name, "lr_warmup_epochs": warm, "epochs": epochs, "lr": base_lr, "behavioral_rsa": False},
+            check_files=False,
+        )
         optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
         scheduler = make_scheduler(cfg, optimizer)
         for epoch in range(epochs):
@@ -158,8 +186,10 @@ def test_published_files_are_read_without_running_code(tmp_path):
         run.adapters(5)
     states = tmp_path / "run" / "random_states"
     states.mkdir()
-    torch.save({"train_indices": [2, 0], "test_indices": [1], "random_seed": 1, "train_portion": 0.8},
-               states / "dataset_split_indices.pth")
+    torch.save(
+        {"train_indices": [2, 0], "test_indices": [1], "random_seed": 1, "train_portion": 0.8},
+        states / "dataset_split_indices.pth",
+    )
     assert run.split() == {"train": [2, 0], "val": [1]}
 
 
@@ -261,9 +291,16 @@ def test_both_behavioural_rsa_references_every_epoch(small, tmp_path):
     run_training_experiment(cfg)
     with open(run_dir(cfg) / "metrics.csv") as fh:
         row = list(csv.DictReader(fh))[-1]
-    model = CLIPHBA(backbone=cfg.backbone, pretrained=cfg.pretrained, vision_layers=cfg.vision_layers,
-                    transformer_layers=cfg.transformer_layers, rank=cfg.rank, dora_alpha=cfg.alpha,
-                    dora_dropout=cfg.dora_dropout, adapter=cfg.adapter).eval()
+    model = CLIPHBA(
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+        vision_layers=cfg.vision_layers,
+        transformer_layers=cfg.transformer_layers,
+        rank=cfg.rank,
+        dora_alpha=cfg.alpha,
+        dora_dropout=cfg.dora_dropout,
+        adapter=cfg.adapter,
+    ).eval()
     model.load_adapter_state_dict(ckpt.load_adapters(ckpt.epoch_dir(run_dir(cfg), 0)))
     images = ThingsDataset(cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size)
     with torch.no_grad():
@@ -283,8 +320,12 @@ def test_published_inference_config_runs_unchanged_but_its_paths(reference_data,
     cfg = load_config(config, {"behavioral_rsa": False, "epochs": 2, "transformer_layers": 1, "rank": 32})
     run_training_experiment(cfg)
     things = yaml.safe_load((demo_dir / "evalsets.yaml").read_text())["things"]
-    paths = {"img_dir": demo_dir / things["img_dir"], "inference_annotations_file": demo_dir / things["annotations_file"],
-             "inference_save_dir": tmp_path / "inference", "model_weights_path": run_dir(cfg)}
+    paths = {
+        "img_dir": demo_dir / things["img_dir"],
+        "inference_annotations_file": demo_dir / things["annotations_file"],
+        "inference_save_dir": tmp_path / "inference",
+        "model_weights_path": run_dir(cfg),
+    }
     text = (reference_data / "published-configs" / "inference_config.yaml").read_text()
     for key, value in paths.items():
         text, n = re.subn(rf'^({key}:\s*)"[^"]*"', rf'\g<1>"{value}"', text, flags=re.M)
@@ -293,8 +334,17 @@ def test_published_inference_config_runs_unchanged_but_its_paths(reference_data,
     text, n = re.subn(r'("behavioral_rdm":\s*)"[^"]*"', rf'\g<1>"{rdm}"', text)
     assert n == 1
     (tmp_path / "inference_config.yaml").write_text(text)
-    code = main(["infer", "--config", str(tmp_path / "inference_config.yaml"), "--set", "backbone=hba-tiny",
-                 "--set", "pretrained=none"])
+    code = main(
+        [
+            "infer",
+            "--config",
+            str(tmp_path / "inference_config.yaml"),
+            "--set",
+            "backbone=hba-tiny",
+            "--set",
+            "pretrained=none",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "load_hba" in err and "cka_unbiased" in err and "ignored" in err
@@ -315,18 +365,29 @@ def write_published_run(run: Path, dest: Path, epochs: list[int]) -> Path:
 
     (dest / "dora_params").mkdir(parents=True)
     for e in epochs:
-        torch.save(to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
-                   dest / "dora_params" / f"epoch{e}_dora_params.pth")
+        torch.save(
+            to_published_keys(ckpt.load_adapters(ckpt.epoch_dir(run, e))),
+            dest / "dora_params" / f"epoch{e}_dora_params.pth",
+        )
     with open(run / "metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if 0 <= int(r["epoch"]) <= max(epochs)]
     lines = ["epoch,train_loss,test_loss,rsa_behavioral_corr,rsa_behavioral_p"]
-    lines += [f"{r['epoch']},{r['train_loss']},{r['val_loss']},{r['behavioral_rsa_rho']},{r['behavioral_rsa_p']}"
-              for r in rows]
+    lines += [
+        f"{r['epoch']},{r['train_loss']},{r['val_loss']},{r['behavioral_rsa_rho']},{r['behavioral_rsa_p']}"
+        for r in rows
+    ]
     (dest / "training_res.csv").write_text("\n".join(lines) + "\n")
     split = json.loads((run / "split.json").read_text())
     (dest / "random_states").mkdir()
-    torch.save({"train_indices": split["train_indices"], "test_indices": split["val_indices"], "random_seed": 1,
-                "train_portion": 0.8}, dest / "random_states" / "dataset_split_indices.pth")
+    torch.save(
+        {
+            "train_indices": split["train_indices"],
+            "test_indices": split["val_indices"],
+            "random_seed": 1,
+            "train_portion": 0.8,
+        },
+        dest / "random_states" / "dataset_split_indices.pth",
+    )
     return dest
 
 
@@ -339,13 +400,22 @@ def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path
     base = make(run_name="base", epochs=3, lr_scheduler="cosineannealinglr")
     run_training_experiment(base)
     folder = write_published_run(run_dir(base), tmp_path / "published_base", [0, 1])
-    fork = make(run_name="fork", epochs=3, lr_scheduler="cosineannealinglr", perturb_type="label_shuffle",
-                perturb_epoch=2, perturb_length=1, baseline_checkpoint_path=str(folder))
+    fork = make(
+        run_name="fork",
+        epochs=3,
+        lr_scheduler="cosineannealinglr",
+        perturb_type="label_shuffle",
+        perturb_epoch=2,
+        perturb_length=1,
+        baseline_checkpoint_path=str(folder),
+    )
     summary = run_training_experiment(fork)
     assert summary["window_completed"] is True and summary["epoch"] == 2
     rows = {int(r["epoch"]): r for r in csv.DictReader(open(run_dir(fork) / "metrics.csv"))}
     base_rows = {int(r["epoch"]): r for r in csv.DictReader(open(run_dir(base) / "metrics.csv"))}
-    assert rows[1]["inherited"] == "True" and float(rows[1]["val_loss"]) == pytest.approx(float(base_rows[1]["val_loss"]))
+    assert rows[1]["inherited"] == "True" and float(rows[1]["val_loss"]) == pytest.approx(
+        float(base_rows[1]["val_loss"])
+    )
     meta = ckpt.read_meta(ckpt.epoch_dir(run_dir(fork), 2))
     assert meta["start"] == "forked_published"
     assert meta["fork_start_val_loss"] == pytest.approx(float(base_rows[1]["val_loss"]), rel=1e-6)  # adapters
@@ -357,8 +427,16 @@ def test_fork_from_a_published_run_folder_restores_what_it_holds(small, tmp_path
     _, base2, _ = ckpt.load_checkpoint(ckpt.epoch_dir(run_dir(base), 2))
     assert torch.equal(forked.shuffle_generator, base2.shuffle_generator)
     with pytest.raises(CheckpointError, match="never trained from scratch"):
-        run_training_experiment(make(run_name="late", epochs=4, perturb_type="label_shuffle", perturb_epoch=3,
-                                     perturb_length=1, baseline_checkpoint_path=str(folder)))
+        run_training_experiment(
+            make(
+                run_name="late",
+                epochs=4,
+                perturb_type="label_shuffle",
+                perturb_epoch=3,
+                perturb_length=1,
+                baseline_checkpoint_path=str(folder),
+            )
+        )
     with pytest.raises(ConfigError, match="does not record its early-stopping counter"):
         run_training_experiment(fork.replace(run_name="inherit", fork_early_stopping="inherit"))
 
@@ -372,10 +450,17 @@ def test_infer_reads_a_published_dora_params_file(small, tmp_path, demo_dir, cap
     run_training_experiment(base)
     folder = write_published_run(run_dir(base), tmp_path / "published_base", [0])
     things = yaml.safe_load((demo_dir / "evalsets.yaml").read_text())["things"]
-    common = {"img_dir": str(demo_dir / things["img_dir"]), "annotations_file": str(demo_dir / things["annotations_file"]),
-              "reference_rdm_paths": {"behavior": str(demo_dir / things["reference_rdms"]["behavior"])},
-              "backbone": base.backbone, "pretrained": base.pretrained, "vision_layers": base.vision_layers,
-              "transformer_layers": base.transformer_layers, "rank": base.rank, "evaluation_type": "behavioral"}
+    common = {
+        "img_dir": str(demo_dir / things["img_dir"]),
+        "annotations_file": str(demo_dir / things["annotations_file"]),
+        "reference_rdm_paths": {"behavior": str(demo_dir / things["reference_rdms"]["behavior"])},
+        "backbone": base.backbone,
+        "pretrained": base.pretrained,
+        "vision_layers": base.vision_layers,
+        "transformer_layers": base.transformer_layers,
+        "rank": base.rank,
+        "evaluation_type": "behavioral",
+    }
     ours = run_inference({**common, "model_weights_path": str(run_dir(base)), "epoch": 0})
     theirs = run_inference({**common, "model_weights_path": str(folder / "dora_params" / "epoch0_dora_params.pth")})
     assert theirs["epoch"] == 0

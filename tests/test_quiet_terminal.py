@@ -27,13 +27,23 @@ from test_interruptions import driver_env, finished_perturbed, interrupt, write_
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-NOISE = ("Token authentication is enabled", "which may be a performance bottleneck", "wandb:", "WandbActor",
-         "core_worker", "max_restarts", "Creating initial MLflow", "Tuner.restore", "reinit")
+NOISE = (
+    "Token authentication is enabled",
+    "which may be a performance bottleneck",
+    "wandb:",
+    "WandbActor",
+    "core_worker",
+    "max_restarts",
+    "Creating initial MLflow",
+    "Tuner.restore",
+    "reinit",
+)
 
 
 def cli(args: list[str], env: dict[str, str], timeout: int = 500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hba_sweep", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hba_sweep", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def noise_in(text: str) -> list[str]:
@@ -61,8 +71,9 @@ resources: {{cpu: 1}}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_", "MLFLOW_", "HBA_SWEEP_FAULT"))}
     env.update(HOME=str(tmp_path / "home"), WANDB_MODE="offline", TUNE_WARN_THRESHOLD_S="0")  # every timing warns
     storage, db = tmp_path / "rr", f"sqlite:///{tmp_path}/mlflow.db"
-    run = cli(["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"],
-              env)
+    run = cli(
+        ["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"], env
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert not noise_in(out), noise_in(out)[:10]
@@ -80,11 +91,22 @@ resources: {{cpu: 1}}
         assert "val_loss" in mlrun.data.metrics
 
     readme = (root / "README.md").read_text()
-    for expected in ("## Question", "2 perturbation types (label_shuffle, random_target) x 1 start epochs (2)",
-                     "= 2 perturbed trials + 1 baseline(s) (3 trials)", f"run {space} --storage {storage}",
-                     "## Base config", "hba_sweep 0.1.0", "torch ", "ray ", "open_clip_torch ", "driver GPUs:",
-                     "ended", "3 finished, 0 failed, 0 skipped, 0 not finished", f"python -m hba_sweep status {root}",
-                     f"python -m hba_sweep analyze {root}"):
+    for expected in (
+        "## Question",
+        "2 perturbation types (label_shuffle, random_target) x 1 start epochs (2)",
+        "= 2 perturbed trials + 1 baseline(s) (3 trials)",
+        f"run {space} --storage {storage}",
+        "## Base config",
+        "hba_sweep 0.1.0",
+        "torch ",
+        "ray ",
+        "open_clip_torch ",
+        "driver GPUs:",
+        "ended",
+        "3 finished, 0 failed, 0 skipped, 0 not finished",
+        f"python -m hba_sweep status {root}",
+        f"python -m hba_sweep analyze {root}",
+    ):
         assert expected in readme, (expected, readme)
 
     started = time.monotonic()
@@ -94,8 +116,9 @@ resources: {{cpu: 1}}
     assert "Started a local Ray instance" not in again.stderr and time.monotonic() - started < 60
     assert json.loads((root / "study.json").read_text())["runs"][-1]["nothing_left"] is True
 
-    (root / "driver.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                  "started": "now", "command": "another driver"}))
+    (root / "driver.lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now", "command": "another driver"})
+    )
     refused = cli(["run", str(space), "--storage", str(storage), "--resume"], env, timeout=120)
     assert refused.returncode == 2 and "another driver runs this study" in refused.stderr, refused.stderr
     assert "Started a local Ray instance" not in refused.stderr
@@ -108,13 +131,18 @@ def test_interrupted_study_has_one_summary_and_our_resume_command(tmp_path):
 
     data = tmp_path / "demo"
     make_demo_data(data)
-    space = write_space(tmp_path / "space.py", data, """"perturb_type": tune.grid_search(["label_shuffle", "random_target"]),
-    "perturb_epoch": tune.grid_search([1, 2, 3]),""")
+    space = write_space(
+        tmp_path / "space.py",
+        data,
+        """"perturb_type": tune.grid_search(["label_shuffle", "random_target"]),
+    "perturb_epoch": tune.grid_search([1, 2, 3]),""",
+    )
     root = tmp_path / "rr" / "study"
     cmd = [sys.executable, "-m", "hba_sweep", "run", str(space), "--storage", str(tmp_path / "rr"), "--no-dashboard"]
     log = open(tmp_path / "driver.out", "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=driver_env(data), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=driver_env(data), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     seen: set[str] = set()
     try:
         deadline = time.monotonic() + 300
@@ -146,7 +174,9 @@ def test_interrupted_study_has_one_summary_and_our_resume_command(tmp_path):
     states = [r.state for r in study_status(root)]
     assert states.count("finished") == ok and len(states) == 7, (states, summaries)
     resumes = [line for line in driver_lines if "--resume" in line and line.startswith("next: ")]
-    assert resumes == [f"next: python -m hba_sweep run {space} --storage {tmp_path / 'rr'} --resume   "
-                       "(finishes unfinished, retries failed trials)"], driver_lines[-15:]
+    assert resumes == [
+        f"next: python -m hba_sweep run {space} --storage {tmp_path / 'rr'} --resume   "
+        "(finishes unfinished, retries failed trials)"
+    ], driver_lines[-15:]
     assert "Tuner.restore" in (root / "driver.log").read_text()  # Tune's own hint, kept in the study's log
     assert "interrupted" in (root / "README.md").read_text()

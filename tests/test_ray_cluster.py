@@ -38,8 +38,9 @@ RESOURCES = {{"cpu": 1}}
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +116,13 @@ def test_missing_or_wrong_token_is_exit_2_with_the_fix(cluster, env, tmp_path, t
     (home / ".ray").mkdir(parents=True)
     if token:
         (home / ".ray" / "auth_token").write_text(token)
-    out = subprocess.run([sys.executable, "-c", JOIN, cluster.address], env=dict(env, HOME=str(home)),
-                         capture_output=True, text=True, timeout=150)
+    out = subprocess.run(
+        [sys.executable, "-c", JOIN, cluster.address],
+        env=dict(env, HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     expected = "refused this machine's Ray token" if token else "this machine has no token"
     assert f"RAY_ADDRESS={cluster.address}: the cluster" in out.stdout and expected in out.stdout, out
     assert "ray get-auth-token" in out.stdout and "Traceback" not in out.stderr

@@ -22,14 +22,25 @@ import torch.nn.functional as F
 from hba_sweep.model import CLIPHBA, ForwardPlan, ModelSpec, adapters, create_model
 from hba_sweep.model.backbones import register_tiny_backbone
 
-TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
-        "init_logit_scale": 4.605170185988092}
-BLOCK_OPTIONS = {"ls_init_value": 0.5, "qk_norm": True, "scale_heads": True, "scale_attn_inner": True, "scale_attn": True,
-                 "scale_fc": True}
+TINY = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+    "init_logit_scale": 4.605170185988092,
+}
+BLOCK_OPTIONS = {
+    "ls_init_value": 0.5,
+    "qk_norm": True,
+    "scale_heads": True,
+    "scale_attn_inner": True,
+    "scale_attn": True,
+    "scale_fc": True,
+}
 VARIANTS = {
-    "options": ({**BLOCK_OPTIONS, "final_ln_after_pool": True, "no_ln_pre": True},
-                {**BLOCK_OPTIONS, "pool_type": "eos", "eos_id": 49407}),
+    "options": (
+        {**BLOCK_OPTIONS, "final_ln_after_pool": True, "no_ln_pre": True},
+        {**BLOCK_OPTIONS, "pool_type": "eos", "eos_id": 49407},
+    ),
     "bidirectional-last": ({}, {"no_causal_mask": True, "pool_type": "last"}),
     "mean-pool": ({"pool_type": "avg"}, {}),
     "attention-pool": ({"attentional_pool": True, "attn_pooler_queries": 1, "attn_pooler_heads": 4}, {}),
@@ -50,13 +61,25 @@ def register_variant(tmp_path_factory: pytest.TempPathFactory, name: str) -> str
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
-def build(backbone: str = "hba-tiny", vision_layers: int = 2, transformer_layers: int = 1,
-          adapter: str = adapters.DEFAULT_ADAPTER, dtype: torch.dtype = torch.float64) -> CLIPHBA:
+def build(
+    backbone: str = "hba-tiny",
+    vision_layers: int = 2,
+    transformer_layers: int = 1,
+    adapter: str = adapters.DEFAULT_ADAPTER,
+    dtype: torch.dtype = torch.float64,
+) -> CLIPHBA:
     """A model whose adapters and last blocks all carry random, non-trivial values."""
     register_tiny_backbone()
     torch.manual_seed(0)
-    model = CLIPHBA(backbone=backbone, pretrained="none", vision_layers=vision_layers,
-                    transformer_layers=transformer_layers, rank=4, dora_dropout=0.0, adapter=adapter)
+    model = CLIPHBA(
+        backbone=backbone,
+        pretrained="none",
+        vision_layers=vision_layers,
+        transformer_layers=transformer_layers,
+        rank=4,
+        dora_dropout=0.0,
+        adapter=adapter,
+    )
     trained = {id(p) for p in model.adapter_parameters()}
     last_blocks = [model.clip.visual.transformer.resblocks[-1], model.clip.transformer.resblocks[-1]]
     with torch.no_grad():
@@ -127,7 +150,9 @@ def test_readout_only_changes_what_the_last_block_computes():
     """The readout path really skips work: the last vision block's MLP sees one token per image."""
     model = build(dtype=torch.float32)
     seen = []
-    hook = model.clip.visual.transformer.resblocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    hook = model.clip.visual.transformer.resblocks[-1].mlp.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].shape)
+    )
     tokens = model.vision_prefix(torch.randn(3, 3, 64, 64))
     model.vision_suffix(tokens, readout_only=True)
     model.vision_suffix(tokens, readout_only=False)
@@ -148,9 +173,15 @@ def test_first_adapted_blocks_start_from_their_cached_attention(vision_layers, t
     tokens = 1 if vision_layers == 1 else 17  # the class token alone when the first block is read out there
     assert state.shape == (3, 2, tokens, 128)
     calls = []
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
-             for name, m in [("vision ln_1", first_vision.ln_1), ("vision out_proj", first_vision.attn.out_proj),
-                             ("text ln_1", first_text.ln_1), ("text out_proj", first_text.attn.out_proj)]]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+        for name, m in [
+            ("vision ln_1", first_vision.ln_1),
+            ("vision out_proj", first_vision.attn.out_proj),
+            ("text ln_1", first_text.ln_1),
+            ("text out_proj", first_text.attn.out_proj),
+        ]
+    ]
     model.forward_from_prefix(state)
     assert sorted(calls) == ["text out_proj", "vision out_proj"]
     model.set_plan(ForwardPlan(cache_attention=False))
@@ -171,8 +202,15 @@ def test_first_adapted_blocks_start_from_their_cached_attention(vision_layers, t
 def test_readout_on_the_study_architecture(adapter):
     """ViT-B-32 with QuickGELU (the OpenAI architecture), random weights, two images, float32."""
     torch.manual_seed(0)
-    model = CLIPHBA(backbone="ViT-B-32-quickgelu", pretrained="none", vision_layers=2, transformer_layers=1, rank=4,
-                    dora_dropout=0.0, adapter=adapter)
+    model = CLIPHBA(
+        backbone="ViT-B-32-quickgelu",
+        pretrained="none",
+        vision_layers=2,
+        transformer_layers=1,
+        rank=4,
+        dora_dropout=0.0,
+        adapter=adapter,
+    )
     assert model.readout_fallbacks == {}
     with torch.no_grad():
         for param in model.adapter_parameters():
@@ -198,15 +236,22 @@ def test_analysis_predictor_equals_oracle(demo_dir, adapter, vision_layers):
     from hba_sweep.training.predict import Predictor
 
     paths = sorted((demo_dir / "eval48" / "images").iterdir())[:10]
-    spec = ModelSpec(backbone="hba-tiny", pretrained="none", adapter=adapter, vision_layers=vision_layers,
-                     transformer_layers=1, rank=4)
+    spec = ModelSpec(
+        backbone="hba-tiny",
+        pretrained="none",
+        adapter=adapter,
+        vision_layers=vision_layers,
+        transformer_layers=1,
+        rank=4,
+    )
     predictor = Predictor(spec, "cpu", None, batch_size=4)
     oracle = create_model(spec).eval()
     images = ImageStore(paths, oracle.image_size).all()
     torch.manual_seed(1)
     for _ in range(2):  # two checkpoints through one predictor
-        state = {k: v + 0.3 * torch.randn_like(v) * (v.abs().mean() + 0.1)
-                 for k, v in oracle.adapter_state_dict().items()}
+        state = {
+            k: v + 0.3 * torch.randn_like(v) * (v.abs().mean() + 0.1) for k, v in oracle.adapter_state_dict().items()
+        }
         predictor.load(state)
         oracle.load_adapter_state_dict(state)
         with torch.no_grad():

@@ -66,7 +66,9 @@ def toolbox_rdm(toolbox, x: np.ndarray, method: str) -> np.ndarray:
 
 def test_pearson_rdm_equals_rsatoolbox_correlation(rsatoolbox):
     x = rand((20, 66), seed=2)
-    np.testing.assert_allclose(rsa.compute_model_rdm(x, "pearson"), toolbox_rdm(rsatoolbox, x, "correlation"), atol=1e-12)
+    np.testing.assert_allclose(
+        rsa.compute_model_rdm(x, "pearson"), toolbox_rdm(rsatoolbox, x, "correlation"), atol=1e-12
+    )
 
 
 def test_euclidean_rdm_equals_rsatoolbox_after_its_scaling(rsatoolbox):
@@ -296,6 +298,7 @@ def test_average_by_group():
 )
 def test_published_behavioural_check():
     import pandas as pd
+
     frame = pd.read_csv(REFERENCE_DATA / "spose_embedding66d_rescaled_48val_reordered.csv", index_col=0)
     targets = frame[[str(i) for i in range(66)]].to_numpy(dtype=np.float64)
     reference = scipy.io.loadmat(REFERENCE_DATA / "RDM48_triplet.mat")["RDM48_triplet"]

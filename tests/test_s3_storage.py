@@ -33,8 +33,14 @@ def s3():
     try:
         import pyarrow.fs
 
-        fs = pyarrow.fs.S3FileSystem(access_key="hba", secret_key=SECRET, endpoint_override=f"127.0.0.1:{port}",
-                                     scheme="http", region="us-east-1", allow_bucket_creation=True)
+        fs = pyarrow.fs.S3FileSystem(
+            access_key="hba",
+            secret_key=SECRET,
+            endpoint_override=f"127.0.0.1:{port}",
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
         fs.create_dir("studies")
         yield f"127.0.0.1:{port}", fs
     finally:
@@ -42,8 +48,9 @@ def s3():
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.timeout(900)
@@ -61,8 +68,10 @@ RESOURCES = {{"cpu": 1}}
 """)
     uri = f"s3://hba:{SECRET}@studies/team-a/sweeps?endpoint_override={endpoint}&scheme=http&region=us-east-1"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_", "HBA_SWEEP_FAULT"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               HOME=str(tmp_path / "home"))
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        HOME=str(tmp_path / "home"),
+    )
     outputs = []
 
     run = cli(["run", str(space), "--storage", uri, "--no-dashboard"], env, tmp_path)

@@ -82,8 +82,9 @@ MAX_FAILURES = 0
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        outcome = run_study(load_search_space(space_file),
-                            RunOptions(storage=str(tmp_path / "rr"), max_concurrent=2, verbose=0))
+        outcome = run_study(
+            load_search_space(space_file), RunOptions(storage=str(tmp_path / "rr"), max_concurrent=2, verbose=0)
+        )
     finally:
         ray.shutdown()
 
@@ -96,19 +97,27 @@ MAX_FAILURES = 0
 
     assert len(rss.rss) == N_TRIALS and rss.most_running <= 2  # --max-concurrent 2
     growth = rss.rss[-1] - rss.rss[9]
-    print(f"\ndriver RSS: {rss.rss[9]:.0f} MB after 10 trials, {rss.rss[-1]:.0f} MB after {N_TRIALS} "
-          f"(growth {growth:+.1f} MB, bound {RSS_GROWTH_BOUND_MB:.0f} MB); max {max(rss.rss):.0f} MB")
+    print(
+        f"\ndriver RSS: {rss.rss[9]:.0f} MB after 10 trials, {rss.rss[-1]:.0f} MB after {N_TRIALS} "
+        f"(growth {growth:+.1f} MB, bound {RSS_GROWTH_BOUND_MB:.0f} MB); max {max(rss.rss):.0f} MB"
+    )
     assert growth < RSS_GROWTH_BOUND_MB
 
-    leftover = psutil.wait_procs([p for p in me.children(recursive=True) if p.pid not in children_before],
-                                 timeout=30)[1]
+    leftover = psutil.wait_procs([p for p in me.children(recursive=True) if p.pid not in children_before], timeout=30)[
+        1
+    ]
     assert not leftover, [(p.pid, p.name()) for p in leftover]
     fds_after = me.num_fds()
-    print(f"driver open file descriptors: {fds_before} before the study, {rss.fds[9]} after 10 trials, "
-          f"{rss.fds[-1]} after {N_TRIALS}, {fds_after} after ray.shutdown()")
+    print(
+        f"driver open file descriptors: {fds_before} before the study, {rss.fds[9]} after 10 trials, "
+        f"{rss.fds[-1]} after {N_TRIALS}, {fds_after} after ray.shutdown()"
+    )
     assert rss.fds[-1] <= rss.fds[9] + FD_SLACK, (rss.fds, open_fds())  # nothing leaks per trial
     # After shutdown the driver keeps only what Ray core itself keeps per session (its log files under
     # /tmp/ray/session_*, event fds, pipes): no file of the study, the data or the trials stays open.
-    kept = [t for t in open_fds().values() if t.startswith("/") and not t.startswith(("/dev/", "/tmp/ray/"))
-            and t not in open_before.values()]  # (Ray duplicates the driver's stdout/stderr descriptors)
+    kept = [
+        t
+        for t in open_fds().values()
+        if t.startswith("/") and not t.startswith(("/dev/", "/tmp/ray/")) and t not in open_before.values()
+    ]  # (Ray duplicates the driver's stdout/stderr descriptors)
     assert not kept, kept

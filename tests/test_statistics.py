@@ -68,8 +68,19 @@ def paired_results(shift: float = -0.1) -> tuple[pd.DataFrame, pd.Series]:
     base1 = rng.normal(0.5, 0.05, size=300)
     noise = rng.normal(0, 0.01, size=300)
     rows = [("B", None, 1, base1), ("B", None, 2, base1 + 1.0), ("P", "B", 1, base1 + shift + noise)]
-    frame = pd.DataFrame([{"trial_id": t, "baseline_id": bid, "epoch": e, "dataset": "things", "reference": "behavior",
-                           "metric": "rsa_spearman"} for t, bid, e, _ in rows])
+    frame = pd.DataFrame(
+        [
+            {
+                "trial_id": t,
+                "baseline_id": bid,
+                "epoch": e,
+                "dataset": "things",
+                "reference": "behavior",
+                "metric": "rsa_spearman",
+            }
+            for t, bid, e, _ in rows
+        ]
+    )
     return frame, pd.Series([r[3] for r in rows], dtype=object)
 
 
@@ -87,8 +98,17 @@ def test_paired_change_keeps_its_sign_and_pairs_by_epoch() -> None:
 def test_summary_draws_are_the_max_over_the_summarys_epochs() -> None:
     frame, draws = paired_results(-0.1)
     frame["inherited"] = False
-    summary = pd.DataFrame([{"trial_id": "P", "baseline_id": "B", "perturb_epoch": 1, "truncation_epoch": 1.0,
-                             "baseline_truncation_epoch": 2.0}])
+    summary = pd.DataFrame(
+        [
+            {
+                "trial_id": "P",
+                "baseline_id": "B",
+                "perturb_epoch": 1,
+                "truncation_epoch": 1.0,
+                "baseline_truncation_epoch": 2.0,
+            }
+        ]
+    )
     got = b.summary_draws(summary, frame, draws)[("P", "max_things/behavior/rsa_spearman_deviation")]
     np.testing.assert_allclose(got, draws[2] - np.maximum(draws[0], draws[1]))
     summary["baseline_truncation_epoch"] = 1.0  # the baseline cut at epoch 1: only its epoch 1 counts
@@ -124,10 +144,17 @@ def study_summary(rng: np.random.Generator, planted: float, seeds: int = 5) -> p
             for length in (1, 2):
                 for seed in range(seeds):
                     effect = -planted if start == 0 else 0.0
-                    rows.append({"trial_id": f"{ptype}{start}{length}{seed}", "perturb_type": ptype,
-                                 "perturb_epoch": start, "perturb_length": length, "random_seed": seed,
-                                 "window_completed": True,
-                                 "max_alignment_deviation": effect + rng.normal(0, 0.01)})
+                    rows.append(
+                        {
+                            "trial_id": f"{ptype}{start}{length}{seed}",
+                            "perturb_type": ptype,
+                            "perturb_epoch": start,
+                            "perturb_length": length,
+                            "random_seed": seed,
+                            "window_completed": True,
+                            "max_alignment_deviation": effect + rng.normal(0, 0.01),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -135,7 +162,8 @@ def test_a_planted_effect_is_found_there_and_nowhere_else() -> None:
     stats = st.window_statistics(study_summary(np.random.default_rng(11), planted=0.05))
     called = stats[stats["significant"]]
     assert set(zip(called["perturb_type"], called["perturb_epoch"], called["perturb_length"], strict=False)) == {
-        (t, 0, n) for t in ("label_shuffle", "random_target") for n in (1, 2)}
+        (t, 0, n) for t in ("label_shuffle", "random_target") for n in (1, 2)
+    }
     assert (called["mean"] < 0).all()
     sentence = st.answer(stats, "label_shuffle", "max_alignment_deviation")
     assert sentence.startswith("significant at q ≤ 0.05 for start epoch 0 (length 1, 2; lower than the baseline)")
@@ -154,9 +182,19 @@ def test_under_the_null_the_share_called_significant_stays_below_q() -> None:
 
 
 def test_one_seed_falls_back_to_the_stimulus_bootstrap() -> None:
-    summary = pd.DataFrame([{"trial_id": "P", "perturb_type": "t", "perturb_epoch": 1, "perturb_length": 1,
-                             "window_completed": True, "max_alignment_deviation": -0.1,
-                             "max_things/behavior/rsa_spearman_deviation": -0.1}])
+    summary = pd.DataFrame(
+        [
+            {
+                "trial_id": "P",
+                "perturb_type": "t",
+                "perturb_epoch": 1,
+                "perturb_length": 1,
+                "window_completed": True,
+                "max_alignment_deviation": -0.1,
+                "max_things/behavior/rsa_spearman_deviation": -0.1,
+            }
+        ]
+    )
     draws = np.random.default_rng(0).normal(-0.1, 0.02, size=200)
     stats = st.window_statistics(summary, {("P", "max_things/behavior/rsa_spearman_deviation"): draws})
     boot = stats.set_index("measure").loc["max_things/behavior/rsa_spearman_deviation"]
@@ -172,8 +210,11 @@ def test_summary_gains_the_window_ci_p_and_q() -> None:
     stats = st.window_statistics(summary)
     out = st.with_window_statistics(summary, stats)
     row = out.iloc[0]
-    window = stats[(stats["perturb_type"] == row["perturb_type"]) & (stats["perturb_epoch"] == row["perturb_epoch"])
-                   & (stats["perturb_length"] == row["perturb_length"])].iloc[0]
+    window = stats[
+        (stats["perturb_type"] == row["perturb_type"])
+        & (stats["perturb_epoch"] == row["perturb_epoch"])
+        & (stats["perturb_length"] == row["perturb_length"])
+    ].iloc[0]
     assert row["max_alignment_deviation_q"] == window["q"] and row["max_alignment_deviation_ci_low"] == window["ci_low"]
 
 
@@ -194,8 +235,9 @@ def test_heatmap_frames_the_significant_cells() -> None:
 
     summary = study_summary(np.random.default_rng(3), planted=0.05)
     stats = st.window_statistics(summary)
-    fig = figures.heatmap_figure(summary, "max_alignment_deviation", "Δ max",
-                                 st.significant_cells(stats, "max_alignment_deviation"))
+    fig = figures.heatmap_figure(
+        summary, "max_alignment_deviation", "Δ max", st.significant_cells(stats, "max_alignment_deviation")
+    )
     starred = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().endswith("*")]
     assert len(starred) == 4  # start 0, lengths 1 and 2, both types
     assert all(len(ax.patches) == 2 for ax in fig.axes if ax.images)
@@ -208,8 +250,17 @@ def test_dimensions_rank_the_change_at_the_windows_last_epoch() -> None:
     for seed, shift in ((1, 0.0), (2, 0.2)):
         for epoch in (2, 3):
             for dim, delta in (("black", -1.0), ("white", 0.5), ("green", 0.1)):
-                rows.append({"trial_id": f"p{seed}", "perturb_type": "t", "perturb_epoch": 2, "perturb_length": 2,
-                             "epoch": epoch, "dimension": dim, "delta": delta * (epoch - 1) + shift})
+                rows.append(
+                    {
+                        "trial_id": f"p{seed}",
+                        "perturb_type": "t",
+                        "perturb_epoch": 2,
+                        "perturb_length": 2,
+                        "epoch": epoch,
+                        "dimension": dim,
+                        "delta": delta * (epoch - 1) + shift,
+                    }
+                )
     table = window_dimensions(pd.DataFrame(rows)).set_index("dimension")
     assert (table["epoch"] == 3).all()  # the window's last epoch
     assert table.loc["black", "mean_change"] == pytest.approx(-2.0 + 0.1) and table.loc["black", "rank"] == 1

@@ -77,8 +77,21 @@ def test_unwritable_analysis_output_is_clear(demo_dir, tmp_path, capsys, monkeyp
     out = tmp_path / "analysis_out"
     fail_fsync_under(monkeypatch, str(out), errno.EROFS)
 
-    assert invoke(["analyze", tmp_path / "results" / "an", "--evalsets", demo_dir / "evalsets.yaml",
-                   "--datasets", "things", "--out", out]) == 2
+    assert (
+        invoke(
+            [
+                "analyze",
+                tmp_path / "results" / "an",
+                "--evalsets",
+                demo_dir / "evalsets.yaml",
+                "--datasets",
+                "things",
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
 
     err = capsys.readouterr().err
     assert "read-only file system" in err and str(out) in err and "--out" in err and "Traceback" not in err, err
@@ -97,8 +110,9 @@ def test_unreachable_storage_while_uploading_the_analysis_is_clear(tmp_path):
     from analysis.analyze import sync
 
     (tmp_path / "report.md").write_text("x")
-    remote = pafs.S3FileSystem(endpoint_override="127.0.0.1:9", scheme="http", access_key="AKIAXX",
-                               secret_key="SECRETYY", region="us-east-1")
+    remote = pafs.S3FileSystem(
+        endpoint_override="127.0.0.1:9", scheme="http", access_key="AKIAXX", secret_key="SECRETYY", region="us-east-1"
+    )
     with pytest.raises(StorageError, match=r"s3://bucket/exp/analysis: cannot upload the analysis.*Fix:") as info:
         sync(remote, str(tmp_path), "bucket/exp/analysis", ["report.md"], download=False)
     assert "SECRETYY" not in str(info.value)

@@ -15,8 +15,9 @@ def test_every_test_has_a_default_timeout(request):
 
 def test_required_dependencies_are_imported_not_skipped():
     pattern = re.compile(r"importorskip\(\s*['\"](%s)['\"]" % "|".join(REQUIRED))
-    offenders = [f"{p.name}: {m.group(0)}" for p in (ROOT / "tests").glob("*.py")
-                 for m in pattern.finditer(p.read_text())]
+    offenders = [
+        f"{p.name}: {m.group(0)}" for p in (ROOT / "tests").glob("*.py") for m in pattern.finditer(p.read_text())
+    ]
     assert not offenders, offenders
 
 

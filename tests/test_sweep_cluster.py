@@ -29,12 +29,32 @@ def test_demo_study_on_two_nodes(tmp_path, monkeypatch):
         # how `run` tells such a cluster apart): the driver must say RAY_AUTH_MODE=disabled, and Ray reads
         # that once per process, so this test runs in a process of its own (else it changes the auth
         # mode of every later in-process Ray of the test session, or inherits an earlier one's)
-        env = {**os.environ, INNER: "1", "RAY_AUTH_MODE": "disabled",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        env = {
+            **os.environ,
+            INNER: "1",
+            "RAY_AUTH_MODE": "disabled",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
         env.pop("HBA_SWEEP_FAULT", None)
-        inner = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                                f"{__file__}::test_demo_study_on_two_nodes", "--basetemp", str(tmp_path / "inner")],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+        inner = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-x",
+                f"{__file__}::test_demo_study_on_two_nodes",
+                "--basetemp",
+                str(tmp_path / "inner"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
         assert inner.returncode == 0, inner.stdout[-4000:] + inner.stderr[-2000:]
         return
     monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))

@@ -43,8 +43,11 @@ def study(tmp_path_factory):
 def frames(root: str, baselines: bool | None = None) -> dict[str, pd.DataFrame]:
     """Tune's table of each trial of the study (one experiment); only baselines / only forks if asked."""
     analysis = ExperimentAnalysis(root)
-    return {Path(t.path).name: analysis.trial_dataframes[t.trial_id] for t in analysis.trials
-            if baselines is None or (t.config["perturb_type"] == "none") == baselines}
+    return {
+        Path(t.path).name: analysis.trial_dataframes[t.trial_id]
+        for t in analysis.trials
+        if baselines is None or (t.config["perturb_type"] == "none") == baselines
+    }
 
 
 def baseline_of(name: str) -> str:
@@ -92,8 +95,10 @@ def checks(study):
     config = dict(base.config)
 
     ckpt = f"{root}/{base_name}/checkpoint_000001"  # epoch 0 (checkpoint_000000 is epoch -1)
-    trials = [Trial(name="fork_none", config={**config, "init_from": ckpt, "init_epoch": 0}),
-              Trial(name="retry_me", config=dict(config))]
+    trials = [
+        Trial(name="fork_none", config={**config, "init_from": ckpt, "init_epoch": 0}),
+        Trial(name="retry_me", config=dict(config)),
+    ]
     checks = f"{root}_checks"
     _, grid = run_trials(independent(trials, checks), study["space"], study["opts"], checks)
     results = {r.config["run_name"]: r for r in grid}
@@ -140,4 +145,3 @@ def test_existing_experiment_needs_resume(study, capsys):
     os.environ["HBA_DEMO_DATA"] = str(study["tmp"] / "demo")
     code = main(["run", str(ROOT / "search_spaces" / "demo.py"), "--storage", study["opts"].storage])
     assert code == 2 and "exists already" in capsys.readouterr().err
-

@@ -28,8 +28,17 @@ def fake_training(config, report=None):
         (ckpt / "meta.json").write_text(json.dumps({"epoch": epoch}))
         started = time.time()
         time.sleep(0.7)
-        report({"epoch": epoch, "val_loss": 1.0, "behavioral_rsa_rho": 0.0, "config_device": config.device,
-                "started": started, "ended": time.time()}, str(ckpt))
+        report(
+            {
+                "epoch": epoch,
+                "val_loss": 1.0,
+                "behavioral_rsa_rho": 0.0,
+                "config_device": config.device,
+                "started": started,
+                "ended": time.time(),
+            },
+            str(ckpt),
+        )
     return {}
 
 
@@ -37,10 +46,23 @@ def test_half_gpu_trials_share_one_logical_gpu(tmp_path, capfd):
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "train.csv").write_text("x\n")
-    base = {"backbone": "hba-tiny", "pretrained": "none", "epochs": 2, "behavioral_rsa": False,
-            "img_dir": str(data / "images"), "img_annotations_file": str(data / "train.csv")}
-    space = SearchSpace(path=tmp_path / "space.py", name="gpu", base=base, base_source="test", param_space={},
-                        resources={"cpu": 0.5, "gpu": 0.5}, max_failures=0)
+    base = {
+        "backbone": "hba-tiny",
+        "pretrained": "none",
+        "epochs": 2,
+        "behavioral_rsa": False,
+        "img_dir": str(data / "images"),
+        "img_annotations_file": str(data / "train.csv"),
+    }
+    space = SearchSpace(
+        path=tmp_path / "space.py",
+        name="gpu",
+        base=base,
+        base_source="test",
+        param_space={},
+        resources={"cpu": 0.5, "gpu": 0.5},
+        max_failures=0,
+    )
     from hba_sweep.config import from_dict
 
     trials = [Trial(name=f"gpu_trial_{i}", config=from_dict({**base, "random_seed": i}).to_dict()) for i in range(4)]
@@ -74,6 +96,7 @@ def test_half_gpu_trials_share_one_logical_gpu(tmp_path, capfd):
     for result in results:  # each trial says (and records) that it falls back to the CPU
         name = Path(result.path).name
         assert set(result.metrics_dataframe["device_note"]) == {
-            f"{name}: Ray assigned GPU id(s) 0 but CUDA is not available here: training on CPU."}
+            f"{name}: Ray assigned GPU id(s) 0 but CUDA is not available here: training on CPU."
+        }
     assert "CUDA is not available here: training on CPU" in out.out + out.err
     assert Path(results[0].path).name.startswith("gpu_trial_")

@@ -22,8 +22,16 @@ from hba_sweep.sweep.status import read_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
-POINTS = ["locked", "manifest_written", "suggested:1", "suggested:3", "result:4", "trial_complete:1",
-          "fit_returned", "ended"]
+POINTS = [
+    "locked",
+    "manifest_written",
+    "suggested:1",
+    "suggested:3",
+    "result:4",
+    "trial_complete:1",
+    "fit_returned",
+    "ended",
+]
 DRIVER = """
 import sys
 from hba_sweep.sweep.runner import RunOptions, run_study

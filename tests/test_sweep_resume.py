@@ -40,8 +40,9 @@ def test_resume_runs_forks_skipped_by_a_failed_baseline(demo_dir, tmp_path, monk
     try:
         first = run_study(load_search_space(space_file), RunOptions(storage=str(tmp_path / "rr"), verbose=0))
         assert len(first.failed) == 1 and len(first.skipped) == 1 and len(first.ok) == 2
-        again = run_study(load_search_space(space_file),
-                          RunOptions(storage=str(tmp_path / "rr"), verbose=0, resume=True))
+        again = run_study(
+            load_search_space(space_file), RunOptions(storage=str(tmp_path / "rr"), verbose=0, resume=True)
+        )
     finally:
         ray.shutdown()
     root = Path(again.root)
@@ -61,8 +62,10 @@ def test_trials_that_cannot_fit_are_refused_before_anything_is_written(demo_dir,
     from hba_sweep.foundation.errors import ConfigError
 
     space_file = tmp_path / "gpu_space.py"
-    space_file.write_text(f'NAME = "gpu"\nBASE_CONFIG = {str(demo_dir / "train.yaml")!r}\n'
-                          'PARAM_SPACE = {"epochs": 1}\nRESOURCES = {"cpu": 1, "gpu": 0.5}\n')
+    space_file.write_text(
+        f'NAME = "gpu"\nBASE_CONFIG = {str(demo_dir / "train.yaml")!r}\n'
+        'PARAM_SPACE = {"epochs": 1}\nRESOURCES = {"cpu": 1, "gpu": 0.5}\n'
+    )
     opts = RunOptions(storage=str(tmp_path / "rr"), verbose=0, dashboard=False, ray_init={"num_cpus": 2, "num_gpus": 0})
     with pytest.raises(ConfigError, match="--gpus-per-trial 0"):
         run_study(load_search_space(space_file), opts)

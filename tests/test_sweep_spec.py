@@ -49,20 +49,37 @@ BAD_SPACES = [
     ("misspelt_param_space", OK_BASE + "PARAMS_SPACE = {}\n", "did you mean PARAM_SPACE?"),
     ("syntax_error", OK_BASE + "PARAM_SPACE = {\n", "syntax error"),
     ("raises", OK_BASE + "PARAM_SPACE = {}\n1 / 0\n", "ZeroDivisionError"),
-    ("unknown_key", OK_BASE + "PARAM_SPACE = {'learning_rate': tune.grid_search([1e-3, 1e-4])}\n",
-     "unknown key 'learning_rate'"),
-    ("bad_value_listed_per_trial", OK_BASE + "PARAM_SPACE = {'rank': tune.grid_search([4, 0, -1])}\n",
-     "2 of 3 trials are invalid"),
-    ("window_past_end", OK_BASE + "PARAM_SPACE = {'perturb_type': 'label_shuffle', "
-     "'perturb_epoch': tune.grid_search([1, 3]), 'perturb_length': 2}\n", "runs past the last epoch"),
-    ("unknown_perturbation", OK_BASE + "PARAM_SPACE = {'perturb_type': tune.grid_search(['label_shufle'])}\n",
-     "not a known perturbation"),
+    (
+        "unknown_key",
+        OK_BASE + "PARAM_SPACE = {'learning_rate': tune.grid_search([1e-3, 1e-4])}\n",
+        "unknown key 'learning_rate'",
+    ),
+    (
+        "bad_value_listed_per_trial",
+        OK_BASE + "PARAM_SPACE = {'rank': tune.grid_search([4, 0, -1])}\n",
+        "2 of 3 trials are invalid",
+    ),
+    (
+        "window_past_end",
+        OK_BASE + "PARAM_SPACE = {'perturb_type': 'label_shuffle', "
+        "'perturb_epoch': tune.grid_search([1, 3]), 'perturb_length': 2}\n",
+        "runs past the last epoch",
+    ),
+    (
+        "unknown_perturbation",
+        OK_BASE + "PARAM_SPACE = {'perturb_type': tune.grid_search(['label_shufle'])}\n",
+        "not a known perturbation",
+    ),
     ("bad_resources", OK_BASE + "PARAM_SPACE = {}\nRESOURCES = {'gpus': 1}\n", "RESOURCES['gpus'] is not a resource"),
     ("bad_mode", OK_BASE + "PARAM_SPACE = {}\nMETRIC = 'val_loss'\nMODE = 'minimum'\n", "MODE='minimum'"),
     ("scheduler_without_metric", OK_BASE + "PARAM_SPACE = {}\nSCHEDULER = object\n", "need METRIC and MODE"),
     ("base_yaml_missing", "BASE_CONFIG = 'nope.yaml'\nPARAM_SPACE = {}\n", "nope.yaml: no such YAML file"),
-    ("grid_with_searcher", OK_BASE + "PARAM_SPACE = {'lr': tune.grid_search([1e-3])}\nMETRIC = 'val_loss'\n"
-     "MODE = 'min'\nSEARCH_ALG = lambda: None\n", "grid_search together with SEARCH_ALG"),
+    (
+        "grid_with_searcher",
+        OK_BASE + "PARAM_SPACE = {'lr': tune.grid_search([1e-3])}\nMETRIC = 'val_loss'\n"
+        "MODE = 'min'\nSEARCH_ALG = lambda: None\n",
+        "grid_search together with SEARCH_ALG",
+    ),
     ("num_samples_zero", OK_BASE + "PARAM_SPACE = {}\nNUM_SAMPLES = 0\n", "NUM_SAMPLES=0 must be at least 1"),
     ("param_space_not_dict", OK_BASE + "PARAM_SPACE = [1, 2]\n", "PARAM_SPACE must be a dict"),
 ]
@@ -89,8 +106,9 @@ def test_not_a_file_and_not_a_search_space(tmp_path, capsys):
 
 
 def test_every_bad_trial_and_field_in_one_message(tmp_path):
-    path = write_space(tmp_path, OK_BASE + "PARAM_SPACE = {'rank': tune.grid_search([0, 4]), "
-                                           "'lr': tune.grid_search([-1.0, 1e-3])}\n")
+    path = write_space(
+        tmp_path, OK_BASE + "PARAM_SPACE = {'rank': tune.grid_search([0, 4]), 'lr': tune.grid_search([-1.0, 1e-3])}\n"
+    )
     with pytest.raises(SearchSpaceError) as info:
         expand(load_search_space(path))
     message = str(info.value)
@@ -100,9 +118,12 @@ def test_every_bad_trial_and_field_in_one_message(tmp_path):
 
 
 def test_plan_forks_from_baseline_epoch_before_window(tmp_path):
-    path = write_space(tmp_path, OK_BASE + "PARAM_SPACE = {'random_seed': tune.grid_search([1, 2]), "
-                       "'perturb_type': tune.grid_search(['none', 'label_shuffle']), "
-                       "'perturb_epoch': tune.grid_search([0, 2])}\n")
+    path = write_space(
+        tmp_path,
+        OK_BASE + "PARAM_SPACE = {'random_seed': tune.grid_search([1, 2]), "
+        "'perturb_type': tune.grid_search(['none', 'label_shuffle']), "
+        "'perturb_epoch': tune.grid_search([0, 2])}\n",
+    )
     plan = make_plan(expand(load_search_space(path)).trials, fork_from_baseline=True)
     assert len(plan.baselines) == 2  # the grid's own 'none' trials are the baselines, once per seed
     assert sorted((f.trial.config["perturb_epoch"], f.init_epoch) for f in plan.forks) == [(0, None)] * 2 + [(2, 1)] * 2
@@ -119,8 +140,11 @@ def test_trial_names_follow_run_names_and_stay_unique(tmp_path):
 
 
 def test_searcher_space_validates_samples(tmp_path):
-    path = write_space(tmp_path, OK_BASE + "PARAM_SPACE = {'rank': tune.choice([4, 0])}\nMETRIC = 'val_loss'\n"
-                                           "MODE = 'min'\nSEARCH_ALG = lambda: None\n")
+    path = write_space(
+        tmp_path,
+        OK_BASE + "PARAM_SPACE = {'rank': tune.choice([4, 0])}\nMETRIC = 'val_loss'\n"
+        "MODE = 'min'\nSEARCH_ALG = lambda: None\n",
+    )
     with pytest.raises(SearchSpaceError, match="rank=0"):
         expand(load_search_space(path))
 
@@ -147,7 +171,9 @@ def test_fault_hook_fires_once(tmp_path, monkeypatch):
 def test_storage_uri_parts_go_before_the_query_and_credentials_are_not_shown():
     from hba_sweep.foundation import storage
 
-    root = storage.experiment_root("s3://KEY:SECRET@bucket/studies?endpoint_override=localhost:9000&secret_key=abc", "demo")
+    root = storage.experiment_root(
+        "s3://KEY:SECRET@bucket/studies?endpoint_override=localhost:9000&secret_key=abc", "demo"
+    )
     assert root == "s3://KEY:SECRET@bucket/studies/demo?endpoint_override=localhost:9000&secret_key=abc"
     assert storage.join(root, "baselines", "t1").startswith("s3://KEY:SECRET@bucket/studies/demo/baselines/t1?")
     assert storage.experiment_root("s3://bucket/", "demo") == "s3://bucket/demo"

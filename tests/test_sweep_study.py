@@ -101,9 +101,14 @@ def test_one_experiment_forks_after_their_epoch_then_growth(ray_local, demo_dir,
     assert not (root / BASE.format(seed=1) / "checkpoint_000005").exists()  # the baseline did not train again
     manifest = json.loads((root / "study.json").read_text())
     (ext,) = manifest["extensions"]
-    assert sorted(ext["added"]) == sorted([FORK.format(seed=1, kind="label_shuffle", e=1), BASE.format(seed=2),
-                                           FORK.format(seed=2, kind="label_shuffle", e=1),
-                                           FORK.format(seed=2, kind="label_shuffle", e=2)])
+    assert sorted(ext["added"]) == sorted(
+        [
+            FORK.format(seed=1, kind="label_shuffle", e=1),
+            BASE.format(seed=2),
+            FORK.format(seed=2, kind="label_shuffle", e=1),
+            FORK.format(seed=2, kind="label_shuffle", e=2),
+        ]
+    )
     assert ext["not_in_space"] == [FORK.format(seed=1, kind="label_shuffle", e=0)]
     _, rows = read_study(root)
     states = {r.name: (r.state, r.note) for r in rows}
@@ -132,8 +137,11 @@ def test_second_driver_is_refused_and_a_dead_ones_lock_is_taken(tmp_path):
     while "hba_sweep" not in " ".join(psutil.Process(holder.pid).cmdline()):  # until exec: a driver's command line
         time.sleep(0.02)
     try:
-        (tmp_path / "driver.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
-                                                          "started": "2026-01-01T00:00:00", "command": "run x"}))
+        (tmp_path / "driver.lock").write_text(
+            json.dumps(
+                {"pid": holder.pid, "host": os.uname().nodename, "started": "2026-01-01T00:00:00", "command": "run x"}
+            )
+        )
         with pytest.raises(lock.ConfigError, match=f"another driver runs this study: pid {holder.pid}"):
             lock.acquire(str(tmp_path))
         assert "driver: running" in read_driver(tmp_path)

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=500)
+    return subprocess.run(
+        [sys.executable, "-m", "hba_sweep", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=500
+    )
 
 
 def tb_events(path: Path):
@@ -32,9 +33,9 @@ def tb_events(path: Path):
 
     data, pos = path.read_bytes(), 0
     while pos + 12 <= len(data):
-        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
         event = Event()
-        event.ParseFromString(data[pos + 12:pos + 12 + length])
+        event.ParseFromString(data[pos + 12 : pos + 12 + length])
         pos += 12 + length + 4
         yield event
 
@@ -48,10 +49,10 @@ def wandb_records(path: Path):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         if kind == 0:
             break
-        buf += data[pos + 7:pos + 7 + length]
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
             record = pb.Record()
@@ -83,24 +84,35 @@ PARAM_SPACE = {{"epochs": 3, "random_seed": 1, "perturb_type": "label_shuffle", 
 RESOURCES = {{"cpu": 1}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_", "MLFLOW_", "HBA_SWEEP_FAULT"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               HOME=str(tmp_path / "home"), WANDB_MODE="offline")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        HOME=str(tmp_path / "home"),
+        WANDB_MODE="offline",
+    )
     storage = tmp_path / "results"
 
-    refused = cli(["run", str(space), "--storage", str(storage), "--mlflow", f"file://{tmp_path}/mlruns"], env, tmp_path)
+    refused = cli(
+        ["run", str(space), "--storage", str(storage), "--mlflow", f"file://{tmp_path}/mlruns"], env, tmp_path
+    )
     assert refused.returncode == 2, refused.stdout + refused.stderr[-3000:]
     assert "MLflow cannot use this tracking URI" in refused.stderr and "sqlite:///" in refused.stderr
     assert not storage.exists()  # nothing written: the same --name starts afterwards
 
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    run = cli(["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"],
-              env, tmp_path)
+    run = cli(
+        ["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"],
+        env,
+        tmp_path,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     trials = {p.parent.name: p.parent for p in (storage / "trk").rglob("result.json")}
     assert len(trials) == 2, list(trials)
     epochs = {name: trial_epochs(path) for name, path in trials.items()}
-    fork = next(name for name, path in trials.items()
-                if json.loads((path / "params.json").read_text())["perturb_type"] != "none")
+    fork = next(
+        name
+        for name, path in trials.items()
+        if json.loads((path / "params.json").read_text())["perturb_type"] != "none"
+    )
     base = next(name for name in trials if name != fork)
     assert epochs[base] == [-1, 0, 1, 2] and epochs[fork] == [2]  # the fork's first result is Tune's iteration 1
 
@@ -115,8 +127,12 @@ RESOURCES = {{"cpu": 1}}
         events = [e for f in path.glob("events.out.tfevents.*") for e in tb_events(f)]
         steps = [e.step for e in events for v in e.summary.value if v.tag == "ray/tune/val_loss"]
         assert steps == epochs[name], (name, steps)
-        hparams = b"".join(v.metadata.plugin_data.content for e in events for v in e.summary.value
-                           if v.metadata.plugin_data.plugin_name == "hparams")
+        hparams = b"".join(
+            v.metadata.plugin_data.content
+            for e in events
+            for v in e.summary.value
+            if v.metadata.plugin_data.plugin_name == "hparams"
+        )
         for key in (b"perturb_type", b"perturb_epoch", b"perturb_length", b"perturb_seed"):
             assert key in hparams, (name, key)
 
@@ -126,10 +142,20 @@ RESOURCES = {{"cpu": 1}}
     # and each run's charts are drawn against the trial's own epochs (the fork's first point at epoch 2)
     runs = [list(wandb_records(f)) for f in offline]
     for records in runs:
-        assert any(r.WhichOneof("record_type") == "metric" and r.metric.glob_name == "*"
-                   and r.metric.step_metric == "epoch" for r in records)
-    logged = [[json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
-               for i in r.history.item if (i.key or "/".join(i.nested_key)) == "epoch"] for records in runs]
+        assert any(
+            r.WhichOneof("record_type") == "metric" and r.metric.glob_name == "*" and r.metric.step_metric == "epoch"
+            for r in records
+        )
+    logged = [
+        [
+            json.loads(i.value_json)
+            for r in records
+            if r.WhichOneof("record_type") == "history"
+            for i in r.history.item
+            if (i.key or "/".join(i.nested_key)) == "epoch"
+        ]
+        for records in runs
+    ]
     assert sorted(logged) == sorted(epochs.values()), logged
 
 
@@ -150,12 +176,23 @@ def test_wandb_runs_plot_against_the_epoch(tmp_path):
     service and pytest's output capture do not mix.)"""
     pytest.importorskip("wandb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        HOME=str(tmp_path),
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     subprocess.run([sys.executable, "-c", WANDB_RUN, str(tmp_path)], env=env, check=True, timeout=300)
     records = [r for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb") for r in wandb_records(f)]
-    assert any(r.WhichOneof("record_type") == "metric" and r.metric.glob_name == "*"
-               and r.metric.step_metric == "epoch" for r in records)
-    logged = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
-              for i in r.history.item if (i.key or "/".join(i.nested_key)) == "epoch"]
+    assert any(
+        r.WhichOneof("record_type") == "metric" and r.metric.glob_name == "*" and r.metric.step_metric == "epoch"
+        for r in records
+    )
+    logged = [
+        json.loads(i.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+        if (i.key or "/".join(i.nested_key)) == "epoch"
+    ]
     assert logged == [2, 3]

@@ -78,15 +78,24 @@ def test_fork_without_perturbation_reproduces_baseline(demo_config, tmp_path):
     assert [f[e]["inherited"] for e in (-1, 0, 1)] == ["True"] * 3
     assert [f[e]["inherited"] for e in (2, 3)] == ["False"] * 2
     for e in (2, 3):
-        assert {k: v for k, v in f[e].items() if k != "inherited"} == {k: v for k, v in b[e].items() if k != "inherited"}
+        assert {k: v for k, v in f[e].items() if k != "inherited"} == {
+            k: v for k, v in b[e].items() if k != "inherited"
+        }
     assert not ckpt.list_epochs(run_dir(fork))[0] < 2  # epochs before the window were not recomputed
 
 
 def test_label_shuffle_fork_differs_from_its_window_on(demo_config, tmp_path):
     base = demo_config(epochs=4, save_path=str(tmp_path / "base"))
     run_training_experiment(base)
-    fork = demo_config(epochs=4, save_path=str(tmp_path / "fork"), init_from=str(run_dir(base)), init_epoch=1,
-                       perturb_type="label_shuffle", perturb_epoch=2, perturb_length=1)
+    fork = demo_config(
+        epochs=4,
+        save_path=str(tmp_path / "fork"),
+        init_from=str(run_dir(base)),
+        init_epoch=1,
+        perturb_type="label_shuffle",
+        perturb_epoch=2,
+        perturb_length=1,
+    )
     run_training_experiment(fork)
     b, f = by_epoch(run_dir(base)), by_epoch(run_dir(fork))
     assert f[1]["val_loss"] == b[1]["val_loss"]
@@ -103,12 +112,18 @@ def test_fork_refuses_changed_model_settings(demo_config, tmp_path):
         run_training_experiment(fork)
 
 
-@pytest.mark.parametrize("perturb_type,adapter", [(p, "hba_dora") for p in ("none", "random_target", "label_shuffle",
-                                                                         "image_noise", "uniform_images", "blank_target")]
-                         + [("none", "peft_dora"), ("image_noise", "peft_dora")])
+@pytest.mark.parametrize(
+    "perturb_type,adapter",
+    [
+        (p, "hba_dora")
+        for p in ("none", "random_target", "label_shuffle", "image_noise", "uniform_images", "blank_target")
+    ]
+    + [("none", "peft_dora"), ("image_noise", "peft_dora")],
+)
 def test_cached_prefix_equals_uncached_path(demo_config, tmp_path, perturb_type, adapter):
-    settings = dict(epochs=3, perturb_type=perturb_type, perturb_epoch=1, perturb_length=1, dora_dropout=0.0,
-                    adapter=adapter)
+    settings = dict(
+        epochs=3, perturb_type=perturb_type, perturb_epoch=1, perturb_length=1, dora_dropout=0.0, adapter=adapter
+    )
     cached = demo_config(save_path=str(tmp_path / "cached"), **settings)
     plain = demo_config(save_path=str(tmp_path / "plain"), cache_frozen_prefix=False, **settings)
     run_training_experiment(cached)

@@ -49,19 +49,25 @@ def test_searcher_and_scheduler_are_built_from_data(tmp_path):
     assert scheduler._max_t == 31 and space.metric == "val_loss" and space.num_samples == 40
 
 
-@pytest.mark.parametrize("text, line, expected", [
-    ("name: x\nnum_sample: 3\n", 2, "unknown key 'num_sample'. Fix: did you mean num_samples?"),
-    ("param_space:\n  lr: {loguniform: [0, 1e-3]}\n", 2, "param_space.lr: loguniform [0, 0.001] is not valid"),
-    ("param_space:\n  lr: {loguniform: [1e-3, 1e-5]}\n", 2, "with 0 < low < high"),
-    ("param_space:\n  rank: {choose: [4, 8]}\n", 2, "did you mean choice?"),
-    ("param_space: {epochs: 2}\nscheduler: {asha: {max_epochs: 3}}\nmetric: val_loss\nmode: min\n", 2,
-     "scheduler: asha has no setting 'max_epochs'. Fix: use some of time_attr, metric, mode, max_t"),
-    ("param_space: {epochs: 2}\nsearch_alg: optunaa\n", 2, "did you mean optuna?"),
-    ("param_space: {epochs: 2}\nnum_samples: 0\n", 2, "num_samples=0 must be at least 1. Fix:"),
-    ("param_space: {epochs: 2}\nmode: up\n", 2, "mode='up' must be 'min' or 'max'"),
-    ("param_space: {epochs: 2}\nprepare: rm_rf\n", 2, "not a preparation a YAML study can ask for"),
-    ("param_space:\n  epochs: [1, 2\n", 3, "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, line, expected",
+    [
+        ("name: x\nnum_sample: 3\n", 2, "unknown key 'num_sample'. Fix: did you mean num_samples?"),
+        ("param_space:\n  lr: {loguniform: [0, 1e-3]}\n", 2, "param_space.lr: loguniform [0, 0.001] is not valid"),
+        ("param_space:\n  lr: {loguniform: [1e-3, 1e-5]}\n", 2, "with 0 < low < high"),
+        ("param_space:\n  rank: {choose: [4, 8]}\n", 2, "did you mean choice?"),
+        (
+            "param_space: {epochs: 2}\nscheduler: {asha: {max_epochs: 3}}\nmetric: val_loss\nmode: min\n",
+            2,
+            "scheduler: asha has no setting 'max_epochs'. Fix: use some of time_attr, metric, mode, max_t",
+        ),
+        ("param_space: {epochs: 2}\nsearch_alg: optunaa\n", 2, "did you mean optuna?"),
+        ("param_space: {epochs: 2}\nnum_samples: 0\n", 2, "num_samples=0 must be at least 1. Fix:"),
+        ("param_space: {epochs: 2}\nmode: up\n", 2, "mode='up' must be 'min' or 'max'"),
+        ("param_space: {epochs: 2}\nprepare: rm_rf\n", 2, "not a preparation a YAML study can ask for"),
+        ("param_space:\n  epochs: [1, 2\n", 3, "not valid YAML"),
+    ],
+)
 def test_mistakes_name_file_line_and_fix(tmp_path, demo_dir, line, text, expected):
     path = write(tmp_path, BASE.format(demo=demo_dir) + text if "base_config" not in text else text)
     offset = 1 if "base_config" not in text else 0
@@ -72,8 +78,11 @@ def test_mistakes_name_file_line_and_fix(tmp_path, demo_dir, line, text, expecte
 
 
 def test_trial_mistake_in_every_trial_is_said_once_with_its_line(tmp_path, demo_dir, capsys):
-    path = write(tmp_path, BASE.format(demo=demo_dir) + "param_space:\n  epochs: 2\n  lr: -1\n"
-                 "  perturb_epoch: {grid_search: [0, 1, 2]}\n  perturb_type: random_target\n")
+    path = write(
+        tmp_path,
+        BASE.format(demo=demo_dir) + "param_space:\n  epochs: 2\n  lr: -1\n"
+        "  perturb_epoch: {grid_search: [0, 1, 2]}\n  perturb_type: random_target\n",
+    )
     assert main(["run", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("lr=-1.0 must be positive") == 1, err
@@ -82,8 +91,10 @@ def test_trial_mistake_in_every_trial_is_said_once_with_its_line(tmp_path, demo_
 
 def test_loading_executes_nothing(tmp_path, demo_dir):
     marker = tmp_path / "ran"
-    path = write(tmp_path, BASE.format(demo=demo_dir) + "param_space:\n  epochs: !!python/object/apply:os.system "
-                 f"['touch {marker}']\n")
+    path = write(
+        tmp_path,
+        BASE.format(demo=demo_dir) + f"param_space:\n  epochs: !!python/object/apply:os.system ['touch {marker}']\n",
+    )
     with pytest.raises(SearchSpaceError, match="not valid YAML"):
         load_search_space(path)
     assert not marker.exists()
@@ -109,6 +120,8 @@ def test_demo_twin_prepares_its_data(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HBA_DEMO_DATA", str(tmp_path / "demo"))
     space = load_search_space(ROOT / "search_spaces" / "demo.yaml")
-    assert space.missing_base == tmp_path / "demo" / "train.yaml" and space.evalsets == str(tmp_path / "demo" / "evalsets.yaml")
+    assert space.missing_base == tmp_path / "demo" / "train.yaml" and space.evalsets == str(
+        tmp_path / "demo" / "evalsets.yaml"
+    )
     space = prepare(space)  # what `run` does first: generate the demo data, read the base config it wrote
     assert (tmp_path / "demo" / "train.yaml").is_file() and space.base["backbone"] == "hba-tiny"

@@ -59,11 +59,15 @@ def choose_device(requested: str, gpu_ids: list[Any], cuda_available: bool, tria
     if gpu_ids and cuda_available:
         return "cuda:0", ""  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU(s)
     if gpu_ids:
-        return "cpu", say_once(f"{trial}: Ray assigned GPU id(s) {','.join(map(str, gpu_ids))} but CUDA is not "
-                               "available here: training on CPU.")
+        return "cpu", say_once(
+            f"{trial}: Ray assigned GPU id(s) {','.join(map(str, gpu_ids))} but CUDA is not "
+            "available here: training on CPU."
+        )
     if requested != "auto":
-        return "cpu", say_once(f"{trial}: device={requested!r} but Ray assigned no GPU to this trial (RESOURCES "
-                               "has no 'gpu'): training on CPU.")
+        return "cpu", say_once(
+            f"{trial}: device={requested!r} but Ray assigned no GPU to this trial (RESOURCES "
+            "has no 'gpu'): training on CPU."
+        )
     return "cpu", ""
 
 
@@ -88,8 +92,10 @@ def replay(stored: list, with_checkpoints: bool, scratch: Path) -> str | None:
     for ckpt in stored:
         rows = [r for r in ckpt.meta.get("metrics", []) if r.get("epoch") == ckpt.epoch]
         local = storage.download_dir(ckpt.path, str(scratch / f"replay_{ckpt.index:06d}"))
-        tune.report({**(rows[-1] if rows else {"epoch": ckpt.epoch}), "replayed": True},
-                    checkpoint=tune.Checkpoint.from_directory(local))
+        tune.report(
+            {**(rows[-1] if rows else {"epoch": ckpt.epoch}), "replayed": True},
+            checkpoint=tune.Checkpoint.from_directory(local),
+        )
     return local
 
 
@@ -100,8 +106,12 @@ def real_paths(message: str, copies: dict[str, str]) -> str:
     return message
 
 
-def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_root: str | None = None,
-              finished: frozenset = frozenset()) -> None:
+def train_hba(
+    config: dict[str, Any],
+    perturbations: dict | None = None,
+    study_root: str | None = None,
+    finished: frozenset = frozenset(),
+) -> None:
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
     ``perturbations`` are the user-registered types (name -> class) the search-space file defined;
     ``finished``: run names finished on storage when the driver started (they only replay)."""
@@ -117,8 +127,12 @@ def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_r
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()
     device, note = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available(), trial)
-    extra = {"device": device, "device_note": note, "gpu_ids": ",".join(map(str, gpu_ids)),
-             "node_id": ray.get_runtime_context().get_node_id()}
+    extra = {
+        "device": device,
+        "device_note": note,
+        "gpu_ids": ",".join(map(str, gpu_ids)),
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
     artifacts = Path(os.getcwd()) / "run"
 
     last = {"epoch": None}
@@ -160,5 +174,10 @@ def train_hba(config: dict[str, Any], perturbations: dict | None = None, study_r
     done_at = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
     if done_at is not None:  # a searched trial has no planned run name: its folder is Tune's trial directory
         epoch = summary.get("epoch", last["epoch"])
-        trialfiles.write_done(done_at, epoch, cfg.epochs, trialfiles.end_reason(epoch, cfg.epochs),
-                              **{k: summary[k] for k in ("status", "window_completed") if k in summary})
+        trialfiles.write_done(
+            done_at,
+            epoch,
+            cfg.epochs,
+            trialfiles.end_reason(epoch, cfg.epochs),
+            **{k: summary[k] for k in ("status", "window_completed") if k in summary},
+        )

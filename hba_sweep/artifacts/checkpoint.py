@@ -102,8 +102,9 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], state: TrainingState,
-                    meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, adapters: dict[str, torch.Tensor], state: TrainingState, meta: dict[str, Any]
+) -> Path:
     """Write epoch ``state.epoch``'s checkpoint atomically; return its directory."""
     target = epoch_dir(run_dir, state.epoch)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -123,12 +124,16 @@ def save_checkpoint(run_dir: str | Path, adapters: dict[str, torch.Tensor], stat
     return target
 
 
-READ_FIX = ("use the adapter.safetensors this tool wrote, or delete the checkpoint and resume from the previous "
-            "epoch's.")
+READ_FIX = "use the adapter.safetensors this tool wrote, or delete the checkpoint and resume from the previous epoch's."
 
 
-def load_adapters(ckpt: str | os.PathLike, verify: bool = True, fs: storage.FileSystem | None = None,
-                  expected: str | None = None, fix: str = READ_FIX) -> dict[str, torch.Tensor]:
+def load_adapters(
+    ckpt: str | os.PathLike,
+    verify: bool = True,
+    fs: storage.FileSystem | None = None,
+    expected: str | None = None,
+    fix: str = READ_FIX,
+) -> dict[str, torch.Tensor]:
     """The one adapter loader. ``ckpt``: our checkpoint directory (its ``adapter.safetensors``; no pickle)
     or a published ``epoch{e}_dora_params.pth`` (``weights_only``, as ``CLIPHBA.load_adapter_state_dict``
     takes it). Checked against ``expected`` (a SHA-256 recorded earlier) when given, else, with ``verify``,
@@ -147,8 +152,9 @@ def load_adapters(ckpt: str | os.PathLike, verify: bool = True, fs: storage.File
             check_sha256(path, expected, fix, data=data)
         return load(data)
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); pickled weights are never "
-                              f"loaded. Fix: {fix}") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({exc}); pickled weights are never loaded. Fix: {fix}"
+        ) from None
 
 
 def read_state_file(path: str | Path) -> TrainingState:
@@ -157,9 +163,11 @@ def read_state_file(path: str | Path) -> TrainingState:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return TrainingState(**payload)
     except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: refused, not a training state this tool wrote ({load_error_detail(exc)}); "
-                              "nothing in it was executed. Fix: delete this checkpoint and resume from the previous "
-                              "epoch's; do not load it with weights_only=False.") from None
+        raise CheckpointError(
+            f"{path}: refused, not a training state this tool wrote ({load_error_detail(exc)}); "
+            "nothing in it was executed. Fix: delete this checkpoint and resume from the previous "
+            "epoch's; do not load it with weights_only=False."
+        ) from None
 
 
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], TrainingState, dict[str, Any]]:
@@ -174,23 +182,45 @@ def resolve_checkpoint(source: str | Path, epoch: int | None = None) -> Path:
     source = Path(source)
     if (source / META_FILE).is_file():
         if epoch is not None and read_meta(source).get("epoch") != epoch:
-            raise CheckpointError(f"{source}: holds epoch {read_meta(source).get('epoch')}, not {epoch}. "
-                                  "Fix: point at the run directory or the right epoch's checkpoint.")
+            raise CheckpointError(
+                f"{source}: holds epoch {read_meta(source).get('epoch')}, not {epoch}. "
+                "Fix: point at the run directory or the right epoch's checkpoint."
+            )
         return source
     epochs = list_epochs(source)
     if not epochs:
-        raise CheckpointError(f"{source}: no checkpoint found. Fix: give a run directory with "
-                              "checkpoints/epoch_<e>/ or a checkpoint directory.")
+        raise CheckpointError(
+            f"{source}: no checkpoint found. Fix: give a run directory with "
+            "checkpoints/epoch_<e>/ or a checkpoint directory."
+        )
     if epoch is None:
         return epoch_dir(source, epochs[-1])
     if epoch not in epochs:
-        raise CheckpointError(f"{source}: has no checkpoint for epoch {epoch} (it has {epochs[0]}..{epochs[-1]}). "
-                              "Fix: choose a finished epoch.")
+        raise CheckpointError(
+            f"{source}: has no checkpoint for epoch {epoch} (it has {epochs[0]}..{epochs[-1]}). "
+            "Fix: choose a finished epoch."
+        )
     return epoch_dir(source, epoch)
 
 
 # our layout's reading API in one import (``from hba_sweep.artifacts import checkpoint as ckpt``)
-__all__ = ["ADAPTER_FILE", "META_FILE", "STATE_FILE", "TrainingState", "capture_rng", "check_sha256", "epoch_dir",
-           "list_epochs", "load_adapters", "load_checkpoint", "load_published_adapters", "read_meta",
-           "read_state_file", "resolve_checkpoint", "restore_rng", "run_config", "save_checkpoint",
-           "verify_checkpoint"]
+__all__ = [
+    "ADAPTER_FILE",
+    "META_FILE",
+    "STATE_FILE",
+    "TrainingState",
+    "capture_rng",
+    "check_sha256",
+    "epoch_dir",
+    "list_epochs",
+    "load_adapters",
+    "load_checkpoint",
+    "load_published_adapters",
+    "read_meta",
+    "read_state_file",
+    "resolve_checkpoint",
+    "restore_rng",
+    "run_config",
+    "save_checkpoint",
+    "verify_checkpoint",
+]

@@ -72,6 +72,9 @@ def published_run_folders(root: str, fs: storage.FileSystem) -> list[str]:
     ``dora_params/epoch{e}_dora_params.pth``. Local storage only (empty otherwise)."""
     if not storage.is_local(fs):
         return []
-    found = {posixpath.dirname(posixpath.dirname(p)) for p in storage.find_files(root, fs)
-             if published_epoch(p) is not None and posixpath.basename(posixpath.dirname(p)) == DORA_PARAMS}
+    found = {
+        posixpath.dirname(posixpath.dirname(p))
+        for p in storage.find_files(root, fs)
+        if published_epoch(p) is not None and posixpath.basename(posixpath.dirname(p)) == DORA_PARAMS
+    }
     return sorted(found)

@@ -14,8 +14,10 @@ from hba_sweep.foundation.errors import ConfigError, HBAError
 
 MANIFEST = "study.json"
 # how each reader goes on without a readable manifest (the message's Fix)
-RESUME_FIX = ("restore the file, or move it away and run again with --resume (finished trials are recognised from "
-              "their own files and are not re-run).")
+RESUME_FIX = (
+    "restore the file, or move it away and run again with --resume (finished trials are recognised from "
+    "their own files and are not re-run)."
+)
 ANALYZE_FIX = "restore it, or move it away to analyse the checkpoints without it."
 
 
@@ -27,8 +29,9 @@ def has_manifest(root: str) -> bool:
     return storage.exists(manifest_path(root))
 
 
-def read_manifest(root: str, fs: storage.FileSystem | None = None, error: type[HBAError] = ConfigError,
-                  fix: str = RESUME_FIX) -> dict[str, Any] | None:
+def read_manifest(
+    root: str, fs: storage.FileSystem | None = None, error: type[HBAError] = ConfigError, fix: str = RESUME_FIX
+) -> dict[str, Any] | None:
     """The study's manifest, None if there is none; a corrupt one (not JSON, not an object, ``trials``
     not an object) is ``error`` naming the file, why, and ``fix``. ``fs``: ``root`` is inside it."""
     path = f"{root.rstrip('/')}/{MANIFEST}" if fs is not None else manifest_path(root)
@@ -51,8 +54,10 @@ def read_manifest_quietly(root: str) -> dict[str, Any] | None:
 def refuse_existing(root: str) -> None:
     """ConfigError if a study already lives at ``root`` (a new run must not mix with it)."""
     if has_manifest(root):
-        raise ConfigError(f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it "
-                          "(or grow it after editing the search space), or give --name NEW (or another --storage).")
+        raise ConfigError(
+            f"{storage.redact(root)}: this experiment exists already. Fix: add --resume to finish it "
+            "(or grow it after editing the search space), or give --name NEW (or another --storage)."
+        )
 
 
 class Manifest:

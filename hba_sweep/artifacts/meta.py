@@ -36,15 +36,20 @@ def read_meta(ckpt_dir: str | os.PathLike, fs: storage.FileSystem | None = None)
             raise ValueError("not a JSON object")  # noqa: TRY004 - caught below
         return {**meta, "config": run_config(meta)}
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing. Fix: {ckpt_dir} is not a complete checkpoint; "
-                              "resume from the previous epoch's checkpoint.") from None
+        raise CheckpointError(
+            f"{path}: missing. Fix: {ckpt_dir} is not a complete checkpoint; "
+            "resume from the previous epoch's checkpoint."
+        ) from None
     except ValueError:  # not JSON, not UTF-8, not an object
-        raise CheckpointError(f"{path}: unreadable (truncated or corrupted). Fix: delete {ckpt_dir} "
-                              "and resume from the previous epoch's checkpoint.") from None
+        raise CheckpointError(
+            f"{path}: unreadable (truncated or corrupted). Fix: delete {ckpt_dir} "
+            "and resume from the previous epoch's checkpoint."
+        ) from None
 
 
-def check_sha256(path: str, expected: str, fix: str, fs: storage.FileSystem | None = None,
-                 data: bytes | None = None) -> None:
+def check_sha256(
+    path: str, expected: str, fix: str, fs: storage.FileSystem | None = None, data: bytes | None = None
+) -> None:
     """The one verifier: CheckpointError unless the file at ``path`` (or its bytes ``data``, already read)
     has the SHA-256 recorded for it; ``fix`` ends the message."""
     if data is None and not storage.is_file(path, fs):
@@ -57,10 +62,7 @@ def check_sha256(path: str, expected: str, fix: str, fs: storage.FileSystem | No
 def verify_checkpoint(ckpt_dir: str | os.PathLike, fs: storage.FileSystem | None = None) -> dict[str, Any]:
     """Check every file against the hashes in meta.json; return the meta."""
     meta = read_meta(ckpt_dir, fs)
-    fix = (f"delete {ckpt_dir} and resume from the previous epoch's checkpoint "
-           "(python -m hba_sweep train ... --resume).")
+    fix = f"delete {ckpt_dir} and resume from the previous epoch's checkpoint (python -m hba_sweep train ... --resume)."
     for name, expected in meta.get("sha256", {}).items():
         check_sha256(storage.join(str(ckpt_dir), name), expected, fix, fs)
     return meta
-
-

@@ -44,9 +44,14 @@ from hba_sweep.model import adapters as adapter_kinds
 
 # training_res.csv column spellings of the published trainers -> our metrics columns.
 COLUMN_NAMES = {
-    "epoch": "epoch", "train_loss": "train_loss", "val_loss": "val_loss", "test_loss": "val_loss",
-    "behavioral_rsa_rho": "behavioral_rsa_rho", "rsa_behavioral_corr": "behavioral_rsa_rho",
-    "behavioral_rsa_p": "behavioral_rsa_p", "behavioral_rsa_p_value": "behavioral_rsa_p",
+    "epoch": "epoch",
+    "train_loss": "train_loss",
+    "val_loss": "val_loss",
+    "test_loss": "val_loss",
+    "behavioral_rsa_rho": "behavioral_rsa_rho",
+    "rsa_behavioral_corr": "behavioral_rsa_rho",
+    "behavioral_rsa_p": "behavioral_rsa_p",
+    "behavioral_rsa_p_value": "behavioral_rsa_p",
     "rsa_behavioral_p": "behavioral_rsa_p",
 }
 ONE_BASED_MARKER = "behavioral_rsa_p_value"  # header of the older pipeline, which wrote epoch + 1
@@ -69,9 +74,11 @@ def read_training_res(path: str | os.PathLike, one_based: bool | None = None) ->
         header = [h.strip() for h in header]
         unknown = [h for h in header if h and h not in COLUMN_NAMES]
         if "epoch" not in header or not ({"val_loss", "test_loss"} & set(header)) or unknown:
-            raise DataError(f"{path}: header {header} is not a published training_res.csv "
-                            "(epoch,train_loss,test_loss|val_loss[,behavioral_rsa_rho,behavioral_rsa_p[_value]]). "
-                            "Fix: point at the training_res.csv the published trainer wrote.")
+            raise DataError(
+                f"{path}: header {header} is not a published training_res.csv "
+                "(epoch,train_loss,test_loss|val_loss[,behavioral_rsa_rho,behavioral_rsa_p[_value]]). "
+                "Fix: point at the training_res.csv the published trainer wrote."
+            )
         shift = 1 if (ONE_BASED_MARKER in header if one_based is None else one_based) else 0
         rows: list[dict[str, Any]] = []
         lines: dict[int, int] = {}  # epoch -> the line that gave it
@@ -79,17 +86,21 @@ def read_training_res(path: str | os.PathLike, one_based: bool | None = None) ->
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) < len(header) - 2 or len(cells) > len(header):
-                raise DataError(f"{path}: line {line_no} has {len(cells)} cells for {len(header)} columns. "
-                                "Fix: repair or truncate the file at that line.")
-            epoch = _epoch_cell(path, line_no, cells[header.index("epoch")] if header.index("epoch") < len(cells) else "",
-                                shift, lines)
+                raise DataError(
+                    f"{path}: line {line_no} has {len(cells)} cells for {len(header)} columns. "
+                    "Fix: repair or truncate the file at that line."
+                )
+            epoch = _epoch_cell(
+                path, line_no, cells[header.index("epoch")] if header.index("epoch") < len(cells) else "", shift, lines
+            )
             row: dict[str, Any] = {}
             for name, cell in zip(header, cells, strict=False):
                 try:
                     row[COLUMN_NAMES[name]] = float(cell) if cell.strip() else math.nan
                 except ValueError:
-                    raise DataError(f"{path}: line {line_no}: {name}={cell!r} is not a number. "
-                                    "Fix: repair the file.") from None
+                    raise DataError(
+                        f"{path}: line {line_no}: {name}={cell!r} is not a number. Fix: repair the file."
+                    ) from None
             row["epoch"] = epoch
             row.setdefault("behavioral_rsa_rho", math.nan)
             row.setdefault("behavioral_rsa_p", math.nan)
@@ -106,14 +117,18 @@ def _epoch_cell(path: Path, line_no: int, cell: str, shift: int, seen: dict[int,
     except ValueError:
         number = math.nan
     if not text or not math.isfinite(number) or not number.is_integer() or number - shift < 0:
-        raise DataError(f"{path}: line {line_no}: epoch={cell!r} is not a whole number of at least {shift} "
-                        "(the published trainer writes one row per epoch: 0, 1, 2, ...). Fix: repair or remove "
-                        "that line.")
+        raise DataError(
+            f"{path}: line {line_no}: epoch={cell!r} is not a whole number of at least {shift} "
+            "(the published trainer writes one row per epoch: 0, 1, 2, ...). Fix: repair or remove "
+            "that line."
+        )
     epoch = int(number) - shift
     if epoch in seen:
-        raise DataError(f"{path}: line {line_no}: epoch {cell.strip()} again (first on line {seen[epoch]}); which "
-                        "row is the epoch's is unknown. Fix: keep one row per epoch (the published trainer "
-                        "writes each once).")
+        raise DataError(
+            f"{path}: line {line_no}: epoch {cell.strip()} again (first on line {seen[epoch]}); which "
+            "row is the epoch's is unknown. Fix: keep one row per epoch (the published trainer "
+            "writes each once)."
+        )
     seen[epoch] = line_no
     return epoch
 
@@ -125,8 +140,10 @@ def _safe_load(path: Path, what: str, fix: str) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: {what} not found. Fix: {fix}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: refused as {what} ({load_error_detail(exc)}); it is read with "
-                              f"weights_only=True and nothing in it was executed. Fix: {fix}") from None
+        raise CheckpointError(
+            f"{path}: refused as {what} ({load_error_detail(exc)}); it is read with "
+            f"weights_only=True and nothing in it was executed. Fix: {fix}"
+        ) from None
 
 
 def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -134,8 +151,10 @@ def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     data = _safe_load(path, "a published DoRA checkpoint", "point at dora_params/epoch<e>_dora_params.pth.")
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{path}: not a dict of tensors (the published epoch<e>_dora_params.pth format). "
-                              "Fix: point at a file the published trainer's save_dora_parameters wrote.")
+        raise CheckpointError(
+            f"{path}: not a dict of tensors (the published epoch<e>_dora_params.pth format). "
+            "Fix: point at a file the published trainer's save_dora_parameters wrote."
+        )
     return {str(k): v for k, v in data.items()}
 
 
@@ -145,9 +164,11 @@ def load_published_adapters(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raw = read_dora_params(path)
     problems = adapter_kinds.check_published_shapes(raw)
     if problems:
-        raise CheckpointError(f"{path}: not a published DoRA checkpoint: {'; '.join(problems[:3])}. Fix: give a "
-                              "published dora_params/epoch<e>_dora_params.pth (keys clip_model.{visual.,}transformer."
-                              "resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B}).")
+        raise CheckpointError(
+            f"{path}: not a published DoRA checkpoint: {'; '.join(problems[:3])}. Fix: give a "
+            "published dora_params/epoch<e>_dora_params.pth (keys clip_model.{visual.,}transformer."
+            "resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B})."
+        )
     return adapter_kinds.from_published_keys(raw)
 
 
@@ -160,8 +181,10 @@ def read_split_indices(path: str | os.PathLike) -> dict[str, list[int]]:
         train = [int(i) for i in data["train_indices"]]
         val = [int(i) for i in data["test_indices"]]
     except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path}: no train_indices/test_indices lists. Fix: point at the "
-                              "dataset_split_indices.pth the published trainer wrote.") from None
+        raise CheckpointError(
+            f"{path}: no train_indices/test_indices lists. Fix: point at the "
+            "dataset_split_indices.pth the published trainer wrote."
+        ) from None
     return {"train": train, "val": val}
 
 
@@ -176,8 +199,10 @@ class PublishedRun:
     def open(cls, path: str | os.PathLike) -> PublishedRun:
         root = Path(path)
         if not (root / DORA_PARAMS).is_dir():
-            raise CheckpointError(f"{root}: no {DORA_PARAMS}/ folder. Fix: point at a published run folder "
-                                  f"(training_res.csv and {DORA_PARAMS}/epoch<e>_dora_params.pth) or one of ours.")
+            raise CheckpointError(
+                f"{root}: no {DORA_PARAMS}/ folder. Fix: point at a published run folder "
+                f"(training_res.csv and {DORA_PARAMS}/epoch<e>_dora_params.pth) or one of ours."
+            )
         return cls(root)
 
     @property
@@ -201,8 +226,10 @@ class PublishedRun:
         """The raw published tensors of ``epoch`` (keys ``clip_model....out_proj.{m,delta_D_A,delta_D_B}``)."""
         path = self.dora_path(epoch)
         if not path.is_file():
-            raise CheckpointError(f"{path}: no checkpoint for epoch {epoch} (it has {self.span()}; the run may have "
-                                  "stopped early). Fix: choose a finished epoch.")
+            raise CheckpointError(
+                f"{path}: no checkpoint for epoch {epoch} (it has {self.span()}; the run may have "
+                "stopped early). Fix: choose a finished epoch."
+            )
         return read_dora_params(path)
 
     def metrics(self) -> list[dict[str, Any]]:

@@ -29,8 +29,10 @@ def published_checkpoints(path: Path, epoch: Any) -> list[Path] | None:
     epochs = epoch if isinstance(epoch, (list, tuple)) else [run.epochs()[-1] if epoch is None else epoch]
     missing = [int(e) for e in epochs if not run.dora_path(int(e)).is_file()]
     if missing:
-        raise CheckpointError(f"{path}: no dora_params/epoch<e>_dora_params.pth for epoch(s) {missing} (it has "
-                              f"{run.span()}). Fix: choose epochs the run finished.")
+        raise CheckpointError(
+            f"{path}: no dora_params/epoch<e>_dora_params.pth for epoch(s) {missing} (it has "
+            f"{run.span()}). Fix: choose epochs the run finished."
+        )
     return [run.dora_path(int(e)) for e in epochs]
 
 
@@ -43,9 +45,11 @@ def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
         return published
     if path.is_file():
         if path.suffix in (".pt", ".pth", ".bin", ".pkl"):
-            raise CheckpointError(f"{path}: pickled weights are not loaded (they can run code). Fix: point at a "
-                                  "run directory, a checkpoint's adapter.safetensors or a published "
-                                  "epoch<e>_dora_params.pth (read with weights_only).")
+            raise CheckpointError(
+                f"{path}: pickled weights are not loaded (they can run code). Fix: point at a "
+                "run directory, a checkpoint's adapter.safetensors or a published "
+                "epoch<e>_dora_params.pth (read with weights_only)."
+            )
         path = path.parent
     if not path.exists():
         raise CheckpointError(f"{path}: model_weights_path does not exist. Fix: correct the path.")
@@ -54,7 +58,9 @@ def checkpoint_dirs(weights: str | os.PathLike, epoch: Any) -> list[Path]:
     if epoch == "all":
         epochs = ckpt.list_epochs(path)
         if not epochs:
-            raise CheckpointError(f"{path}: no checkpoint found. Fix: give a run directory with checkpoints/epoch_<e>/.")
+            raise CheckpointError(
+                f"{path}: no checkpoint found. Fix: give a run directory with checkpoints/epoch_<e>/."
+            )
         return [ckpt.epoch_dir(path, e) for e in epochs]
     if isinstance(epoch, (list, tuple)):
         return [ckpt.resolve_checkpoint(path, int(e)) for e in epoch]

@@ -58,8 +58,13 @@ def read_done(path: str) -> dict[str, Any] | None:
 def write_done(path: str, last_epoch: int | None, epochs: int | None, reason: str, **extra: Any) -> dict[str, Any]:
     """Mark a trial finished (atomic on a local path): its last epoch, why it ended, and ``extra``
     (the trainable adds the run status training returned: finished / early_stopped / window_incomplete)."""
-    done = {"last_epoch": last_epoch, "epochs": epochs, "reason": reason,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    done = {
+        "last_epoch": last_epoch,
+        "epochs": epochs,
+        "reason": reason,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
     storage.write_json(storage.join(path, DONE_FILE), done)
     return done
 

@@ -20,19 +20,35 @@ from hba_sweep.foundation.redaction import redact_text
 # command -> (module, function registering it, one-line help). Only the chosen command's module is
 # imported (torch, Ray and matplotlib load inside commands), so --help and argument errors are fast.
 COMMANDS = {
-    "demo-data": ("hba_sweep.cli.command_parsers", "add_demo_data_parser",
-                  "generate deterministic demo data in the published formats"),
+    "demo-data": (
+        "hba_sweep.cli.command_parsers",
+        "add_demo_data_parser",
+        "generate deterministic demo data in the published formats",
+    ),
     "train": ("hba_sweep.cli.train", "add_train_parser", "train one run (no Ray)"),
-    "preview": ("hba_sweep.cli.preview", "add_preview_parser",
-                "show what a perturbation does to one training batch (PNG + what changed)"),
+    "preview": (
+        "hba_sweep.cli.preview",
+        "add_preview_parser",
+        "show what a perturbation does to one training batch (PNG + what changed)",
+    ),
     "run": ("hba_sweep.cli.sweep_commands", "add_run_parser", "run a study from a search-space file on Ray Tune"),
-    "status": ("hba_sweep.cli.sweep_commands", "add_status_parser",
-               "done / running / failed / pending per trial of an experiment"),
+    "status": (
+        "hba_sweep.cli.sweep_commands",
+        "add_status_parser",
+        "done / running / failed / pending per trial of an experiment",
+    ),
     "logs": ("hba_sweep.cli.jobs_commands", "add_logs_parser", "the output of a study submitted with run --submit"),
     "stop": ("hba_sweep.cli.jobs_commands", "add_stop_parser", "stop a study submitted with run --submit"),
-    "analyze": ("hba_sweep.cli.command_parsers", "add_analyze_parser", "evaluate every checkpoint of a study: tables, figures, report"),
-    "infer": ("hba_sweep.cli.command_parsers", "add_infer_parser",
-              "evaluate a run's checkpoint(s) from the study's inference YAML"),
+    "analyze": (
+        "hba_sweep.cli.command_parsers",
+        "add_analyze_parser",
+        "evaluate every checkpoint of a study: tables, figures, report",
+    ),
+    "infer": (
+        "hba_sweep.cli.command_parsers",
+        "add_infer_parser",
+        "evaluate a run's checkpoint(s) from the study's inference YAML",
+    ),
 }
 
 
@@ -45,8 +61,9 @@ def chosen_command(argv: Sequence[str] | None) -> str | None:
 def build_parser(argv: Sequence[str] | None = None, everything: bool = True) -> argparse.ArgumentParser:
     """The CLI parser; with ``everything=False`` only the command ``argv`` names is fully built
     (the others are listed by name and help line, without importing their modules)."""
-    parser = argparse.ArgumentParser(prog="python -m hba_sweep",
-                                     description="Ray Tune sweeps and analysis for CLIP-HBA perturbation studies.")
+    parser = argparse.ArgumentParser(
+        prog="python -m hba_sweep", description="Ray Tune sweeps and analysis for CLIP-HBA perturbation studies."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = chosen_command(argv)
     for name, (module_name, function, help_line) in COMMANDS.items():

@@ -28,14 +28,31 @@ def options_from_args(args: argparse.Namespace) -> evaluate.Options:
         raise ConfigError("--workers and --bootstrap must be >= 0 and --batch-size >= 1. Fix: correct the value.")
     score = ScoreSettings(args.model_rdm_distance, args.rsa_similarity, "pearson", args.bootstrap, args.seed)
     workers = 0 if args.local else args.workers
-    return evaluate.Options(_datasets(args.datasets), args.evalsets, args.device, args.batch_size, workers,
-                            args.cpus_per_worker, args.gpus_per_worker, score)
+    return evaluate.Options(
+        _datasets(args.datasets),
+        args.evalsets,
+        args.device,
+        args.batch_size,
+        workers,
+        args.cpus_per_worker,
+        args.gpus_per_worker,
+        score,
+    )
 
 
 def analyze_command(args: argparse.Namespace) -> int:
     """`analyze`: evaluate, tabulate and draw a study."""
     opts = options_from_args(args)
-    analyze(args.experiment, opts, args.out, args.csv, args.storage,
-            log=lambda m: print(redact_text(m), file=sys.stderr, flush=True), truncate=args.truncate,
-            test=args.test, alpha=args.q, per_seed_heatmaps=args.per_seed_heatmaps)
+    analyze(
+        args.experiment,
+        opts,
+        args.out,
+        args.csv,
+        args.storage,
+        log=lambda m: print(redact_text(m), file=sys.stderr, flush=True),
+        truncate=args.truncate,
+        test=args.test,
+        alpha=args.q,
+        per_seed_heatmaps=args.per_seed_heatmaps,
+    )
     return 0

@@ -31,10 +31,12 @@ def _analyze(args: argparse.Namespace) -> int:
 def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``demo-data DIR [--n-train N] [--seed S] [--image-size S] [--force]``."""
     parser = subparsers.add_parser(
-        "demo-data", help="generate deterministic demo data in the published formats",
+        "demo-data",
+        help="generate deterministic demo data in the published formats",
         description="Generate (or reuse) deterministic demo data: THINGS-format training and 48-image "
-                    "evaluation sets with a reference RDM, THINGS-fMRI, NOD and NIGHTS evaluation sets, "
-                    "evalsets.yaml and ready train.yaml and infer.yaml.")
+        "evaluation sets with a reference RDM, THINGS-fMRI, NOD and NIGHTS evaluation sets, "
+        "evalsets.yaml and ready train.yaml and infer.yaml.",
+    )
     parser.add_argument("dir", help="output directory (created; reused if it holds the same demo data)")
     parser.add_argument("--n-train", type=int, default=480, help="training images (default 480)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -48,14 +50,22 @@ def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``infer --config X.yaml``."""
     p = subparsers.add_parser(
-        "infer", help="evaluate a run's checkpoint(s) from the study's inference YAML",
+        "infer",
+        help="evaluate a run's checkpoint(s) from the study's inference YAML",
         description="Evaluate checkpoints (model_weights_path + epoch) on one evaluation set "
-                    "(evaluation_type behavioral|neural|triplet|cka) and write one JSON per epoch "
-                    "to inference_save_dir.")
+        "(evaluation_type behavioral|neural|triplet|cka) and write one JSON per epoch "
+        "to inference_save_dir.",
+    )
     p.add_argument("--config", required=True, help="inference YAML (the study's keys)")
     p.add_argument("--device", default=None, help="override the device (cpu, cuda, cuda:N, auto)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the inference YAML (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the inference YAML (repeatable)",
+    )
     p.set_defaults(func=_infer)
     return p
 
@@ -63,10 +73,12 @@ def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``analyze``."""
     p = subparsers.add_parser(
-        "analyze", help="evaluate every checkpoint of a study: tables, figures, report",
+        "analyze",
+        help="evaluate every checkpoint of a study: tables, figures, report",
         description="Gather a study's trials and epoch checkpoints, evaluate them on the study's evaluation sets "
-                    "(only what is not analysed yet), and write results.parquet, training_metrics.parquet, "
-                    "figures and report.md to <experiment>/analysis (or --out).")
+        "(only what is not analysed yet), and write results.parquet, training_metrics.parquet, "
+        "figures and report.md to <experiment>/analysis (or --out).",
+    )
     p.add_argument("experiment", help="experiment directory (ray_results/<name>), a run directory, or a URI")
     p.add_argument("--datasets", help=f"comma-separated subset of {','.join(DATASETS)} (default: all configured)")
     p.add_argument("--out", help="local output directory (default: <experiment>/analysis, uploaded there for a URI)")
@@ -79,23 +91,44 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--local", action="store_true", help="run in this process (same as --workers 0)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray resources of each task")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs of each task (fractions allowed)")
-    p.add_argument("--bootstrap", type=int, default=200,
-                   help="stimulus-bootstrap draws: a CI for every RSA value, a paired CI and p for every change "
-                        "against the baseline, and the test of a one-seed window (default 200; 0: none)")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="stimulus-bootstrap draws: a CI for every RSA value, a paired CI and p for every change "
+        "against the baseline, and the test of a one-seed window (default 200; 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
-    p.add_argument("--test", default="t", choices=STAT_TESTS,
-                   help="test of a window's deviation over seeds: one-sample t (default) or sign-flip permutation")
-    p.add_argument("--q", type=float, default=0.05,
-                   help="Benjamini-Hochberg level at which a window is called significant (default 0.05)")
-    p.add_argument("--per-seed-heatmaps", action="store_true",
-                   help="also draw one heatmap per seed (as the published notebooks)")
-    p.add_argument("--model-rdm-distance", default=None, choices=DISTANCE_METRICS,
-                   help="model RDM distance for every RSA set (default: the set's model_rdm_distance_metric, else "
-                        "1 - Pearson for behaviour and 1 - cosine for brains, as published)")
-    p.add_argument("--truncate", default="min_val_loss", choices=TRUNCATE_RULES,
-                   help="summary over each run's own epochs up to its minimum validation loss (default), all of "
-                        "them (none), or the published notebooks' rule: the baseline truncated, perturbed runs not "
-                        "(baseline_only); see docs/statistics.md")
+    p.add_argument(
+        "--test",
+        default="t",
+        choices=STAT_TESTS,
+        help="test of a window's deviation over seeds: one-sample t (default) or sign-flip permutation",
+    )
+    p.add_argument(
+        "--q",
+        type=float,
+        default=0.05,
+        help="Benjamini-Hochberg level at which a window is called significant (default 0.05)",
+    )
+    p.add_argument(
+        "--per-seed-heatmaps", action="store_true", help="also draw one heatmap per seed (as the published notebooks)"
+    )
+    p.add_argument(
+        "--model-rdm-distance",
+        default=None,
+        choices=DISTANCE_METRICS,
+        help="model RDM distance for every RSA set (default: the set's model_rdm_distance_metric, else "
+        "1 - Pearson for behaviour and 1 - cosine for brains, as published)",
+    )
+    p.add_argument(
+        "--truncate",
+        default="min_val_loss",
+        choices=TRUNCATE_RULES,
+        help="summary over each run's own epochs up to its minimum validation loss (default), all of "
+        "them (none), or the published notebooks' rule: the baseline truncated, perturbed runs not "
+        "(baseline_only); see docs/statistics.md",
+    )
     p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
     p.set_defaults(func=_analyze)
     return p

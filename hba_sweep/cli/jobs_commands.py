@@ -15,8 +15,10 @@ from hba_sweep.sweep.jobs import JOB_FILE, client, read_job
 def _job_or_exit(experiment: str) -> dict[str, Any]:
     job = read_job(experiment)
     if job is None:
-        raise ConfigError(f"{storage.redact(experiment)}: no {JOB_FILE}, the study was not submitted as a Ray job. "
-                          "Fix: give the experiment `run --submit` printed; a study run in a terminal logs there.")
+        raise ConfigError(
+            f"{storage.redact(experiment)}: no {JOB_FILE}, the study was not submitted as a Ray job. "
+            "Fix: give the experiment `run --submit` printed; a study run in a terminal logs there."
+        )
     return job
 
 
@@ -28,6 +30,7 @@ def logs_command(args: argparse.Namespace) -> int:
     if not args.follow:
         sys.stdout.write(jobs.get_job_logs(job["submission_id"]))
         return 0
+
     async def tail() -> None:
         async for lines in jobs.tail_job_logs(job["submission_id"]):
             sys.stdout.write(lines)
@@ -47,8 +50,9 @@ def stop_command(args: argparse.Namespace) -> int:
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="the experiment `run --submit` printed (a directory or URI, or a name "
-                                      "with --storage)")
+    p.add_argument(
+        "experiment", help="the experiment `run --submit` printed (a directory or URI, or a name with --storage)"
+    )
     p.add_argument("--storage", help="storage path or URI holding the experiment (then EXPERIMENT is its name)")
 
 

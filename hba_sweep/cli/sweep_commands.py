@@ -55,8 +55,10 @@ def run_command(args: argparse.Namespace) -> int:
 def summary(outcome: Any) -> str:
     """One line of counts that add up to the study's trials; Ctrl+C says what is not finished."""
     counts = [len(outcome.ok), len(outcome.failed), len(outcome.skipped), len(outcome.interrupted)]
-    line = (f"{counts[0]} trials finished, {counts[1]} failed, {counts[2]} skipped, {counts[3]} not finished "
-            f"(of {sum(counts)})")
+    line = (
+        f"{counts[0]} trials finished, {counts[1]} failed, {counts[2]} skipped, {counts[3]} not finished "
+        f"(of {sum(counts)})"
+    )
     if outcome.interrupted:
         line += "; interrupted: the unfinished trials continue from their last checkpoint with --resume (next:)"
     return line
@@ -76,10 +78,14 @@ def next_steps(args: argparse.Namespace, exit_code: int, root: str) -> list[str]
     """The commands to go on with, exactly as a shell takes them (paths and URIs quoted)."""
     lines = []
     if exit_code:  # the one resume command (Tune's own Tuner.restore hint goes to the study's driver.log)
-        where = (["--storage", storage.redact(args.storage)] if args.storage != DEFAULT_STORAGE else []) + \
-            (["--name", args.name] if args.name else [])  # --resume must find this experiment again
-        lines.append("next: " + shlex.join(["python", "-m", "hba_sweep", "run", args.search_space, *where, "--resume"])
-                     + "   (finishes unfinished, retries failed trials)")
+        where = (["--storage", storage.redact(args.storage)] if args.storage != DEFAULT_STORAGE else []) + (
+            ["--name", args.name] if args.name else []
+        )  # --resume must find this experiment again
+        lines.append(
+            "next: "
+            + shlex.join(["python", "-m", "hba_sweep", "run", args.search_space, *where, "--resume"])
+            + "   (finishes unfinished, retries failed trials)"
+        )
     lines.append("status: " + shlex.join(["python", "-m", "hba_sweep", "status", root]))
     lines.append("analyze: " + shlex.join(["python", "-m", "hba_sweep", "analyze", root]))
     if "***" in root:
@@ -111,15 +117,23 @@ def status_command(args: argparse.Namespace) -> int:
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
-    p = subparsers.add_parser("run", help="run a study from a search-space file on Ray Tune",
-                              description="Run every trial of a search-space file (search_spaces/*.yaml: data; "
-                                          "or search_spaces/*.py: Python, executed) on Ray Tune as one experiment: baselines first, each fork as soon "
-                                          "as its baseline epoch exists.")
+    p = subparsers.add_parser(
+        "run",
+        help="run a study from a search-space file on Ray Tune",
+        description="Run every trial of a search-space file (search_spaces/*.yaml: data; "
+        "or search_spaces/*.py: Python, executed) on Ray Tune as one experiment: baselines first, each fork as soon "
+        "as its baseline epoch exists.",
+    )
     p.add_argument("search_space", help="a search-space file, e.g. search_spaces/demo.yaml (or .py)")
     p.add_argument("--dry-run", action="store_true", help="print the validated trial table; start nothing")
-    p.add_argument("--submit", nargs="?", const="", metavar="DASHBOARD",
-                   help="submit the study as a Ray Job to the cluster whose dashboard this is (default "
-                        "$RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265); it survives the terminal")
+    p.add_argument(
+        "--submit",
+        nargs="?",
+        const="",
+        metavar="DASHBOARD",
+        help="submit the study as a Ray Job to the cluster whose dashboard this is (default "
+        "$RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265); it survives the terminal",
+    )
     add_arguments(p)  # the options of RunOptions (hba_sweep/sweep/options.py)
     p.set_defaults(func=run_command)
     return p
@@ -128,9 +142,11 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``status EXPERIMENT_DIR``."""
     p = subparsers.add_parser("status", help="the driver and finished / running / failed / skipped / pending per trial")
-    p.add_argument("experiment", help="an experiment directory or URI, e.g. ray_results/demo (or its name with "
-                                      "--storage)")
-    p.add_argument("--storage", help="storage path or URI holding the experiment, as `run` takes it "
-                                     "(then EXPERIMENT is its name)")
+    p.add_argument(
+        "experiment", help="an experiment directory or URI, e.g. ray_results/demo (or its name with --storage)"
+    )
+    p.add_argument(
+        "--storage", help="storage path or URI holding the experiment, as `run` takes it (then EXPERIMENT is its name)"
+    )
     p.set_defaults(func=status_command)
     return p

@@ -9,11 +9,20 @@ from hba_sweep.foundation.safe_paths import writes_inside
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train one run (no Ray)",
-                              description="Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.")
+    p = subparsers.add_parser(
+        "train",
+        help="train one run (no Ray)",
+        description="Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.",
+    )
     p.add_argument("--config", required=True, help="YAML config (the study's keys are accepted)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
     p.set_defaults(func=_train)
 
@@ -32,10 +41,15 @@ def _train(args: argparse.Namespace) -> int:
     with writes_inside(cfg.save_path):  # no write through a symlinked folder below save_path
         summary = run_training_experiment(cfg)
     if summary["status"] == "diverged":
-        print(f"error: {summary['run_dir']}: {summary['message']}. The run stopped; metrics.csv records the "
-              "non-finite values.", file=sys.stderr)
+        print(
+            f"error: {summary['run_dir']}: {summary['message']}. The run stopped; metrics.csv records the "
+            "non-finite values.",
+            file=sys.stderr,
+        )
         return 2
-    print(f"done: {summary['run_dir']} ({summary['status']}, last epoch {summary['epoch']}, val_loss "
-          f"{summary['val_loss']:.4g}, behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in "
-          f"{summary['run_dir']}/metrics.csv")
+    print(
+        f"done: {summary['run_dir']} ({summary['status']}, last epoch {summary['epoch']}, val_loss "
+        f"{summary['val_loss']:.4g}, behavioral_rsa_rho {summary['behavioral_rsa_rho']:.3f}); metrics in "
+        f"{summary['run_dir']}/metrics.csv"
+    )
     return 0

@@ -24,6 +24,20 @@ from hba_sweep.config.train_config import (
 )
 
 __all__ = [
-    "TrainConfig", "load_config", "from_dict", "parse_overrides", "resolve_paths", "save_config", "run_name", "run_dir",
-    "split_sizes", "uses_baseline_path", "DEFAULTS", "FIELD_NAMES", "ALIASES", "PATH_FIELDS", "FORK_MAY_CHANGE", "RESUME_MAY_CHANGE",
+    "TrainConfig",
+    "load_config",
+    "from_dict",
+    "parse_overrides",
+    "resolve_paths",
+    "save_config",
+    "run_name",
+    "run_dir",
+    "split_sizes",
+    "uses_baseline_path",
+    "DEFAULTS",
+    "FIELD_NAMES",
+    "ALIASES",
+    "PATH_FIELDS",
+    "FORK_MAY_CHANGE",
+    "RESUME_MAY_CHANGE",
 ]

@@ -39,10 +39,15 @@ def _check_split(cfg: TrainConfig, source: str) -> list[str]:
     n_train, n_val = split_sizes(n, cfg.train_portion)
     if n_train and n_val:
         return []
-    fix = ("add rows to the file (at least 2 images)" if n < 2 else
-           f"add rows, or set train_portion so that both sides get an image (e.g. 0.5 for {n} images)")
-    return [f"{source}: img_annotations_file={path!r} has {n} image(s); train_portion={cfg.train_portion} gives "
-            f"{n_train} training and {n_val} validation image(s), and neither may be empty. Fix: {fix}."]
+    fix = (
+        "add rows to the file (at least 2 images)"
+        if n < 2
+        else f"add rows, or set train_portion so that both sides get an image (e.g. 0.5 for {n} images)"
+    )
+    return [
+        f"{source}: img_annotations_file={path!r} has {n} image(s); train_portion={cfg.train_portion} gives "
+        f"{n_train} training and {n_val} validation image(s), and neither may be empty. Fix: {fix}."
+    ]
 
 
 def file_problems(cfg: TrainConfig, source: str) -> list[str]:
@@ -63,16 +68,24 @@ def file_problems(cfg: TrainConfig, source: str) -> list[str]:
     if cfg.img_annotations_file is not None and os.path.isfile(cfg.img_annotations_file) and cfg.split_file is None:
         problems += _check_split(cfg, source)
     if cfg.split_file is not None and not os.path.isfile(cfg.split_file):
-        problems.append(f"{source}: split_file={cfg.split_file!r}: no such file. Fix: give a JSON/CSV list of "
-                        "validation image names or a published dataset_split_indices.pth, or remove the key.")
+        problems.append(
+            f"{source}: split_file={cfg.split_file!r}: no such file. Fix: give a JSON/CSV list of "
+            "validation image names or a published dataset_split_indices.pth, or remove the key."
+        )
     if uses_baseline_path(cfg) and not os.path.isdir(str(cfg.baseline_checkpoint_path)):
-        problems.append(f"{source}: baseline_checkpoint_path={cfg.baseline_checkpoint_path!r}: no such directory "
-                        f"(perturb_epoch={cfg.perturb_epoch} forks from its epoch {cfg.perturb_epoch - 1}). Fix: give "
-                        "the baseline run's folder (a published one or one of ours), or set perturb_epoch: 0.")
+        problems.append(
+            f"{source}: baseline_checkpoint_path={cfg.baseline_checkpoint_path!r}: no such directory "
+            f"(perturb_epoch={cfg.perturb_epoch} forks from its epoch {cfg.perturb_epoch - 1}). Fix: give "
+            "the baseline run's folder (a published one or one of ours), or set perturb_epoch: 0."
+        )
     return problems
 
 
 def uses_baseline_path(cfg: TrainConfig) -> bool:
     """Whether the run forks from ``baseline_checkpoint_path`` (published: only when perturb_epoch > 0)."""
-    return (bool(cfg.baseline_checkpoint_path) and cfg.perturb_epoch > 0 and cfg.init_from is None
-            and cfg.resume_from is None)
+    return (
+        bool(cfg.baseline_checkpoint_path)
+        and cfg.perturb_epoch > 0
+        and cfg.init_from is None
+        and cfg.resume_from is None
+    )

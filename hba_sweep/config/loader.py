@@ -46,8 +46,13 @@ def _relative(value: Any, base: Path, missing_too: bool) -> Any:
     return os.path.normpath(base / value) if missing_too and not os.path.exists(value) else value
 
 
-def resolve_relative(raw: Mapping[str, Any], base: Path, aliases: Mapping[str, str],
-                     inputs: Collection[str] = (), if_there: Collection[str] = ()) -> dict[str, Any]:
+def resolve_relative(
+    raw: Mapping[str, Any],
+    base: Path,
+    aliases: Mapping[str, str],
+    inputs: Collection[str] = (),
+    if_there: Collection[str] = (),
+) -> dict[str, Any]:
     """Relative paths of a config file read next to it (keys in any spelling of ``aliases``; a value
     may be a path, a list of paths or a mapping name -> path).
 
@@ -70,9 +75,15 @@ def resolve_relative(raw: Mapping[str, Any], base: Path, aliases: Mapping[str, s
     return out
 
 
-def load_yaml_config(path: str | os.PathLike | None, overrides: list[str] | Mapping[str, Any] | None,
-                     read: Reader[T], aliases: Mapping[str, str], inputs: Collection[str] = (),
-                     if_there: Collection[str] = (), path_defaults: Mapping[str, Any] | None = None) -> T:
+def load_yaml_config(
+    path: str | os.PathLike | None,
+    overrides: list[str] | Mapping[str, Any] | None,
+    read: Reader[T],
+    aliases: Mapping[str, str],
+    inputs: Collection[str] = (),
+    if_there: Collection[str] = (),
+    path_defaults: Mapping[str, Any] | None = None,
+) -> T:
     """A config from a YAML file (or none: ``<defaults>``) with ``--set`` overrides, read by ``read``.
 
     Relative paths of the file (and the reader's default paths ``path_defaults`` where the file sets

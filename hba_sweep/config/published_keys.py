@@ -39,8 +39,12 @@ def published_name(ours: str) -> str:
 TRAIN_IGNORED = {
     "debug_logging": "prints tensors of the first batch each epoch in the published code",
     "logger": "the published code's logger choice; this tool logs to stderr and metrics.csv",
-    "wandb_tags": "W&B run tags", "wandb_notes": "W&B run notes", "wandb_run_name": "W&B run name",
-    "wandb_run_id": "W&B run id", "wandb_watch_model": "W&B gradient watching", "wandb_log_freq": "W&B log frequency",
+    "wandb_tags": "W&B run tags",
+    "wandb_notes": "W&B run notes",
+    "wandb_run_name": "W&B run name",
+    "wandb_run_id": "W&B run id",
+    "wandb_watch_model": "W&B gradient watching",
+    "wandb_log_freq": "W&B log frequency",
     "pin_memory": "DataLoader pinning (this tool pins on CUDA itself)",
     "use_ddp": "multi-GPU DDP (one GPU per run here; run a sweep for parallelism)",
     "num_classes": "classes of scratch training (not supported)",
@@ -78,5 +82,6 @@ def check_training_mode(raw: dict[str, Any], source: str) -> list[str]:
             problems.append(
                 f"{source}: {key}={raw[key]!r} is not supported: this tool fine-tunes CLIP-HBA with DoRA "
                 f"(the published training_mode: finetune, architecture: CLIP-HBA). Fix: set {key}: "
-                f"{'finetune' if key == 'training_mode' else 'CLIP-HBA'}; training from scratch is not supported.")
+                f"{'finetune' if key == 'training_mode' else 'CLIP-HBA'}; training from scratch is not supported."
+            )
     return problems

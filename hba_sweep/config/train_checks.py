@@ -50,8 +50,11 @@ def check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]:
     if not 0.0 <= cfg.dora_dropout < 1.0:
         bad("dora_dropout", "must be in [0, 1)", "use 0 (as published) or a dropout probability such as 0.1.")
     if cfg.dora_alpha is not None and cfg.dora_alpha <= 0:
-        bad("dora_alpha", "must be positive", "use a positive value, or leave it empty for the adapter's default "
-            "(16 for hba_dora, rank for peft_dora).")
+        bad(
+            "dora_alpha",
+            "must be positive",
+            "use a positive value, or leave it empty for the adapter's default (16 for hba_dora, rank for peft_dora).",
+        )
     if not 0.0 < cfg.train_portion < 1.0:
         bad("train_portion", "must be between 0 and 1", "use a fraction such as 0.8.")
     if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 0:
@@ -67,8 +70,11 @@ def check_values(cfg: TrainConfig, source: str, check_files: bool) -> list[str]:
     if cfg.init_epoch is not None and cfg.init_epoch < 0:
         bad("init_epoch", "must not be negative", "name an epoch the source run has finished.")
     if cfg.run_name and not _is_plain_name(cfg.run_name):
-        bad("run_name", "is not a plain folder name (it would write outside save_path)",
-            "use letters, digits, '_', '-', '.' without '/', '\\' or '..', e.g. my_run.")
+        bad(
+            "run_name",
+            "is not a plain folder name (it would write outside save_path)",
+            "use letters, digits, '_', '-', '.' without '/', '\\' or '..', e.g. my_run.",
+        )
     if not str(cfg.device).startswith(("auto", "cpu", "cuda", "mps")):
         bad("device", "is not a device", "use auto, cpu, cuda or cuda:N.")
     if check_files:
@@ -88,27 +94,37 @@ def _check_backbone(cfg: TrainConfig, source: str) -> list[str]:
         return [f"{source}: {exc}"]
     problems = []
     if cfg.vision_layers > vision_depth:
-        problems.append(f"{source}: vision_layers={cfg.vision_layers} is larger than {cfg.backbone}'s "
-                        f"{vision_depth} vision blocks. Fix: use at most {vision_depth}.")
+        problems.append(
+            f"{source}: vision_layers={cfg.vision_layers} is larger than {cfg.backbone}'s "
+            f"{vision_depth} vision blocks. Fix: use at most {vision_depth}."
+        )
     if cfg.transformer_layers > text_depth:
-        problems.append(f"{source}: transformer_layers={cfg.transformer_layers} is larger than {cfg.backbone}'s "
-                        f"{text_depth} text blocks. Fix: use at most {text_depth}.")
+        problems.append(
+            f"{source}: transformer_layers={cfg.transformer_layers} is larger than {cfg.backbone}'s "
+            f"{text_depth} text blocks. Fix: use at most {text_depth}."
+        )
     return problems
 
 
 def _check_perturbation(cfg: TrainConfig, source: str) -> list[str]:
     types = registered_types()
     if cfg.perturb_type not in types:
-        return [f"{source}: perturb_type={cfg.perturb_type!r} is not a known perturbation. "
-                f"Fix: use one of {sorted(types)} or register your own (hba_sweep.perturbations.register)."]
+        return [
+            f"{source}: perturb_type={cfg.perturb_type!r} is not a known perturbation. "
+            f"Fix: use one of {sorted(types)} or register your own (hba_sweep.perturbations.register)."
+        ]
     problems = []
     if not 0.0 < cfg.perturb_fraction <= 1.0:
-        problems.append(f"{source}: perturb_fraction={cfg.perturb_fraction!r} must be in (0, 1]. "
-                        "Fix: use 1 to perturb whole batches, or a fraction such as 0.5.")
+        problems.append(
+            f"{source}: perturb_fraction={cfg.perturb_fraction!r} must be in (0, 1]. "
+            "Fix: use 1 to perturb whole batches, or a fraction such as 0.5."
+        )
     if cfg.perturb_type != "none":
         if cfg.perturb_length < 1:
-            problems.append(f"{source}: perturb_length={cfg.perturb_length!r} must be at least 1. "
-                            "Fix: perturb for one epoch or more.")
+            problems.append(
+                f"{source}: perturb_length={cfg.perturb_length!r} must be at least 1. "
+                "Fix: perturb for one epoch or more."
+            )
         elif cfg.perturb_epoch + cfg.perturb_length > cfg.epochs:
             problems.append(
                 f"{source}: perturb_epoch={cfg.perturb_epoch} + perturb_length={cfg.perturb_length} runs past "

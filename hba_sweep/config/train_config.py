@@ -36,8 +36,17 @@ from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.model.spec import ForwardPlan, ModelSpec
 
-__all__ = ["TrainConfig", "from_dict", "load_config", "resolve_paths", "save_config", "run_name", "run_dir",
-           "split_sizes", "uses_baseline_path"]
+__all__ = [
+    "TrainConfig",
+    "from_dict",
+    "load_config",
+    "resolve_paths",
+    "save_config",
+    "run_name",
+    "run_dir",
+    "split_sizes",
+    "uses_baseline_path",
+]
 
 # Published keys whose empty value means "unset": the default applies (the published config leaves
 # perturb_epoch/perturb_length/perturb_seed empty for a baseline).
@@ -52,10 +61,29 @@ LOWERCASE_CHOICES = ("opt", "lr_scheduler", "precision", "fork_early_stopping", 
 PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
 # Settings that do not change what a run computes so far: a resumed run may change them, a fork
 # may also change its perturbation.
-RESUME_MAY_CHANGE = {"epochs", "early_stopping_patience", "progress", "device", "resume_from", "num_workers",
-                     "save_path", "run_name", "precision", "cache_frozen_prefix", "cache_dtype", "cache_dir",
-                     "prefix_on_gpu", "keep_images_in_memory", "init_from", "init_epoch", "cpu_fallback", "wandb_project",
-                     "wandb_entity", "fork_early_stopping", "baseline_checkpoint_path"}
+RESUME_MAY_CHANGE = {
+    "epochs",
+    "early_stopping_patience",
+    "progress",
+    "device",
+    "resume_from",
+    "num_workers",
+    "save_path",
+    "run_name",
+    "precision",
+    "cache_frozen_prefix",
+    "cache_dtype",
+    "cache_dir",
+    "prefix_on_gpu",
+    "keep_images_in_memory",
+    "init_from",
+    "init_epoch",
+    "cpu_fallback",
+    "wandb_project",
+    "wandb_entity",
+    "fork_early_stopping",
+    "baseline_checkpoint_path",
+}
 FORK_MAY_CHANGE = RESUME_MAY_CHANGE | set(PERTURB_FIELDS)
 
 PATH_FIELDS = ("img_dir", "img_annotations_file", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file")
@@ -145,7 +173,11 @@ ALIASES = aliases_into(FIELD_NAMES)  # the published spellings of TrainConfig's 
 
 def _fix_for_unknown(key: str) -> str:
     close = difflib.get_close_matches(key, list(FIELD_NAMES) + list(ALIASES), n=1)
-    return f"did you mean {close[0]!r}?" if close else "remove it (see TrainConfig in hba_sweep/config/train_config.py for the keys)."
+    return (
+        f"did you mean {close[0]!r}?"
+        if close
+        else "remove it (see TrainConfig in hba_sweep/config/train_config.py for the keys)."
+    )
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -190,8 +222,9 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
-def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
-               notes: list[str] | None = None) -> dict[str, Any]:
+def _normalise(
+    raw: Mapping[str, Any], source: str, problems: list[str], notes: list[str] | None = None
+) -> dict[str, Any]:
     """Rename aliases, read the published keys, reject unknown keys, coerce types."""
     values: dict[str, Any] = {}
     problems += check_training_mode(dict(raw), source)
@@ -220,8 +253,10 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
         except ValueError as exc:
             problems.append(f"{source}: {key}={value!r} {exc}. Fix: give a valid value.")
     if ignored and notes is not None:
-        notes.append(f"{source}: published keys with no effect here, ignored: "
-                     + "; ".join(f"{k} ({TRAIN_IGNORED[k]})" for k in ignored))
+        notes.append(
+            f"{source}: published keys with no effect here, ignored: "
+            + "; ".join(f"{k} ({TRAIN_IGNORED[k]})" for k in ignored)
+        )
     for key in LOWERCASE_CHOICES:
         if isinstance(values.get(key), str):
             values[key] = values[key].strip().lower()
@@ -233,8 +268,9 @@ def _normalise(raw: Mapping[str, Any], source: str, problems: list[str],
     return values
 
 
-def from_dict(raw: Mapping[str, Any], source: str = "<config>", check_files: bool = True,
-              notes: list[str] | None = None) -> TrainConfig:
+def from_dict(
+    raw: Mapping[str, Any], source: str = "<config>", check_files: bool = True, notes: list[str] | None = None
+) -> TrainConfig:
     """Validate a mapping of study keys into a TrainConfig; raise ConfigError listing every problem.
 
     Published keys that have no effect here are appended to ``notes`` (if given), not refused.
@@ -256,11 +292,19 @@ def resolve_paths(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return resolve_relative(raw, base, ALIASES, inputs=RELATIVE_PATHS)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | Mapping[str, Any] | None = None,
-                check_files: bool = True) -> TrainConfig:
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | Mapping[str, Any] | None = None,
+    check_files: bool = True,
+) -> TrainConfig:
     """Load a YAML config (or defaults), apply overrides, validate."""
-    return load_yaml_config(path, overrides, lambda raw, source, notes: from_dict(raw, source, check_files, notes),
-                            ALIASES, inputs=RELATIVE_PATHS)
+    return load_yaml_config(
+        path,
+        overrides,
+        lambda raw, source, notes: from_dict(raw, source, check_files, notes),
+        ALIASES,
+        inputs=RELATIVE_PATHS,
+    )
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
@@ -277,8 +321,7 @@ def run_name(cfg: TrainConfig) -> str:
     if cfg.perturb_type == "none":
         return f"{name}_baseline"
     frac = "" if cfg.perturb_fraction == 1.0 else f"_f{cfg.perturb_fraction:g}"
-    return (f"{name}_{cfg.perturb_type}_e{cfg.perturb_epoch}_l{cfg.perturb_length}"
-            f"_ps{cfg.perturb_seed}{frac}")
+    return f"{name}_{cfg.perturb_type}_e{cfg.perturb_epoch}_l{cfg.perturb_length}_ps{cfg.perturb_seed}{frac}"
 
 
 def run_dir(cfg: TrainConfig) -> Path:

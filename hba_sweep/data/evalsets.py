@@ -41,9 +41,9 @@ class FmriSet:
     """THINGS-fMRI stimuli: one row per image, with the concept it belongs to."""
 
     image_paths: list[Path]
-    concepts: list[str]            # concept of each image
-    concept_names: list[str]       # unique concepts, order of first appearance (the RDM order)
-    concept_index: np.ndarray      # int (n_images,): position of each image's concept in concept_names
+    concepts: list[str]  # concept of each image
+    concept_names: list[str]  # unique concepts, order of first appearance (the RDM order)
+    concept_index: np.ndarray  # int (n_images,): position of each image's concept in concept_names
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class NightsSet:
     ref_idx: np.ndarray
     left_idx: np.ndarray
     right_idx: np.ndarray
-    human_choice: np.ndarray       # 0: left judged closer to ref, 1: right
+    human_choice: np.ndarray  # 0: left judged closer to ref, 1: right
     splits: list[str]
     ties_skipped: int = 0
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # CSV row of each triplet
@@ -77,21 +77,23 @@ def _check_dir(img_dir: Path, source: Path) -> None:
         raise DataError(f"{img_dir}: image directory not found (for {source}). Fix: correct img_dir.")
 
 
-def load_things_fmri(metadata_csv: str | os.PathLike, img_dir: str | os.PathLike,
-                     check_files: bool = True) -> FmriSet:
+def load_things_fmri(metadata_csv: str | os.PathLike, img_dir: str | os.PathLike, check_files: bool = True) -> FmriSet:
     """Read THINGS-fMRI stimulus metadata; repeated (concept, stimulus) rows are listed once."""
     path, img_dir = Path(metadata_csv), Path(img_dir)
     frame = read_csv_strings(path, "THINGS-fMRI stimulus metadata")
-    require_columns(frame, path, FMRI_COLUMNS,
-                    "an unnamed index column and concept,session,run,subject_id,trial_id,stimulus")
+    require_columns(
+        frame, path, FMRI_COLUMNS, "an unnamed index column and concept,session,run,subject_id,trial_id,stimulus"
+    )
     for column in FMRI_COLUMNS:
         check_no_empty(frame, path, column)
     check_inside(frame, path, FMRI_COLUMNS, "img_dir")
     frame = frame.drop_duplicates(subset=list(FMRI_COLUMNS))
     clash = frame["stimulus"][frame["stimulus"].duplicated()]
     if len(clash):
-        raise DataError(f"{path}: stimulus {clash.iloc[0]!r} is listed under more than one concept. "
-                        "Fix: each stimulus belongs to one concept.")
+        raise DataError(
+            f"{path}: stimulus {clash.iloc[0]!r} is listed under more than one concept. "
+            "Fix: each stimulus belongs to one concept."
+        )
     concepts = frame["concept"].tolist()
     names = list(dict.fromkeys(concepts))
     position = {c: i for i, c in enumerate(names)}
@@ -118,13 +120,20 @@ def _select_per_category(categories: list[str], max_per_category: int | None, se
     return np.sort(np.concatenate(keep))
 
 
-def load_nod(index_csv: str | os.PathLike, img_dir: str | os.PathLike, max_images_per_category: int | None = None,
-             seed: int = 0, check_files: bool = True) -> NodSet:
+def load_nod(
+    index_csv: str | os.PathLike,
+    img_dir: str | os.PathLike,
+    max_images_per_category: int | None = None,
+    seed: int = 0,
+    check_files: bool = True,
+) -> NodSet:
     """Read a NOD ``image,category`` index and select up to ``max_images_per_category`` per category."""
     path, img_dir = Path(index_csv), Path(img_dir)
     if max_images_per_category is not None and max_images_per_category < 1:
-        raise DataError(f"{path}: max_images_per_category={max_images_per_category} must be at least 1. "
-                        "Fix: use a positive number, or none for all images.")
+        raise DataError(
+            f"{path}: max_images_per_category={max_images_per_category} must be at least 1. "
+            "Fix: use a positive number, or none for all images."
+        )
     frame = read_csv_strings(path, "NOD index")
     require_columns(frame, path, NOD_COLUMNS, "columns image,category (images at img_dir/category/image)")
     for column in NOD_COLUMNS:
@@ -132,8 +141,10 @@ def load_nod(index_csv: str | os.PathLike, img_dir: str | os.PathLike, max_image
     check_inside(frame, path, NOD_COLUMNS, "img_dir")
     dup = frame[frame.duplicated(subset=list(NOD_COLUMNS), keep=False)]
     if len(dup):
-        raise DataError(f"{path}: image {dup['image'].iloc[0]!r} in category {dup['category'].iloc[0]!r} "
-                        "is listed twice. Fix: keep one row per image.")
+        raise DataError(
+            f"{path}: image {dup['image'].iloc[0]!r} in category {dup['category'].iloc[0]!r} "
+            "is listed twice. Fix: keep one row per image."
+        )
     keep = _select_per_category(frame["category"].tolist(), max_images_per_category, seed)
     images = frame["image"].to_numpy()[keep].tolist()
     categories = frame["category"].to_numpy()[keep].tolist()
@@ -149,13 +160,16 @@ def _nights_votes(frame, path: Path) -> tuple[np.ndarray, np.ndarray]:
     negative = np.argwhere(votes < 0)
     if negative.size:
         row, col = (int(x) for x in negative[0])
-        raise DataError(f"{path}: row {row + 1} (line {row + 2}), column "
-                        f"{['left_vote', 'right_vote'][col]!r}: {votes[row, col]} is negative. Fix: votes are counts or shares >= 0.")
+        raise DataError(
+            f"{path}: row {row + 1} (line {row + 2}), column "
+            f"{['left_vote', 'right_vote'][col]!r}: {votes[row, col]} is negative. Fix: votes are counts or shares >= 0."
+        )
     return votes[:, 0], votes[:, 1]
 
 
-def load_nights(data_csv: str | os.PathLike, img_dir: str | os.PathLike, split: str | None = None,
-                check_files: bool = True) -> NightsSet:
+def load_nights(
+    data_csv: str | os.PathLike, img_dir: str | os.PathLike, split: str | None = None, check_files: bool = True
+) -> NightsSet:
     """Read NIGHTS triplets (optionally one split); each image is listed once in ``image_paths``."""
     path, img_dir = Path(data_csv), Path(img_dir)
     frame = read_csv_strings(path, "NIGHTS data.csv")
@@ -168,14 +182,18 @@ def load_nights(data_csv: str | os.PathLike, img_dir: str | os.PathLike, split: 
     if split is not None:
         available = sorted(set(frame["split"]))
         if split not in available:
-            raise DataError(f"{path}: no triplets with split {split!r} (column 'split' has {available}). "
-                            "Fix: choose one of those splits.")
+            raise DataError(
+                f"{path}: no triplets with split {split!r} (column 'split' has {available}). "
+                "Fix: choose one of those splits."
+            )
         rows = rows[frame["split"].to_numpy() == split]
     ties = rows[left_vote[rows] == right_vote[rows]]
     rows = rows[left_vote[rows] != right_vote[rows]]
     if rows.size == 0:
-        raise DataError(f"{path}: every selected triplet is a tie (left_vote == right_vote). "
-                        "Fix: check the vote columns or the split.")
+        raise DataError(
+            f"{path}: every selected triplet is a tie (left_vote == right_vote). "
+            "Fix: check the vote columns or the split."
+        )
     columns = [frame[c].to_numpy()[rows] for c in ("ref_path", "left_path", "right_path")]
     unique = list(dict.fromkeys(np.concatenate(columns).tolist()))
     position = {p: i for i, p in enumerate(unique)}
@@ -200,8 +218,12 @@ _PATH_KEYS = ("annotations_file", "metadata_csv", "index_csv", "data_csv", "img_
 def read_evalsets_yaml(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Read ``evalsets.yaml`` (dataset -> settings); relative paths become relative to its folder."""
     path = Path(path)
-    raw = read_yaml(path, DataError, "evaluation-set file",
-                    "correct the path (python -m hba_sweep demo-data DIR writes DIR/evalsets.yaml)")
+    raw = read_yaml(
+        path,
+        DataError,
+        "evaluation-set file",
+        "correct the path (python -m hba_sweep demo-data DIR writes DIR/evalsets.yaml)",
+    )
     return {name: _resolve_evalset(path, name, spec) for name, spec in raw.items()}
 
 
@@ -221,7 +243,9 @@ def _resolve_evalset(path: Path, name: str, spec: Any) -> dict[str, Any]:
     if "reference_rdms" in out:
         rdms = out["reference_rdms"]
         if not isinstance(rdms, dict) or not rdms:
-            raise DataError(f"{path}: {name}.reference_rdms must map reference/ROI names to RDM files. "
-                            "Fix: e.g. {V1: rdm_V1.mat}.")
+            raise DataError(
+                f"{path}: {name}.reference_rdms must map reference/ROI names to RDM files. "
+                "Fix: e.g. {V1: rdm_V1.mat}."
+            )
         out["reference_rdms"] = {str(k): str(base / str(v)) for k, v in rdms.items()}
     return out

@@ -29,11 +29,13 @@ _STD = torch.tensor(IMAGE_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 def build_transform(image_size: int) -> transforms.Compose:
     """The study's transform: ``Resize((S, S))``, ``ToTensor``, ``Normalize(mean, std)``."""
-    return transforms.Compose([
-        transforms.Resize((image_size, image_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(mean=IMAGE_MEAN, std=IMAGE_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((image_size, image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=IMAGE_MEAN, std=IMAGE_STD),
+        ]
+    )
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
@@ -45,8 +47,10 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")  # convert() loads the pixels, so truncated files fail here
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc}). Fix: replace the file with a valid "
-                        "JPEG/PNG image or remove its row from the annotations.") from None
+        raise DataError(
+            f"{path}: not a readable image ({exc}). Fix: replace the file with a valid "
+            "JPEG/PNG image or remove its row from the annotations."
+        ) from None
 
 
 def load_image_uint8(path: str | os.PathLike, image_size: int) -> torch.Tensor:
@@ -95,8 +99,13 @@ class ImageStore:
     ``in_memory=False`` images are decoded each time they are asked for.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int, in_memory: bool = True,
-                 num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        image_size: int,
+        in_memory: bool = True,
+        num_threads: int | None = None,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.image_size = int(image_size)
         self.in_memory = in_memory

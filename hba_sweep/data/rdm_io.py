@@ -26,14 +26,17 @@ def _read_mat(path: Path) -> np.ndarray:
     try:
         contents = scipy.io.loadmat(str(path))
     except NotImplementedError:
-        raise DataError(f"{path}: MATLAB v7.3 (HDF5) files are not supported. Fix: save it with "
-                        "save(..., '-v7') or convert it to .npy.") from None
+        raise DataError(
+            f"{path}: MATLAB v7.3 (HDF5) files are not supported. Fix: save it with "
+            "save(..., '-v7') or convert it to .npy."
+        ) from None
     except Exception as exc:  # scipy raises several types for corrupt files
         raise DataError(f"{path}: not a readable MATLAB file ({exc}). Fix: re-export the RDM.") from None
     names = [k for k in contents if not k.startswith("__")]
     if len(names) != 1:
-        raise DataError(f"{path}: expected exactly one variable, found {names or 'none'}. "
-                        "Fix: save only the RDM in the file.")
+        raise DataError(
+            f"{path}: expected exactly one variable, found {names or 'none'}. Fix: save only the RDM in the file."
+        )
     return np.asarray(contents[names[0]])
 
 
@@ -41,8 +44,10 @@ def _read_npz(path: Path) -> np.ndarray:
     with np.load(path, allow_pickle=False) as archive:
         names = list(archive.files)
         if len(names) != 1:
-            raise DataError(f"{path}: expected exactly one array, found {names or 'none'}. "
-                            "Fix: save only the RDM (np.savez(path, rdm=rdm)).")
+            raise DataError(
+                f"{path}: expected exactly one array, found {names or 'none'}. "
+                "Fix: save only the RDM (np.savez(path, rdm=rdm))."
+            )
         return np.asarray(archive[names[0]])
 
 
@@ -50,8 +55,10 @@ def _read_csv(path: Path) -> np.ndarray:
     try:
         return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
-        raise DataError(f"{path}: not a numeric CSV without header ({exc}). Fix: write the matrix as "
-                        "comma-separated numbers, one row per line, no header.") from None
+        raise DataError(
+            f"{path}: not a numeric CSV without header ({exc}). Fix: write the matrix as "
+            "comma-separated numbers, one row per line, no header."
+        ) from None
 
 
 def _mat_shapes(path: Path) -> list[tuple[int, ...]]:
@@ -66,10 +73,13 @@ def _mat_shapes(path: Path) -> list[tuple[int, ...]]:
         while len(tag := fh.read(8)) == 8:
             kind, size = struct.unpack(order + "II", tag)
             start = fh.tell()
-            element = zlib.decompressobj().decompress(fh.read(min(size, 4096)), 512) if kind == 15 else \
-                tag + fh.read(min(size, 504))
+            element = (
+                zlib.decompressobj().decompress(fh.read(min(size, 4096)), 512)
+                if kind == 15
+                else tag + fh.read(min(size, 504))
+            )
             dims_bytes = struct.unpack(order + "I", element[28:32])[0]
-            shapes.append(struct.unpack(order + f"{dims_bytes // 4}i", element[32:32 + dims_bytes]))
+            shapes.append(struct.unpack(order + f"{dims_bytes // 4}i", element[32 : 32 + dims_bytes]))
             fh.seek(start + size + (-size % 8 if kind != 15 else 0))
     return shapes
 
@@ -87,7 +97,11 @@ def _header_shapes(path: Path, suffix: str) -> list[tuple[int, ...]]:
             for name in archive.namelist():
                 with archive.open(name) as fh:
                     version = np.lib.format.read_magic(fh)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shapes.append(tuple(read(fh)[0]))
         return shapes
     return []
@@ -103,12 +117,15 @@ def _check_shape(path: Path, shape: tuple[int, ...], n: int | None, patterns: bo
     if (vector and length == n * (n - 1) // 2) or (len(shape) == 2 and shape[0] == n and (patterns or shape[1] == n)):
         return
     if len(shape) == 2 and not vector and shape[0] != shape[1]:
-        raise DataError(f"{path}: the RDM has shape {shape}, not square. Fix: save an n x n matrix "
-                        "or its upper-triangle vector.")
+        raise DataError(
+            f"{path}: the RDM has shape {shape}, not square. Fix: save an n x n matrix or its upper-triangle vector."
+        )
     size = "x".join(str(d) for d in shape)
-    raise DataError(f"{path}: the RDM is {size} (read from the file's header; its data was not loaded) but the "
-                    f"image set has {n} items. Fix: use the RDM made for these {n} items, in their order "
-                    f"({n}x{n} or its upper-triangle vector of {n * (n - 1) // 2}).")
+    raise DataError(
+        f"{path}: the RDM is {size} (read from the file's header; its data was not loaded) but the "
+        f"image set has {n} items. Fix: use the RDM made for these {n} items, in their order "
+        f"({n}x{n} or its upper-triangle vector of {n * (n - 1) // 2})."
+    )
 
 
 def _read_array(path: Path, n: int | None = None, patterns: bool = False) -> np.ndarray:
@@ -143,8 +160,10 @@ def vector_to_square(vector: np.ndarray, path: str | os.PathLike = "<rdm>") -> n
     m = vector.size
     n = int(round((1 + math.sqrt(1 + 8 * m)) / 2))
     if n * (n - 1) // 2 != m or m == 0:
-        raise DataError(f"{path}: a vector of length {m} is not the upper triangle of a square RDM "
-                        "(length must be n(n-1)/2). Fix: save the full square matrix or its k=1 upper triangle.")
+        raise DataError(
+            f"{path}: a vector of length {m} is not the upper triangle of a square RDM "
+            "(length must be n(n-1)/2). Fix: save the full square matrix or its k=1 upper triangle."
+        )
     square = np.zeros((n, n), dtype=np.float64)
     rows, cols = np.triu_indices(n, k=1)
     square[rows, cols] = vector
@@ -160,12 +179,16 @@ def _as_square(array: np.ndarray, path: Path) -> np.ndarray:
         array = array.reshape(-1)
     if array.ndim == 1:
         if not np.all(np.isfinite(array)):
-            raise DataError(f"{path}: the RDM vector has non-finite values at positions "
-                            f"{np.flatnonzero(~np.isfinite(array))[:5].tolist()}. Fix: replace NaN/inf.")
+            raise DataError(
+                f"{path}: the RDM vector has non-finite values at positions "
+                f"{np.flatnonzero(~np.isfinite(array))[:5].tolist()}. Fix: replace NaN/inf."
+            )
         return vector_to_square(array, path)
     if array.ndim != 2 or array.shape[0] != array.shape[1]:
-        raise DataError(f"{path}: the RDM has shape {array.shape}, not square. Fix: save an n x n matrix "
-                        "or its upper-triangle vector.")
+        raise DataError(
+            f"{path}: the RDM has shape {array.shape}, not square. Fix: save an n x n matrix "
+            "or its upper-triangle vector."
+        )
     return array
 
 
@@ -174,21 +197,29 @@ def validate_rdm(rdm: np.ndarray, path: str | os.PathLike = "<rdm>", n: int | No
     bad = np.argwhere(~np.isfinite(rdm))
     if bad.size:
         i, j = (int(x) for x in bad[0])
-        raise DataError(f"{path}: the RDM has {len(bad)} non-finite value(s), e.g. {rdm[i, j]} at row {i}, "
-                        f"column {j}. Fix: replace NaN/inf with dissimilarities.")
+        raise DataError(
+            f"{path}: the RDM has {len(bad)} non-finite value(s), e.g. {rdm[i, j]} at row {i}, "
+            f"column {j}. Fix: replace NaN/inf with dissimilarities."
+        )
     asym = np.abs(rdm - rdm.T)
     if asym.max(initial=0.0) > SYMMETRY_ATOL * max(1.0, float(np.abs(rdm).max(initial=0.0))):
         i, j = (int(x) for x in np.unravel_index(np.argmax(asym), asym.shape))
-        raise DataError(f"{path}: the RDM is not symmetric: [{i},{j}]={rdm[i, j]} but [{j},{i}]={rdm[j, i]}. "
-                        "Fix: symmetrise it ((R + R.T) / 2) or check the file.")
+        raise DataError(
+            f"{path}: the RDM is not symmetric: [{i},{j}]={rdm[i, j]} but [{j},{i}]={rdm[j, i]}. "
+            "Fix: symmetrise it ((R + R.T) / 2) or check the file."
+        )
     if n is not None and rdm.shape[0] != n:
-        raise DataError(f"{path}: the RDM is {rdm.shape[0]}x{rdm.shape[0]} but the image set has {n} "
-                        f"items. Fix: use the RDM made for these {n} items, in their order.")
+        raise DataError(
+            f"{path}: the RDM is {rdm.shape[0]}x{rdm.shape[0]} but the image set has {n} "
+            f"items. Fix: use the RDM made for these {n} items, in their order."
+        )
     upper = rdm[np.triu_indices(rdm.shape[0], k=1)]
     if upper.size and np.all(upper == upper[0]):
-        raise DataError(f"{path}: the RDM is constant (every dissimilarity above the diagonal is {upper[0]}), so "
-                        "its correlation with any model RDM is undefined. Fix: check the file (the right variable? "
-                        "dissimilarities, not a mask?) or re-export the RDM.")
+        raise DataError(
+            f"{path}: the RDM is constant (every dissimilarity above the diagonal is {upper[0]}), so "
+            "its correlation with any model RDM is undefined. Fix: check the file (the right variable? "
+            "dissimilarities, not a mask?) or re-export the RDM."
+        )
     return rdm
 
 

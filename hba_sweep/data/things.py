@@ -33,8 +33,9 @@ def read_csv_strings(path: str | os.PathLike, what: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty. Fix: write a header and one row per image.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).strip()}). Fix: write a comma-separated "
-                        "file with one header line.") from None
+        raise DataError(
+            f"{path}: not a readable CSV ({str(exc).strip()}). Fix: write a comma-separated file with one header line."
+        ) from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no rows. Fix: add one row per image.")
     return frame.fillna("")  # short rows: missing trailing cells read as empty
@@ -44,16 +45,19 @@ def require_columns(frame: pd.DataFrame, path: str | os.PathLike, needed: Sequen
     """DataError naming the missing columns, the columns found and the expected format."""
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing} (found {list(frame.columns)}). "
-                        f"Fix: the file needs {expected}.")
+        raise DataError(
+            f"{path}: missing column(s) {missing} (found {list(frame.columns)}). Fix: the file needs {expected}."
+        )
 
 
 def check_no_empty(frame: pd.DataFrame, path: str | os.PathLike, column: str) -> None:
     """DataError naming the first row whose ``column`` is empty."""
     empty = np.flatnonzero(frame[column].str.strip().to_numpy() == "")
     if empty.size:
-        raise DataError(f"{path}: row {empty[0] + 1} (line {empty[0] + 2}): column {column!r} is empty. "
-                        "Fix: fill it in or remove the row.")
+        raise DataError(
+            f"{path}: row {empty[0] + 1} (line {empty[0] + 2}): column {column!r} is empty. "
+            "Fix: fill it in or remove the row."
+        )
 
 
 def _escapes(name: str) -> str:
@@ -74,13 +78,15 @@ def check_inside(frame: pd.DataFrame, path: str | os.PathLike, columns: Sequence
         bad = np.flatnonzero(reasons != "")
         if bad.size:
             row = int(bad[0])
-            raise DataError(f"{path}: row {row + 1} (line {row + 2}), column {column!r}: {frame[column].iloc[row]!r} "
-                            f"{reasons[row]} ({bad.size} such row(s)); image paths are read inside {folder} only. "
-                            f"Fix: give the path relative to {folder}, without '..'.")
+            raise DataError(
+                f"{path}: row {row + 1} (line {row + 2}), column {column!r}: {frame[column].iloc[row]!r} "
+                f"{reasons[row]} ({bad.size} such row(s)); image paths are read inside {folder} only. "
+                f"Fix: give the path relative to {folder}, without '..'."
+            )
 
 
 def _target_columns(frame: pd.DataFrame, path: Path) -> list[str]:
-    after = list(frame.columns[list(frame.columns).index("image_name") + 1:])
+    after = list(frame.columns[list(frame.columns).index("image_name") + 1 :])
     missing = [c for c in TARGET_COLUMNS if c not in after]
     extra = [c for c in after if c not in TARGET_COLUMNS]
     if missing or extra or len(after) != N_DIMS:
@@ -89,13 +95,16 @@ def _target_columns(frame: pd.DataFrame, path: Path) -> list[str]:
             detail.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
         if extra:
             detail.append(f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
-        raise DataError(f"{path}: found {len(after)} target columns after image_name, expected {N_DIMS} "
-                        f"({'; '.join(detail) or 'duplicated names'}). Fix: the file needs {FORMAT_HINT}.")
+        raise DataError(
+            f"{path}: found {len(after)} target columns after image_name, expected {N_DIMS} "
+            f"({'; '.join(detail) or 'duplicated names'}). Fix: the file needs {FORMAT_HINT}."
+        )
     return list(TARGET_COLUMNS)
 
 
-def parse_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.PathLike,
-                  label: str = "image_name") -> np.ndarray:
+def parse_numeric(
+    frame: pd.DataFrame, columns: Sequence[str], path: str | os.PathLike, label: str = "image_name"
+) -> np.ndarray:
     """The given columns as float64 (rows x columns); DataError naming the first bad cell."""
     values = np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in columns])
     bad = np.argwhere(~np.isfinite(values))
@@ -103,13 +112,20 @@ def parse_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.Pa
         row, col = (int(x) for x in bad[0])
         raw = frame[columns[col]].iloc[row]
         name = frame[label].iloc[row] if label in frame.columns else ""
-        problem = ("is empty" if not raw.strip() else
-                   "is infinite" if np.isinf(values[row, col]) else
-                   "is NaN" if raw.strip().lower() in ("nan", "na", "null", "none", "n/a") else
-                   "is not a number")
-        raise DataError(f"{path}: row {row + 1} (line {row + 2}{f', {label} {name!r}' if name else ''}), "
-                        f"column {columns[col]!r}: value {raw!r} {problem}. Fix: give a finite number "
-                        f"({len(bad)} bad cell(s) in all).")
+        problem = (
+            "is empty"
+            if not raw.strip()
+            else "is infinite"
+            if np.isinf(values[row, col])
+            else "is NaN"
+            if raw.strip().lower() in ("nan", "na", "null", "none", "n/a")
+            else "is not a number"
+        )
+        raise DataError(
+            f"{path}: row {row + 1} (line {row + 2}{f', {label} {name!r}' if name else ''}), "
+            f"column {columns[col]!r}: value {raw!r} {problem}. Fix: give a finite number "
+            f"({len(bad)} bad cell(s) in all)."
+        )
     return values
 
 
@@ -119,8 +135,10 @@ def check_unique(frame: pd.DataFrame, path: str | os.PathLike, column: str) -> N
     if len(dup):
         first = dup.iloc[0]
         rows = [int(i) + 1 for i in np.flatnonzero(frame[column].to_numpy() == first)]
-        raise DataError(f"{path}: column {column!r} has duplicates, e.g. {first!r} in rows {rows} "
-                        f"({dup.nunique()} duplicated value(s)). Fix: keep one row per {column}.")
+        raise DataError(
+            f"{path}: column {column!r} has duplicates, e.g. {first!r} in rows {rows} "
+            f"({dup.nunique()} duplicated value(s)). Fix: keep one row per {column}."
+        )
 
 
 def read_things_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
@@ -156,19 +174,29 @@ class ThingsDataset(Dataset):
     (``in_memory=True``), the path the training loop uses.
     """
 
-    def __init__(self, img_annotations_file: str | os.PathLike, img_dir: str | os.PathLike,
-                 image_size: int = 224, in_memory: bool = True, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        img_annotations_file: str | os.PathLike,
+        img_dir: str | os.PathLike,
+        image_size: int = 224,
+        in_memory: bool = True,
+        num_threads: int | None = None,
+    ) -> None:
         self.annotations_file = Path(img_annotations_file)
         self.img_dir = Path(img_dir)
         self.image_size = int(image_size)
         self.names, targets = read_things_csv(self.annotations_file)
         self.targets = torch.from_numpy(targets)
         if not self.img_dir.is_dir():
-            raise DataError(f"{self.img_dir}: image directory not found (for {self.annotations_file}). "
-                            "Fix: correct img_dir.")
+            raise DataError(
+                f"{self.img_dir}: image directory not found (for {self.annotations_file}). Fix: correct img_dir."
+            )
         self.image_paths = [self.img_dir / name for name in self.names]
-        check_files_exist(self.image_paths, self.annotations_file,
-                          f"put the images in {self.img_dir} or correct img_dir / image_name.")
+        check_files_exist(
+            self.image_paths,
+            self.annotations_file,
+            f"put the images in {self.img_dir} or correct img_dir / image_name.",
+        )
         self.transform = build_transform(self.image_size)
         self.store = ImageStore(self.image_paths, self.image_size, in_memory=in_memory, num_threads=num_threads)
 

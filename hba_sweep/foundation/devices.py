@@ -27,8 +27,9 @@ def published_device(value: Any) -> str:
     return str(value)
 
 
-def resolve_device(name: str | int | bool | None, fallback: bool = False,
-                   log: Callable[[str], None] | None = None) -> torch.device:
+def resolve_device(
+    name: str | int | bool | None, fallback: bool = False, log: Callable[[str], None] | None = None
+) -> torch.device:
     """auto | cpu | cuda[:N], or the published ``cuda`` key (an int: -1 all GPUs -> cuda, 0/1 -> cuda:0/1,
     other -> cpu). With ``fallback`` (always for the published int form) a CUDA device on a machine
     without one becomes the CPU with one log line, as the published code does; otherwise it is an error."""
@@ -42,7 +43,8 @@ def resolve_device(name: str | int | bool | None, fallback: bool = False,
         if not fallback:
             raise ConfigError(f"device={name!r}: this machine has no such CUDA device. Fix: use device: cpu or auto.")
         (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
-            f"{name} requested (published cuda key) but this machine has no such GPU: running on the CPU")
+            f"{name} requested (published cuda key) but this machine has no such GPU: running on the CPU"
+        )
         return torch.device("cpu")
     return torch.device(str(name))
 

@@ -39,16 +39,25 @@ class StorageError(HBAError, OSError):
 
 # errno -> (what happened, what to do); the fix names the settings that move the output elsewhere
 _OS_FAULTS = {
-    errno.ENOSPC: ("no space left on the device", "free space there (or point save_path / --storage / --out / "
-                                                  "cache_dir elsewhere), then run the command again (--resume "
-                                                  "continues a run or study)"),
-    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota, then run the command again (--resume "
-                                          "continues a run or study)"),
+    errno.ENOSPC: (
+        "no space left on the device",
+        "free space there (or point save_path / --storage / --out / "
+        "cache_dir elsewhere), then run the command again (--resume "
+        "continues a run or study)",
+    ),
+    errno.EDQUOT: (
+        "disk quota exceeded",
+        "free space or raise the quota, then run the command again (--resume continues a run or study)",
+    ),
     errno.EROFS: ("read-only file system", "point save_path / --storage / --out / cache_dir at a writable place"),
-    errno.EACCES: ("permission denied", "make it writable for this user, or point save_path / --storage / --out / "
-                                        "cache_dir at a writable place"),
-    errno.EPERM: ("operation not permitted", "make it writable for this user, or point save_path / --storage / "
-                                             "--out / cache_dir at a writable place"),
+    errno.EACCES: (
+        "permission denied",
+        "make it writable for this user, or point save_path / --storage / --out / cache_dir at a writable place",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "make it writable for this user, or point save_path / --storage / --out / cache_dir at a writable place",
+    ),
 }
 
 
@@ -70,7 +79,12 @@ def load_error_detail(exc: BaseException) -> str:
     if found:
         return f"it asks to run {found.group(1)}"
     if text.startswith("Weights only load failed"):  # torch's advice to turn weights_only off is not ours to repeat
-        detail = [line.strip() for line in text.splitlines()[1:] if line.strip() and "weights_only" not in line
-                  and not line.startswith(("Please file", "Check the documentation"))]
+        detail = [
+            line.strip()
+            for line in text.splitlines()[1:]
+            if line.strip()
+            and "weights_only" not in line
+            and not line.startswith(("Please file", "Check the documentation"))
+        ]
         return f"{detail[0][:200] if detail else 'not plain tensors'}: refused by torch's weights_only reader"
     return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -37,10 +37,11 @@ def redact(path: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URI in it redacted (messages, tracebacks, log lines)."""
+
     def one(match: re.Match) -> str:
         uri = match.group(0)
         core = uri.rstrip(":.;")  # "s3://.../x: cannot open" -- the colon belongs to the message
-        return redact(core) + uri[len(core):]
+        return redact(core) + uri[len(core) :]
 
     text = _URI.sub(one, text)
     return _OPTION.sub(lambda m: f"{m.group(1)}={MASK}", text)

@@ -46,7 +46,9 @@ def link_on_the_way(path: str | os.PathLike, root: str | os.PathLike) -> str | N
     return None
 
 
-def ensure_inside(path: str | os.PathLike, root: str | os.PathLike, setting: str = "--out / save_path / --storage") -> Path:
+def ensure_inside(
+    path: str | os.PathLike, root: str | os.PathLike, setting: str = "--out / save_path / --storage"
+) -> Path:
     """``path`` when a write there stays under ``root`` (no symlinked folder on the way); else a
     StorageError naming the link, where it points and the fix."""
     link = link_on_the_way(path, root)
@@ -55,7 +57,8 @@ def ensure_inside(path: str | os.PathLike, root: str | os.PathLike, setting: str
         raise StorageError(
             f"{link}: a symbolic link (to {target}) inside {_absolute(root)}; hba_sweep writes only inside it and "
             f"does not write through links, so nothing was written. Fix: replace the link with a real folder "
-            f"(move it away, then mkdir {link}), or point {setting} at another place.")
+            f"(move it away, then mkdir {link}), or point {setting} at another place."
+        )
     return Path(path)
 
 
@@ -123,8 +126,10 @@ def check_output_root(path: str | os.PathLike, setting: str) -> None:
     here = Path(_absolute(path))
     existing = next(p for p in (here, *here.parents) if os.path.lexists(p))
     if not existing.is_dir():
-        raise StorageError(f"{setting} {path}: {existing} is a regular file, not a folder; nothing was started. "
-                           f"Fix: point {setting} at a folder (or a new path), or move the file away.")
+        raise StorageError(
+            f"{setting} {path}: {existing} is a regular file, not a folder; nothing was started. "
+            f"Fix: point {setting} at a folder (or a new path), or move the file away."
+        )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".hba_write_probe_", dir=existing))
     except OSError as exc:

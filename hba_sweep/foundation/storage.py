@@ -62,9 +62,11 @@ def require_bucket(root: str) -> None:
     with reaching(root, "read the storage"):
         missing = fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound
     if missing:
-        raise StorageError(f"{redact(root)}: the bucket {bucket!r} does not exist; nothing was started. Fix: create "
-                           f"it (e.g. `aws s3 mb s3://{bucket}`, with --endpoint-url for another S3 server), or give "
-                           "--storage a bucket that exists.")
+        raise StorageError(
+            f"{redact(root)}: the bucket {bucket!r} does not exist; nothing was started. Fix: create "
+            f"it (e.g. `aws s3 mb s3://{bucket}`, with --endpoint-url for another S3 server), or give "
+            "--storage a bucket that exists."
+        )
 
 
 def prefix_cache_dir(root: str) -> str:
@@ -90,8 +92,10 @@ def reaching(path: str, action: str) -> Iterator[None]:
             raise fault from None
         if not is_uri(path):
             raise
-        raise StorageError(f"{redact(path)}: cannot {action} ({redact_text(str(exc))}). Fix: check the network, the "
-                           "endpoint (endpoint_override=...) and the credentials, or use a local path.") from None
+        raise StorageError(
+            f"{redact(path)}: cannot {action} ({redact_text(str(exc))}). Fix: check the network, the "
+            "endpoint (endpoint_override=...) and the credentials, or use a local path."
+        ) from None
 
 
 def _fs(path: str):
@@ -100,10 +104,12 @@ def _fs(path: str):
             try:
                 return pyarrow.fs.FileSystem.from_uri(path)
             except (pyarrow.ArrowInvalid, ValueError) as exc:
-                raise ConfigError(f"{redact(path)}: not a storage URI pyarrow accepts ({redact_text(str(exc))}). Fix: "
-                                  "e.g. s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from "
-                                  "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
-                                  "s3://KEY:SECRET@bucket/prefix; percent-encode spaces (%20).") from None
+                raise ConfigError(
+                    f"{redact(path)}: not a storage URI pyarrow accepts ({redact_text(str(exc))}). Fix: "
+                    "e.g. s3://bucket/prefix?endpoint_override=host:port&scheme=http; credentials from "
+                    "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or as "
+                    "s3://KEY:SECRET@bucket/prefix; percent-encode spaces (%20)."
+                ) from None
     return pyarrow.fs.LocalFileSystem(), path
 
 
@@ -171,19 +177,21 @@ def find_files(root: str, fs: FileSystem | None = None) -> list[str]:
     with _opened(root, fs, None) as (where, inner):
         infos = where.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True, allow_not_found=True))
     files = [info.path for info in infos if info.type == pyarrow.fs.FileType.File]
-    return files if fs is not None else [join(root, p[len(inner):].lstrip("/")) for p in files]
+    return files if fs is not None else [join(root, p[len(inner) :].lstrip("/")) for p in files]
 
 
-def copy_files(src: str, dst: str, names: list[str], src_fs: FileSystem | None = None,
-               dst_fs: FileSystem | None = None) -> None:
+def copy_files(
+    src: str, dst: str, names: list[str], src_fs: FileSystem | None = None, dst_fs: FileSystem | None = None
+) -> None:
     """Copy the named files that exist from folder ``src`` to folder ``dst`` (created); a filesystem
     left None is the local one."""
     src_fs, dst_fs = src_fs or pyarrow.fs.LocalFileSystem(), dst_fs or pyarrow.fs.LocalFileSystem()
     dst_fs.create_dir(dst, recursive=True)
     for name in names:
         if src_fs.get_file_info(f"{src}/{name}").type == pyarrow.fs.FileType.File:
-            pyarrow.fs.copy_files(f"{src}/{name}", f"{dst}/{name}", source_filesystem=src_fs,
-                                  destination_filesystem=dst_fs)
+            pyarrow.fs.copy_files(
+                f"{src}/{name}", f"{dst}/{name}", source_filesystem=src_fs, destination_filesystem=dst_fs
+            )
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -225,7 +233,7 @@ def copy_state(root: str, dest: str) -> None:
     with reaching(root, "read the storage"):
         infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
     for info in infos:
-        rel = info.path[len(inner):].lstrip("/")
+        rel = info.path[len(inner) :].lstrip("/")
         if info.type != pyarrow.fs.FileType.File or any(part.startswith(SKIPPED_IN_COPIES) for part in rel.split("/")):
             continue
         target = os.path.join(dest, *rel.split("/"))

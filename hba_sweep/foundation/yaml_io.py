@@ -46,9 +46,11 @@ def load_yaml_text(text: str, source: str, error: type[HBAError] = ConfigError) 
         except RecursionError:
             size = MAX_NODES + 1
         if size > MAX_NODES:
-            raise error(f"{source}: the YAML expands to more than {MAX_NODES} values (aliases '*name' repeating "
-                        "anchors '&name', or nesting too deep); it is not read. Fix: write the values out, or "
-                        "use fewer aliases.")
+            raise error(
+                f"{source}: the YAML expands to more than {MAX_NODES} values (aliases '*name' repeating "
+                "anchors '&name', or nesting too deep); it is not read. Fix: write the values out, or "
+                "use fewer aliases."
+            )
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML ({exc}). Fix: correct the syntax.") from None
@@ -56,13 +58,19 @@ def load_yaml_text(text: str, source: str, error: type[HBAError] = ConfigError) 
         loader.dispose()
 
 
-def read_yaml(path: str | os.PathLike, error: type[HBAError] = ConfigError, what: str = "config file",
-              missing_fix: str = "check the path (demo: python -m hba_sweep demo-data data/demo)") -> dict[str, Any]:
+def read_yaml(
+    path: str | os.PathLike,
+    error: type[HBAError] = ConfigError,
+    what: str = "config file",
+    missing_fix: str = "check the path (demo: python -m hba_sweep demo-data data/demo)",
+) -> dict[str, Any]:
     """Read a YAML mapping, with clear errors for a missing file, bad syntax, an alias bomb or a non-mapping."""
     p = Path(path)
     if not p.is_file():
         raise error(f"{p}: no such {what}. Fix: {missing_fix}.")
     data = load_yaml_text(p.read_text(), str(p), error) or {}
     if not isinstance(data, dict):
-        raise error(f"{p}: expected a mapping of keys to values, got {type(data).__name__}. Fix: write key: value lines.")
+        raise error(
+            f"{p}: expected a mapping of keys to values, got {type(data).__name__}. Fix: write key: value lines."
+        )
     return data

@@ -31,7 +31,9 @@ HBA_ALPHA = 16.0  # the published code never passes another alpha
 HBA_TENSORS = ("m", "delta_D_A", "delta_D_B")
 PEFT_MARK = "lora_"
 OWN_PREFIX, PUBLISHED_PREFIX = "clip.", "clip_model."
-PUBLISHED_KEY = re.compile(r"^clip_model\.((?:visual\.)?transformer\.resblocks\.\d+\.attn\.out_proj)\.(m|delta_D_A|delta_D_B)$")
+PUBLISHED_KEY = re.compile(
+    r"^clip_model\.((?:visual\.)?transformer\.resblocks\.\d+\.attn\.out_proj)\.(m|delta_D_A|delta_D_B)$"
+)
 
 
 class HBADoRALinear(nn.Module):
@@ -42,17 +44,17 @@ class HBADoRALinear(nn.Module):
         weight = base.weight.detach().clone().float()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.rank, self.scaling = rank, alpha / rank
-        self.m = nn.Parameter(weight.norm(dim=1))                                    # (out,)
+        self.m = nn.Parameter(weight.norm(dim=1))  # (out,)
         self.register_buffer("D", weight / self.m.detach()[:, None], persistent=False)  # (out, in), unit rows
-        self.delta_D_A = nn.Parameter(torch.empty(rank, self.out_features))          # (r, out)
-        self.delta_D_B = nn.Parameter(torch.empty(self.in_features, rank))           # (in, r)
+        self.delta_D_A = nn.Parameter(torch.empty(rank, self.out_features))  # (r, out)
+        self.delta_D_B = nn.Parameter(torch.empty(self.in_features, rank))  # (in, r)
         nn.init.kaiming_uniform_(self.delta_D_A, a=math.sqrt(5))
         nn.init.kaiming_uniform_(self.delta_D_B, a=math.sqrt(5))
         self.bias = None if base.bias is None else nn.Parameter(base.bias.detach().clone(), requires_grad=False)
         self.dropout = nn.Dropout(dropout)
 
     def _weight(self, delta: torch.Tensor) -> torch.Tensor:
-        direction = self.D + delta.t()                                               # D' (out, in)
+        direction = self.D + delta.t()  # D' (out, in)
         return self.m[:, None] * direction / (direction.norm(dim=1, keepdim=True) + 1e-8)
 
     @property
@@ -61,7 +63,7 @@ class HBADoRALinear(nn.Module):
         return self._weight(self.scaling * (self.delta_D_B @ self.delta_D_A))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        delta = self.dropout(self.scaling * (self.delta_D_B @ self.delta_D_A))   # (in, out)
+        delta = self.dropout(self.scaling * (self.delta_D_B @ self.delta_D_A))  # (in, out)
         return F.linear(x, self._weight(delta), self.bias)
 
     def extra_repr(self) -> str:
@@ -73,8 +75,7 @@ def default_alpha(adapter: str, rank: int) -> float:
     return HBA_ALPHA if adapter == HBA_DORA else float(rank)
 
 
-def attach(clip: nn.Module, targets: list[str], adapter: str, rank: int, alpha: float | None,
-           dropout: float) -> None:
+def attach(clip: nn.Module, targets: list[str], adapter: str, rank: int, alpha: float | None, dropout: float) -> None:
     """Put adapters of kind ``adapter`` on the Linear modules named ``targets`` (in ``clip``)."""
     if adapter not in ADAPTERS:
         raise ValueError(f"adapter={adapter!r}: unknown adapter; use one of {list(ADAPTERS)}")
@@ -92,8 +93,9 @@ def attach(clip: nn.Module, targets: list[str], adapter: str, rank: int, alpha: 
     # A regex (full match) rather than a list: peft matches list entries as name suffixes, and
     # "transformer.resblocks.0..." would also adapt "visual.transformer.resblocks.0...".
     pattern = "|".join(re.escape(t) for t in targets)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, use_dora=True,
-                        target_modules=f"^(?:{pattern})$")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, use_dora=True, target_modules=f"^(?:{pattern})$"
+    )
     inject_adapter_in_model(config, clip)
 
 
@@ -130,7 +132,9 @@ def to_published_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     out = {}
     for key, value in state.items():
         if not key.startswith(OWN_PREFIX) or kind_of({key: value}) != HBA_DORA:
-            raise KeyError(f"{key!r} is not an hba_dora adapter tensor of CLIPHBA (clip.…attn.out_proj.m|delta_D_A|delta_D_B)")
+            raise KeyError(
+                f"{key!r} is not an hba_dora adapter tensor of CLIPHBA (clip.…attn.out_proj.m|delta_D_A|delta_D_B)"
+            )
         out[PUBLISHED_PREFIX + key.removeprefix(OWN_PREFIX)] = value
     return out
 
@@ -140,8 +144,10 @@ def from_published_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     out = {}
     for key, value in state.items():
         if not PUBLISHED_KEY.match(key):
-            raise KeyError(f"{key!r} is not a published DoRA key "
-                           "(clip_model.{visual.,}transformer.resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B})")
+            raise KeyError(
+                f"{key!r} is not a published DoRA key "
+                "(clip_model.{visual.,}transformer.resblocks.<i>.attn.out_proj.{m,delta_D_A,delta_D_B})"
+            )
         out[OWN_PREFIX + key.removeprefix(PUBLISHED_PREFIX)] = value
     return out
 
@@ -164,8 +170,10 @@ def check_published_shapes(state: Mapping[str, torch.Tensor]) -> list[str]:
             continue
         m, a, b = (parts[t] for t in HBA_TENSORS)
         if m.dim() != 1 or a.dim() != 2 or b.dim() != 2 or a.shape != (b.shape[1], m.shape[0]):
-            problems.append(f"{name}: shapes m {tuple(m.shape)}, delta_D_A {tuple(a.shape)}, delta_D_B "
-                            f"{tuple(b.shape)} are not (out,), (r, out), (in, r)")
+            problems.append(
+                f"{name}: shapes m {tuple(m.shape)}, delta_D_A {tuple(a.shape)}, delta_D_B "
+                f"{tuple(b.shape)} are not (out,), (r, out), (in, r)"
+            )
     if not modules and not problems:
         problems.append("no DoRA tensors")
     return problems

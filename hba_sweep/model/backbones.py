@@ -109,9 +109,11 @@ def create_clip(backbone: str, pretrained: str | None) -> torch.nn.Module:
     file = _weights_file(name, pretrained)
     tag = None if pretrained in NO_WEIGHTS or file is not None else str(pretrained)
     if tag is not None and tag not in open_clip.list_pretrained_tags_by_model(name):
-        raise ConfigError(f"pretrained={pretrained!r}: neither a file nor a weights tag of backbone={backbone!r} "
-                          f"(tags: {open_clip.list_pretrained_tags_by_model(name)}). Fix: give an existing weights "
-                          "file, one of those tags, or none.")
+        raise ConfigError(
+            f"pretrained={pretrained!r}: neither a file nor a weights tag of backbone={backbone!r} "
+            f"(tags: {open_clip.list_pretrained_tags_by_model(name)}). Fix: give an existing weights "
+            "file, one of those tags, or none."
+        )
     state = weights.read_weights(file, name, backbone) if file is not None else None  # refused before any build
     quiet = contextlib.nullcontext() if tag else _no_warnings()  # "initialized randomly" is the intent
     with torch.random.fork_rng(devices=[]), quiet:

@@ -88,7 +88,9 @@ class CLIPHBA(nn.Module):
         self.vision_split = len(vision_blocks) - vision_layers
         self.text_split = len(text_blocks) - transformer_layers
         self.image_size = _image_size(self.clip)
-        targets = [f"visual.transformer.resblocks.{i}.attn.out_proj" for i in range(self.vision_split, len(vision_blocks))]
+        targets = [
+            f"visual.transformer.resblocks.{i}.attn.out_proj" for i in range(self.vision_split, len(vision_blocks))
+        ]
         targets += [f"transformer.resblocks.{i}.attn.out_proj" for i in range(self.text_split, len(text_blocks))]
         for p in self.clip.parameters():
             p.requires_grad_(False)
@@ -96,7 +98,7 @@ class CLIPHBA(nn.Module):
         self.adapted_modules = targets
         tokens = open_clip.get_tokenizer(resolve_backbone(backbone, pretrained))(prompts or load_prompts())
         self.register_buffer("text_tokens_full", tokens, persistent=False)
-        self.register_buffer("text_tokens", tokens[:, :self._text_length(tokens)], persistent=False)
+        self.register_buffer("text_tokens", tokens[:, : self._text_length(tokens)], persistent=False)
         self.register_buffer("text_prefix", None, persistent=False)
         self.register_buffer("text_context", None, persistent=False)
         self.recompute_text_prefix()
@@ -114,8 +116,8 @@ class CLIPHBA(nn.Module):
     def set_plan(self, plan: ForwardPlan) -> None:
         """Decide once what the cached path runs in each tower: ``plan`` against the blocks this model has
         (a tower without adapted blocks, a block type or pooling ``readout`` does not mirror)."""
-        vision = self.clip.visual.transformer.resblocks[self.vision_split:]
-        text = self.clip.transformer.resblocks[self.text_split:]
+        vision = self.clip.visual.transformer.resblocks[self.vision_split :]
+        text = self.clip.transformer.resblocks[self.text_split :]
         layout = "stream"
         if plan.cache_attention and len(vision) > 0 and readout.unsupported(vision[0]) is None:
             one_at_cls = len(vision) == 1 and plan.readout_only and "vision" not in self.readout_fallbacks
@@ -163,7 +165,7 @@ class CLIPHBA(nn.Module):
         backbone pools otherwise, see ``readout_fallbacks``).
         """
         visual = self.clip.visual
-        blocks = list(visual.transformer.resblocks[self.vision_split:])
+        blocks = list(visual.transformer.resblocks[self.vision_split :])
         readout_only = readout_only and len(blocks) > 0 and "vision" not in self.readout_fallbacks
         x = state
         if state.ndim == 4:  # the first adapted block from its cached attention context
@@ -234,7 +236,7 @@ class CLIPHBA(nn.Module):
     @torch.no_grad()
     def _text_context(self) -> torch.Tensor | None:
         """The first adapted text block's ``out_proj`` input on the text prefix (None where there is none)."""
-        blocks = self.clip.transformer.resblocks[self.text_split:]
+        blocks = self.clip.transformer.resblocks[self.text_split :]
         if len(blocks) == 0 or readout.unsupported(blocks[0]) is not None:
             return None
         return readout.attention_context(blocks[0], self.text_prefix, attn_mask=self._text_attn_mask())
@@ -251,7 +253,7 @@ class CLIPHBA(nn.Module):
         x = self.text_prefix
         mask = self._text_attn_mask()
         mask = None if mask is None else mask.to(x.device)
-        blocks = list(self.clip.transformer.resblocks[self.text_split:])
+        blocks = list(self.clip.transformer.resblocks[self.text_split :])
         read = route.text_readout
         positions = self._text_positions(self.text_tokens).to(x.device)
         if route.text_from_context:  # the first adapted block from its context
@@ -343,14 +345,19 @@ class CLIPHBA(nn.Module):
         """
         found = adapters.kind_of(state)
         if found is not None and found != self.adapter:
-            raise CheckpointError(f"the checkpoint holds {found} adapters, this model is built with adapter: "
-                                  f"{self.adapter}. Fix: set adapter: {found} to read it.")
+            raise CheckpointError(
+                f"the checkpoint holds {found} adapters, this model is built with adapter: "
+                f"{self.adapter}. Fix: set adapter: {found} to read it."
+            )
         own = dict(adapters.named_adapter_parameters(self))
         if set(state) != set(own):
             missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
             raise ValueError(f"adapter keys do not match this model (missing {missing[:3]}, unexpected {extra[:3]})")
-        wrong = [f"{n} {tuple(v.shape)} (model: {tuple(own[n].shape)})" for n, v in state.items()
-                 if tuple(v.shape) != tuple(own[n].shape)]
+        wrong = [
+            f"{n} {tuple(v.shape)} (model: {tuple(own[n].shape)})"
+            for n, v in state.items()
+            if tuple(v.shape) != tuple(own[n].shape)
+        ]
         if wrong:
             raise ValueError(f"adapter shapes do not match this model: {wrong[:3]}")
         with torch.no_grad():
@@ -367,8 +374,13 @@ class CLIPHBA(nn.Module):
 
     def prefix_key(self) -> str:
         """Identifies what the frozen vision prefix computes: backbone, weights, split, size, state layout."""
-        parts = [resolve_backbone(self.backbone_name, self.pretrained), weights_id(self.pretrained),
-                 str(self.vision_split), str(self.image_size), self.vision_state_layout()]
+        parts = [
+            resolve_backbone(self.backbone_name, self.pretrained),
+            weights_id(self.pretrained),
+            str(self.vision_split),
+            str(self.image_size),
+            self.vision_state_layout(),
+        ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,14 @@ from hba_sweep.model.spec import ForwardPlan, ModelSpec
 
 def create_model(spec: ModelSpec, plan: ForwardPlan = ForwardPlan()) -> CLIPHBA:
     """CLIP-HBA with the layout of ``spec`` (backbone weights loaded, adapters attached) running ``plan``."""
-    return CLIPHBA(backbone=spec.backbone, pretrained=spec.pretrained, vision_layers=spec.vision_layers,
-                   transformer_layers=spec.transformer_layers, rank=spec.rank, dora_alpha=spec.alpha,
-                   dora_dropout=spec.dora_dropout, adapter=spec.adapter, plan=plan)
+    return CLIPHBA(
+        backbone=spec.backbone,
+        pretrained=spec.pretrained,
+        vision_layers=spec.vision_layers,
+        transformer_layers=spec.transformer_layers,
+        rank=spec.rank,
+        dora_alpha=spec.alpha,
+        dora_dropout=spec.dora_dropout,
+        adapter=spec.adapter,
+        plan=plan,
+    )

@@ -33,8 +33,12 @@ def unsupported(block: nn.Module) -> str | None:
     return None
 
 
-def attention_context(block: CustomResidualAttentionBlock, x: torch.Tensor, positions: torch.Tensor | None = None,
-                      attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention_context(
+    block: CustomResidualAttentionBlock,
+    x: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The input of ``block.attn.out_proj`` for the block input ``x`` (N, L, C): (N, L, C), or
     (N, C) at ``positions`` (one per sequence). Keys and values come from all L positions.
 
@@ -75,8 +79,9 @@ def block_from_context(block: CustomResidualAttentionBlock, x: torch.Tensor, con
     return y + block.ls_2(block.mlp(block.ln_2(y)))
 
 
-def block_at(block: CustomResidualAttentionBlock, x: torch.Tensor, positions: torch.Tensor,
-             attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def block_at(
+    block: CustomResidualAttentionBlock, x: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The output of ``block(x, attn_mask)`` at ``positions`` (one per sequence): (N, C).
 
     ``x`` is (N, L, C); ``positions`` (N,) integer; ``attn_mask`` (L, L) as open_clip takes it.

@@ -73,16 +73,20 @@ def verified_archive_state_dict(path: str | os.PathLike, arch: str, backbone: st
     """The state dict of an OpenAI TorchScript archive whose SHA-256 matches OpenAI's URL for ``arch``."""
     expected = url_sha256(openai_url(arch))
     if not expected:
-        raise ConfigError(f"pretrained={str(path)!r}: a TorchScript archive, and OpenAI published none for "
-                          f"backbone={backbone!r}, so it cannot be verified; loading it could run code. Fix: give "
-                          "a plain state dict (.safetensors, or .pt saved from model.state_dict()).")
+        raise ConfigError(
+            f"pretrained={str(path)!r}: a TorchScript archive, and OpenAI published none for "
+            f"backbone={backbone!r}, so it cannot be verified; loading it could run code. Fix: give "
+            "a plain state dict (.safetensors, or .pt saved from model.state_dict())."
+        )
     found = file_sha256(path)
     if found != expected:
-        raise ConfigError(f"pretrained={str(path)!r}: a TorchScript archive whose SHA-256 ({found[:12]}...) is not "
-                          f"that of OpenAI's {os.path.basename(openai_url(arch))} for backbone={backbone!r} "
-                          f"({expected[:12]}...); loading it could run code, so it is refused. Fix: use OpenAI's own "
-                          "file for this backbone (as downloaded to ~/.cache/clip), pretrained: openai, or a plain "
-                          "state dict (.safetensors, or .pt saved from model.state_dict()).")
+        raise ConfigError(
+            f"pretrained={str(path)!r}: a TorchScript archive whose SHA-256 ({found[:12]}...) is not "
+            f"that of OpenAI's {os.path.basename(openai_url(arch))} for backbone={backbone!r} "
+            f"({expected[:12]}...); loading it could run code, so it is refused. Fix: use OpenAI's own "
+            "file for this backbone (as downloaded to ~/.cache/clip), pretrained: openai, or a plain "
+            "state dict (.safetensors, or .pt saved from model.state_dict())."
+        )
     with warnings.catch_warnings():  # torch.jit.load's deprecation notice
         warnings.simplefilter("ignore", FutureWarning)
         state = torch.jit.load(str(path), map_location="cpu").state_dict()  # verified: OpenAI's published file
@@ -94,9 +98,11 @@ def state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = load_state_dict(str(path), weights_only=True)  # unwraps state_dict, strips module.
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ConfigError(f"pretrained={str(path)!r}: not a readable state dict ({load_error_detail(exc)}); nothing "
-                          "in it was executed. Fix: give OpenAI's TorchScript file, a .safetensors file, or a .pt "
-                          "saved from model.state_dict().") from None
+        raise ConfigError(
+            f"pretrained={str(path)!r}: not a readable state dict ({load_error_detail(exc)}); nothing "
+            "in it was executed. Fix: give OpenAI's TorchScript file, a .safetensors file, or a .pt "
+            "saved from model.state_dict()."
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"pretrained={str(path)!r}: does not hold a dict of tensors. Fix: save model.state_dict().")
     return {k: v for k, v in state.items() if k not in ARCHIVE_CONSTANTS}
@@ -122,6 +128,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        raise ConfigError(f"pretrained={source!r}: these weights do not fit backbone={backbone!r} "
-                          f"({'; '.join(lines)[:300]}). Fix: give the weights of that backbone, or name the "
-                          "backbone they belong to.") from None
+        raise ConfigError(
+            f"pretrained={source!r}: these weights do not fit backbone={backbone!r} "
+            f"({'; '.join(lines)[:300]}). Fix: give the weights of that backbone, or name the "
+            "backbone they belong to."
+        ) from None

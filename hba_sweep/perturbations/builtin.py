@@ -7,8 +7,14 @@ import torch
 from hba_sweep.perturbations.registry import register
 from hba_sweep.perturbations.strategy import Batch, Device, PerturbationStrategy, Tensor, draw_dtype
 
-__all__ = ["NoPerturbation", "TargetNoisePerturbation", "LabelShufflePerturbation", "ImageNoisePerturbation",
-           "UniformImagePerturbation", "BlankTargetPerturbation"]
+__all__ = [
+    "NoPerturbation",
+    "TargetNoisePerturbation",
+    "LabelShufflePerturbation",
+    "ImageNoisePerturbation",
+    "UniformImagePerturbation",
+    "BlankTargetPerturbation",
+]
 
 
 @register("none")

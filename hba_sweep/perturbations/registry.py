@@ -28,9 +28,7 @@ def register(name: str) -> Callable[[type[PerturbationStrategy]], type[Perturbat
 
     def decorate(cls: type[PerturbationStrategy]) -> type[PerturbationStrategy]:
         if not (isinstance(cls, type) and issubclass(cls, PerturbationStrategy)):
-            raise ConfigError(
-                f"@register({name!r}) must decorate a PerturbationStrategy subclass, got {cls!r}"
-            )
+            raise ConfigError(f"@register({name!r}) must decorate a PerturbationStrategy subclass, got {cls!r}")
         old = _REGISTRY.get(key)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ConfigError(

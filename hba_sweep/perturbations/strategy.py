@@ -173,5 +173,3 @@ def _batch_size(images: torch.Tensor | None, targets: torch.Tensor) -> int:
     if isinstance(images, torch.Tensor) and int(images.shape[0]) != batch:
         raise ValueError(f"images ({images.shape[0]}) and targets ({batch}) differ in batch size")
     return batch
-
-

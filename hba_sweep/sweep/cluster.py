@@ -29,8 +29,10 @@ AUTH_MODE = "RAY_AUTH_MODE"
 TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 GCS_WAIT = "RAY_gcs_server_port_wait_time_s"  # Ray's connect budget (attempts, about 1 s each)
 TOKEN_HINT = "~/.ray/auth_token"
-PASTE_HINT = ("a browser asks for Ray's token: paste what `ray get-auth-token` prints on the head "
-              f"(the contents of {TOKEN_HINT}) into its dialog")
+PASTE_HINT = (
+    "a browser asks for Ray's token: paste what `ray get-auth-token` prints on the head "
+    f"(the contents of {TOKEN_HINT}) into its dialog"
+)
 
 
 def token_source() -> str | None:
@@ -66,8 +68,10 @@ def set_auth_mode(mode: str) -> None:
 def split_address(address: str, origin: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{origin}={address!r} is not host:port. Fix: give the address `ray start --head` "
-                          "printed, e.g. 127.0.0.1:6379, or 'auto' for the cluster running on this machine.")
+        raise ConfigError(
+            f"{origin}={address!r} is not host:port. Fix: give the address `ray start --head` "
+            "printed, e.g. 127.0.0.1:6379, or 'auto' for the cluster running on this machine."
+        )
     return host.strip("[]"), int(port)
 
 
@@ -75,10 +79,12 @@ def check_reachable(host: str, port: int, origin: str, timeout: float = 3.0) -> 
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"{origin}={host}:{port}: no Ray cluster answers there ({exc.strerror or exc}). Fix: start "
-                          f"one with `ray start --head --port {port}` on that machine, or give the address "
-                          "`ray start` printed (`ray status` on the head shows it); without --address and "
-                          "RAY_ADDRESS, `run` starts Ray on this machine.") from None
+        raise ConfigError(
+            f"{origin}={host}:{port}: no Ray cluster answers there ({exc.strerror or exc}). Fix: start "
+            f"one with `ray start --head --port {port}` on that machine, or give the address "
+            "`ray start` printed (`ray status` on the head shows it); without --address and "
+            "RAY_ADDRESS, `run` starts Ray on this machine."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -114,16 +120,24 @@ def dashboard_auth_mode(url: str, timeout: float = 5.0) -> str | None:
 
 
 def _auth_error(origin: str, address: str, had_token: str | None) -> ConfigError:
-    fix = (f"copy the head's token to this machine's {TOKEN_HINT} (on the head, `ray get-auth-token` prints it), "
-           f"or point {TOKEN_PATH_ENV} at a file holding it")
+    fix = (
+        f"copy the head's token to this machine's {TOKEN_HINT} (on the head, `ray get-auth-token` prints it), "
+        f"or point {TOKEN_PATH_ENV} at a file holding it"
+    )
     if os.environ.get(AUTH_MODE, "").lower() == "disabled":
-        return ConfigError(f"{origin}={address}: the cluster uses Ray's token authentication but {AUTH_MODE}=disabled "
-                           f"is set here. Fix: unset {AUTH_MODE} and {fix}.")
+        return ConfigError(
+            f"{origin}={address}: the cluster uses Ray's token authentication but {AUTH_MODE}=disabled "
+            f"is set here. Fix: unset {AUTH_MODE} and {fix}."
+        )
     if had_token:
-        return ConfigError(f"{origin}={address}: the cluster refused this machine's Ray token (from {had_token}): it "
-                           f"was started with another one. Fix: {fix}.")
-    return ConfigError(f"{origin}={address}: the cluster uses Ray's token authentication and this machine has no "
-                       f"token ({TOKEN_ENV}, {TOKEN_PATH_ENV}, {TOKEN_HINT}). Fix: {fix}.")
+        return ConfigError(
+            f"{origin}={address}: the cluster refused this machine's Ray token (from {had_token}): it "
+            f"was started with another one. Fix: {fix}."
+        )
+    return ConfigError(
+        f"{origin}={address}: the cluster uses Ray's token authentication and this machine has no "
+        f"token ({TOKEN_ENV}, {TOKEN_PATH_ENV}, {TOKEN_HINT}). Fix: {fix}."
+    )
 
 
 def join(address: str, origin: str = "--address", **init_kwargs: Any):
@@ -143,8 +157,10 @@ def join(address: str, origin: str = "--address", **init_kwargs: Any):
     except ConnectionError as exc:
         if refused_token(exc):
             raise _auth_error(origin, address, token) from None
-        raise ConfigError(f"{origin}={address}: could not join the Ray cluster there ({exc}). Fix: check that "
-                          "`ray status --address ...` works from this machine.") from None
+        raise ConfigError(
+            f"{origin}={address}: could not join the Ray cluster there ({exc}). Fix: check that "
+            "`ray status --address ...` works from this machine."
+        ) from None
     url = getattr(ctx, "dashboard_url", None)
     if user_mode is None and token and url and dashboard_auth_mode(url) == "disabled":
         ray.shutdown()  # the cluster runs without authentication: its processes would not send our token
@@ -169,16 +185,26 @@ def short_temp_dir(echo: Callable[[str], None]) -> str | None:
         return None
     fallback = "/tmp/ray"
     if not (os.path.isdir("/tmp") and os.access("/tmp", os.W_OK)):
-        raise ConfigError(f"TMPDIR={os.environ['TMPDIR']}: too long for Ray's sockets (their paths may not exceed "
-                          f"{SOCKET_PATH_MAX} bytes) and /tmp is not writable. Fix: export RAY_TMPDIR=<a short "
-                          "writable folder, e.g. /dev/shm/$USER>, then run again.")
-    echo(f"note: TMPDIR is too long for Ray's sockets ({SOCKET_PATH_MAX} bytes at most): Ray's session files go "
-         f"to {fallback} (set RAY_TMPDIR to choose another short folder)")
+        raise ConfigError(
+            f"TMPDIR={os.environ['TMPDIR']}: too long for Ray's sockets (their paths may not exceed "
+            f"{SOCKET_PATH_MAX} bytes) and /tmp is not writable. Fix: export RAY_TMPDIR=<a short "
+            "writable folder, e.g. /dev/shm/$USER>, then run again."
+        )
+    echo(
+        f"note: TMPDIR is too long for Ray's sockets ({SOCKET_PATH_MAX} bytes at most): Ray's session files go "
+        f"to {fallback} (set RAY_TMPDIR to choose another short folder)"
+    )
     return fallback
 
 
-def connect(address: str | None, origin: str, include_dashboard: bool, dashboard_host: str,
-            echo: Callable[[str], None], **init_kwargs: Any) -> None:
+def connect(
+    address: str | None,
+    origin: str,
+    include_dashboard: bool,
+    dashboard_host: str,
+    echo: Callable[[str], None],
+    **init_kwargs: Any,
+) -> None:
     """Join ``address`` or start Ray here; print the dashboard and how a browser opens it."""
     import ray  # reason: the CLI parsers import cluster: --help stays Ray-free
 

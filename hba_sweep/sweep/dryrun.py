@@ -34,9 +34,11 @@ def _domain(value: object) -> str:
 
 
 def _searcher_lines(space: SearchSpace, expansion: Expansion) -> list[str]:
-    lines = [f"search algorithm: {_object(space.search_alg, 'none')}; "
-             f"scheduler: {_object(space.scheduler, 'none (FIFO)')}; metric: {space.metric} ({space.mode})",
-             f"{space.num_samples} trials will be sampled from:"]
+    lines = [
+        f"search algorithm: {_object(space.search_alg, 'none')}; "
+        f"scheduler: {_object(space.scheduler, 'none (FIFO)')}; metric: {space.metric} ({space.mode})",
+        f"{space.num_samples} trials will be sampled from:",
+    ]
     lines += [f"  {k}: {_domain(v)}" for k, v in space.param_space.items()]
     lines.append(f"validated the base config and {len(expansion.trials)} samples of the space:")
     lines += [f"  {_varied(t.varied)}" for t in expansion.trials]
@@ -45,9 +47,15 @@ def _searcher_lines(space: SearchSpace, expansion: Expansion) -> list[str]:
 
 def _grid_lines(plan: Plan) -> list[str]:
     rows = [("baselines", t.name, "scratch", t.varied) for t in plan.baselines]
-    rows += [("perturbed", f.trial.name,
-              f"fork of baseline after epoch {f.init_epoch}" if f.init_epoch is not None else "scratch",
-              f.trial.varied) for f in plan.forks]
+    rows += [
+        (
+            "perturbed",
+            f.trial.name,
+            f"fork of baseline after epoch {f.init_epoch}" if f.init_epoch is not None else "scratch",
+            f.trial.varied,
+        )
+        for f in plan.forks
+    ]
     rows += [("trials", t.name, "scratch", t.varied) for t in plan.independent]
     lines = [f"{'phase':<10} {'start':<32} trial"]
     for phase, name, start, _varied in rows[:MAX_ROWS]:
@@ -69,8 +77,10 @@ def describe(space: SearchSpace, expansion: Expansion, plan: Plan | None) -> str
         if plan.independent:
             lines.append(f"{count} trials (FORK_FROM_BASELINE is False: every trial trains from scratch)")
         else:
-            lines.append(f"{count} trials: {len(plan.baselines)} baselines + {len(plan.forks)} perturbed "
-                         f"({sum(f.init_epoch is not None for f in plan.forks)} forked from their baseline)")
+            lines.append(
+                f"{count} trials: {len(plan.baselines)} baselines + {len(plan.forks)} perturbed "
+                f"({sum(f.init_epoch is not None for f in plan.forks)} forked from their baseline)"
+            )
     lines.append(f"per-trial resources: {space.resources}; max failures per trial: {space.max_failures}")
     if space.missing_base is not None:
         lines.append(f"note: {space.missing_base} does not exist yet; `run` creates it first (PREPARE).")

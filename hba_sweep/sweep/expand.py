@@ -21,8 +21,19 @@ from hba_sweep.foundation.errors import ConfigError, SearchSpaceError
 from hba_sweep.sweep.spec import SearchSpace
 
 # Settings that name a run in the study (config.run_name); other varied settings are appended.
-NAMED_FIELDS = {"backbone", "rank", "vision_layers", "transformer_layers", "random_seed", "perturb_type",
-                "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction", "run_name"}
+NAMED_FIELDS = {
+    "backbone",
+    "rank",
+    "vision_layers",
+    "transformer_layers",
+    "random_seed",
+    "perturb_type",
+    "perturb_epoch",
+    "perturb_length",
+    "perturb_seed",
+    "perturb_fraction",
+    "run_name",
+}
 SEARCHER_SAMPLES = 8
 MAX_LISTED = 200
 
@@ -81,8 +92,9 @@ def name_trials(trials: list[Trial]) -> None:
         trial.name = name if count == 0 else f"{name}_s{count}"
 
 
-def _validate(space: SearchSpace, values: dict[str, Any], label: str, check_files: bool,
-              problems: list[str], missing: set[str]) -> dict[str, Any] | None:
+def _validate(
+    space: SearchSpace, values: dict[str, Any], label: str, check_files: bool, problems: list[str], missing: set[str]
+) -> dict[str, Any] | None:
     merged = {**space.base, **values}
     try:
         cfg = from_dict(merged, source=label, check_files=False)
@@ -111,12 +123,17 @@ def _invalid(space: SearchSpace, problems: list[str], total: int) -> SearchSpace
     bad = len({p.split(": ", 1)[0] for p in problems})
     lines = []
     for text, trials in by_text.items():
-        which = f"all {total} trials" if len(trials) == total else \
-            f"{len(trials)} of {total} trials ({', '.join(trials[:10])}{', ...' if len(trials) > 10 else ''})"
+        which = (
+            f"all {total} trials"
+            if len(trials) == total
+            else f"{len(trials)} of {total} trials ({', '.join(trials[:10])}{', ...' if len(trials) > 10 else ''})"
+        )
         lines.append(f"{_where(space, text)}: in {which}: {text}")
     shown = lines[:MAX_LISTED] + ([f"... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else [])
-    return SearchSpaceError(f"{space.path}: {bad} of {total} trials are invalid "
-                            f"(base config: {space.base_source}):\n  " + "\n  ".join(shown))
+    return SearchSpaceError(
+        f"{space.path}: {bad} of {total} trials are invalid "
+        f"(base config: {space.base_source}):\n  " + "\n  ".join(shown)
+    )
 
 
 def _label(space: SearchSpace, index: int, varied: dict[str, Any]) -> str:
@@ -131,14 +148,18 @@ def _varied_keys(space: SearchSpace) -> set[str]:
 def expand(space: SearchSpace, check_files: bool = True) -> Expansion:
     """All trials of a grid space (or samples of a searcher space), validated; raise on any bad trial."""
     if space.uses_searcher and any(_has_grid(v) for v in space.param_space.values()):
-        raise SearchSpaceError(f"{space.path}: PARAM_SPACE uses tune.grid_search together with SEARCH_ALG. "
-                               "Fix: use tune.choice with a search algorithm, or drop SEARCH_ALG for a grid.")
+        raise SearchSpaceError(
+            f"{space.path}: PARAM_SPACE uses tune.grid_search together with SEARCH_ALG. "
+            "Fix: use tune.choice with a search algorithm, or drop SEARCH_ALG for a grid."
+        )
     try:
         count = SEARCHER_SAMPLES if space.uses_searcher else space.num_samples
         variants = _variants(space.param_space, count)
     except Exception as exc:
-        raise SearchSpaceError(f"{space.path}: PARAM_SPACE could not be expanded ({type(exc).__name__}: {exc}). "
-                               "Fix: use ray.tune primitives (grid_search, choice, uniform, loguniform, ...).") from None
+        raise SearchSpaceError(
+            f"{space.path}: PARAM_SPACE could not be expanded ({type(exc).__name__}: {exc}). "
+            "Fix: use ray.tune primitives (grid_search, choice, uniform, loguniform, ...)."
+        ) from None
     problems: list[str] = []
     missing: set[str] = set()
     trials = []

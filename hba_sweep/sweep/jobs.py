@@ -39,22 +39,28 @@ def client(url: str):
 
     mode = cluster.dashboard_auth_mode(url)
     if mode is None:
-        raise ConfigError(f"--submit {url}: no Ray dashboard answers there. Fix: give the head's dashboard address "
-                          "(`ray start --head` prints it; port 8265 unless --dashboard-port), e.g. "
-                          f"--submit {DEFAULT_DASHBOARD}.")
+        raise ConfigError(
+            f"--submit {url}: no Ray dashboard answers there. Fix: give the head's dashboard address "
+            "(`ray start --head` prints it; port 8265 unless --dashboard-port), e.g. "
+            f"--submit {DEFAULT_DASHBOARD}."
+        )
     headers = {}
     if mode == "token":
         token = cluster.read_token()
         if token is None:
-            raise ConfigError(f"--submit {url}: the cluster uses Ray's token authentication and this machine has no "
-                              f"token. Fix: copy the head's token to {cluster.TOKEN_HINT} (on the head, "
-                              "`ray get-auth-token` prints it).")
+            raise ConfigError(
+                f"--submit {url}: the cluster uses Ray's token authentication and this machine has no "
+                f"token. Fix: copy the head's token to {cluster.TOKEN_HINT} (on the head, "
+                "`ray get-auth-token` prints it)."
+            )
         headers = {"Authorization": f"Bearer {token}"}
     try:
         return JobSubmissionClient(url, headers=headers)
     except (ConnectionError, RuntimeError) as exc:
-        raise ConfigError(f"--submit {url}: the dashboard refused the connection ({exc}). "
-                          f"Fix: use the head's token in {cluster.TOKEN_HINT}.") from None
+        raise ConfigError(
+            f"--submit {url}: the dashboard refused the connection ({exc}). "
+            f"Fix: use the head's token in {cluster.TOKEN_HINT}."
+        ) from None
 
 
 def entrypoint(search_space: str, opts: RunOptions, name: str, python: str = "python") -> str:
@@ -77,10 +83,15 @@ def submit(search_space: str, opts: RunOptions, dashboard: str | None, echo: Cal
     jobs = client(url)
     submission_id = f"hba_{name}_{time.strftime('%Y%m%d_%H%M%S')}"
     command = entrypoint(search_space, opts, name)
-    jobs.submit_job(entrypoint=command, submission_id=submission_id,
-                    metadata={"hba_sweep": "run", "experiment": storage.redact(root)})
-    storage.write_json(storage.join(root, JOB_FILE), {"submission_id": submission_id, "dashboard": url,
-                                                      "entrypoint": storage.redact(command)})
+    jobs.submit_job(
+        entrypoint=command,
+        submission_id=submission_id,
+        metadata={"hba_sweep": "run", "experiment": storage.redact(root)},
+    )
+    storage.write_json(
+        storage.join(root, JOB_FILE),
+        {"submission_id": submission_id, "dashboard": url, "entrypoint": storage.redact(command)},
+    )
     where = shlex.quote(storage.redact(root))
     echo(f"submitted Ray job {submission_id}: the study runs on the cluster, whatever happens to this terminal.")
     echo(f"  dashboard: {url}/#/jobs/{submission_id}  ({cluster.PASTE_HINT})")

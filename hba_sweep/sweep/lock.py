@@ -25,8 +25,12 @@ from hba_sweep.foundation.errors import ConfigError
 
 
 def _me() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(sys.argv)[:500]}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv)[:500],
+    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -68,9 +72,11 @@ def driver_state(lock: dict[str, Any] | None) -> str:
 
 def _refuse(root: str, holder: dict[str, Any]) -> ConfigError:
     path = storage.redact(storage.join(root, storage.LOCK_FILE))
-    return ConfigError(f"{storage.redact(root)}: another driver runs this study: pid {holder.get('pid')} on "
-                       f"{holder.get('host')} since {holder.get('started')} ({holder.get('command', '')}). "
-                       f"Fix: wait for it or stop it; if that driver is gone (another host), delete {path}.")
+    return ConfigError(
+        f"{storage.redact(root)}: another driver runs this study: pid {holder.get('pid')} on "
+        f"{holder.get('host')} since {holder.get('started')} ({holder.get('command', '')}). "
+        f"Fix: wait for it or stop it; if that driver is gone (another host), delete {path}."
+    )
 
 
 def check_free(root: str) -> None:
@@ -101,8 +107,11 @@ def acquire(root: str) -> dict[str, Any]:
             if holder is not None and driver_state(holder) != "gone":
                 raise _refuse(root, holder) from None
             if holder is not None and pid_alive(int(holder.get("pid", -1))):
-                print(f"note: {storage.redact(path)}: pid {holder.get('pid')} runs, but not an hba_sweep driver "
-                      "(the pid was reused): taking the lock over", file=sys.stderr)
+                print(
+                    f"note: {storage.redact(path)}: pid {holder.get('pid')} runs, but not an hba_sweep driver "
+                    "(the pid was reused): taking the lock over",
+                    file=sys.stderr,
+                )
             os.replace(path, f"{path}.stale")  # dead on this host (or unreadable): take it over
             continue
         with os.fdopen(fd, "w") as fh:

@@ -21,14 +21,18 @@ DEFAULT_STORAGE = "ray_results"
 
 def _number(kind: type, minimum: float, words: str) -> Callable[[str], Any]:
     """An argparse ``type``: ``kind(value)`` of at least ``minimum`` (``words`` says so in the error)."""
+
     def parse(value: str) -> Any:
         try:
             number = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
         if number < minimum:
             raise argparse.ArgumentTypeError(f"{value!r} {words}")
         return number
+
     return parse
 
 
@@ -48,36 +52,59 @@ def experiment_name(value: str) -> str:
 def option(default: Any, flag: str, help: str, *, forward: bool = False, **argparse_settings: Any) -> Any:
     """A RunOptions field that is the command-line option ``flag``; ``forward``: a submitted job's
     ``run`` command carries it too."""
-    return field(default=default, metadata={"flag": flag, "help": help, "forward": forward,
-                                            "argparse": argparse_settings})
+    return field(
+        default=default, metadata={"flag": flag, "help": help, "forward": forward, "argparse": argparse_settings}
+    )
 
 
 @dataclass
 class RunOptions:
     """The choices of one ``run`` (the command line's, or a caller's)."""
 
-    storage: str = option(DEFAULT_STORAGE, "--storage", "experiment storage: a path or a pyarrow URI (s3://...)",
-                          forward=True)
-    name: str | None = option(None, "--name", "experiment name (default: the file's NAME, or its stem)",
-                              forward=True, type=experiment_name)
-    address: str | None = option(None, "--address", "attach to a running Ray cluster: host:port from `ray start "
-                                 "--head`, or auto (default: $RAY_ADDRESS, else start one here)")
-    resume: bool = option(False, "--resume", "finish an interrupted study, or grow it after editing the "
-                          "search-space file (no finished trial re-runs)", forward=True, action="store_true")
-    max_concurrent: int | None = option(None, "--max-concurrent", "at most this many trials at once", forward=True,
-                                        type=count)
-    cpus_per_trial: float | None = option(None, "--cpus-per-trial", "override RESOURCES['cpu']", forward=True,
-                                          type=non_negative)
-    gpus_per_trial: float | None = option(None, "--gpus-per-trial", "override RESOURCES['gpu'] (fractions share a "
-                                          "GPU)", forward=True, type=non_negative)
+    storage: str = option(
+        DEFAULT_STORAGE, "--storage", "experiment storage: a path or a pyarrow URI (s3://...)", forward=True
+    )
+    name: str | None = option(
+        None, "--name", "experiment name (default: the file's NAME, or its stem)", forward=True, type=experiment_name
+    )
+    address: str | None = option(
+        None,
+        "--address",
+        "attach to a running Ray cluster: host:port from `ray start "
+        "--head`, or auto (default: $RAY_ADDRESS, else start one here)",
+    )
+    resume: bool = option(
+        False,
+        "--resume",
+        "finish an interrupted study, or grow it after editing the search-space file (no finished trial re-runs)",
+        forward=True,
+        action="store_true",
+    )
+    max_concurrent: int | None = option(
+        None, "--max-concurrent", "at most this many trials at once", forward=True, type=count
+    )
+    cpus_per_trial: float | None = option(
+        None, "--cpus-per-trial", "override RESOURCES['cpu']", forward=True, type=non_negative
+    )
+    gpus_per_trial: float | None = option(
+        None, "--gpus-per-trial", "override RESOURCES['gpu'] (fractions share a GPU)", forward=True, type=non_negative
+    )
     dashboard: bool = option(True, "--no-dashboard", "start Ray without its dashboard", action="store_false")
     dashboard_host: str = option("127.0.0.1", "--dashboard-host", "dashboard bind address (default 127.0.0.1)")
-    wandb_project: str | None = option(None, "--wandb", "log to Weights & Biases (needs wandb installed)",
-                                       forward=True, metavar="PROJECT")
-    mlflow_uri: str | None = option(None, "--mlflow", "log to MLflow (needs mlflow installed)", forward=True,
-                                    metavar="TRACKING_URI")
-    verbose: int = option(1, "--verbose", "Tune output: 0 silent, 1 the progress table (default), 2 every result, "
-                          "3 debug", forward=True, type=int, choices=(0, 1, 2, 3))
+    wandb_project: str | None = option(
+        None, "--wandb", "log to Weights & Biases (needs wandb installed)", forward=True, metavar="PROJECT"
+    )
+    mlflow_uri: str | None = option(
+        None, "--mlflow", "log to MLflow (needs mlflow installed)", forward=True, metavar="TRACKING_URI"
+    )
+    verbose: int = option(
+        1,
+        "--verbose",
+        "Tune output: 0 silent, 1 the progress table (default), 2 every result, 3 debug",
+        forward=True,
+        type=int,
+        choices=(0, 1, 2, 3),
+    )
     ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init kwargs (tests: num_cpus=2)
     echo: Callable[[str], None] = print
 
@@ -95,8 +122,9 @@ def command_options() -> list[Field]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every command-line option of RunOptions to ``run``'s parser (``dest`` = the field name)."""
     for f in command_options():
-        parser.add_argument(f.metadata["flag"], dest=f.name, default=f.default, help=f.metadata["help"],
-                            **f.metadata["argparse"])
+        parser.add_argument(
+            f.metadata["flag"], dest=f.name, default=f.default, help=f.metadata["help"], **f.metadata["argparse"]
+        )
 
 
 def command_line(opts: RunOptions) -> list[str]:

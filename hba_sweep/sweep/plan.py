@@ -67,7 +67,9 @@ def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
     # group's, not the perturbation settings of whichever trial came first (baseline_config resets those)
     for trial in sorted(trials, key=lambda t: t.config["perturb_type"] != "none"):
         varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
-        baselines.setdefault(group_key(trial.config), Trial(name="", config=baseline_config(trial.config), varied=varied))
+        baselines.setdefault(
+            group_key(trial.config), Trial(name="", config=baseline_config(trial.config), varied=varied)
+        )
     base_list = list(baselines.values())
     name_trials(base_list)
     _keep_unique(base_list, [t for t in trials if t.config["perturb_type"] != "none"])
@@ -76,8 +78,13 @@ def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
         if trial.config["perturb_type"] == "none":
             continue
         epoch = trial.config["perturb_epoch"]
-        forks.append(Fork(trial=trial, baseline=baselines[group_key(trial.config)].name,
-                          init_epoch=epoch - 1 if epoch > 0 else None))
+        forks.append(
+            Fork(
+                trial=trial,
+                baseline=baselines[group_key(trial.config)].name,
+                init_epoch=epoch - 1 if epoch > 0 else None,
+            )
+        )
     return Plan(baselines=base_list, forks=forks)
 
 

@@ -45,9 +45,18 @@ def record_nothing_left(root: str, count: int) -> None:
     try:
         data = read_manifest_quietly(root)
         if data is not None:
-            data.setdefault("runs", []).append({**held, "resume": True, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                "finished": count, "failed": 0, "skipped": 0, "interrupted": 0,
-                                                "nothing_left": True})
+            data.setdefault("runs", []).append(
+                {
+                    **held,
+                    "resume": True,
+                    "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "finished": count,
+                    "failed": 0,
+                    "skipped": 0,
+                    "interrupted": 0,
+                    "nothing_left": True,
+                }
+            )
             Manifest(root, data).write()
     finally:
         lock.release(root, held)

@@ -43,8 +43,15 @@ Record = Callable[[str, dict[str, Any]], None]
 class StudySearcher(Searcher):
     """Suggests the planned trials of one study run; state comes from storage, then from Tune's events."""
 
-    def __init__(self, planned: list[Planned], root: str, finished: set[str], record: Record | None = None,
-                 metric: str | None = None, mode: str | None = None):
+    def __init__(
+        self,
+        planned: list[Planned],
+        root: str,
+        finished: set[str],
+        record: Record | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+    ):
         super().__init__(metric=metric, mode=mode)
         self.root = root
         self.planned = {p.name: p for p in planned}
@@ -85,9 +92,18 @@ class StudySearcher(Searcher):
                 continue
             self.suggested[name], self.by_id[trial_id] = trial_id, name
             if name not in self.finished:
-                self.record(name, {"status": "started", "tune_trial_id": trial_id,
-                                   **({"init_from": storage.redact(config["init_from"]),
-                                       "init_epoch": config["init_epoch"]} if config.get("init_from") else {})})
+                self.record(
+                    name,
+                    {
+                        "status": "started",
+                        "tune_trial_id": trial_id,
+                        **(
+                            {"init_from": storage.redact(config["init_from"]), "init_epoch": config["init_epoch"]}
+                            if config.get("init_from")
+                            else {}
+                        ),
+                    },
+                )
             kill_point("suggested")
             return config
         if all(n in self.suggested or n in self.skipped for n in self.order):
@@ -113,8 +129,9 @@ class StudySearcher(Searcher):
         done = trialfiles.read_done(path)
         if done is None:  # the trainable did not return: Tune's scheduler or a stopper ended it
             last = (result or {}).get("epoch")
-            done = trialfiles.write_done(path, last, self.planned[name].config.get("epochs"),
-                                         f"stopped by the scheduler after epoch {last}")
+            done = trialfiles.write_done(
+                path, last, self.planned[name].config.get("epochs"), f"stopped by the scheduler after epoch {last}"
+            )
         self.ended[name] = done.get("last_epoch")
         self.finished.add(name)
         self.record(name, {"status": "done", "reason": done.get("reason")})
@@ -142,8 +159,10 @@ class StudySearcher(Searcher):
             reason = f"baseline {p.baseline} failed"
         elif p.baseline in self.ended:
             last = self.ended[p.baseline]
-            reason = (f"baseline {p.baseline} ended after epoch {last} (early stopping or scheduler), before "
-                      f"epoch {p.init_epoch} that this fork starts from; not trained from scratch")
+            reason = (
+                f"baseline {p.baseline} ended after epoch {last} (early stopping or scheduler), before "
+                f"epoch {p.init_epoch} that this fork starts from; not trained from scratch"
+            )
         elif p.baseline not in self.planned:
             reason = f"baseline {p.baseline} is not in this study"
         if reason is not None:

@@ -82,8 +82,7 @@ def _callbacks(opts: RunOptions, name: str, root: str | None = None) -> list:
 
 def _trainable(space: SearchSpace, opts: RunOptions, root: str, finished: set[str]):
     # perturbation types the search-space file registered: workers never execute that file
-    fn = tune.with_parameters(train_hba, perturbations=user_types(), study_root=root,
-                              finished=frozenset(finished))
+    fn = tune.with_parameters(train_hba, perturbations=user_types(), study_root=root, finished=frozenset(finished))
     return tune.with_resources(fn, trial_resources(space, opts))
 
 
@@ -104,10 +103,12 @@ def check_fits(space: SearchSpace, opts: RunOptions) -> None:
         want = trial_resources(space, opts).get(kind, 0)
         if want > have.get(ray_name, 0):
             flag = f"--{kind}s-per-trial"
-            raise ConfigError(f"{space.path}: RESOURCES asks for {kind}={want:g} per trial but this machine's Ray has "
-                              f"{have.get(ray_name, 0):g} {ray_name}(s); no trial could start. Fix: pass "
-                              f"{flag} {0 if kind == 'gpu' else 1} (or edit RESOURCES), or attach to a cluster that "
-                              "has them with --address.")
+            raise ConfigError(
+                f"{space.path}: RESOURCES asks for {kind}={want:g} per trial but this machine's Ray has "
+                f"{have.get(ray_name, 0):g} {ray_name}(s); no trial could start. Fix: pass "
+                f"{flag} {0 if kind == 'gpu' else 1} (or edit RESOURCES), or attach to a cluster that "
+                "has them with --address."
+            )
 
 
 def _trial_name(trial) -> str:
@@ -122,22 +123,41 @@ def _trial_name(trial) -> str:
 
 
 # ---- one Tune experiment ----------------------------------------------------------------
-def _configs(space: SearchSpace, opts: RunOptions, name: str, searcher, columns: list[str], root: str,
-             max_concurrent: int | None, num_samples: int):
+def _configs(
+    space: SearchSpace,
+    opts: RunOptions,
+    name: str,
+    searcher,
+    columns: list[str],
+    root: str,
+    max_concurrent: int | None,
+    num_samples: int,
+):
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours metric_columns
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=instantiate(space, "SCHEDULER"), metric=space.metric, mode=space.mode,
-        num_samples=num_samples, max_concurrent_trials=max_concurrent, reuse_actors=True,
-        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+        search_alg=searcher,
+        scheduler=instantiate(space, "SCHEDULER"),
+        metric=space.metric,
+        mode=space.mode,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent,
+        reuse_actors=True,
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
+    )
     run_config = tune.RunConfig(
-        name=name, storage_path=_parent(root), verbose=opts.verbose,
+        name=name,
+        storage_path=_parent(root),
+        verbose=opts.verbose,
         callbacks=_callbacks(opts, space.name, root) or None,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every epoch stays: forks start from them
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        progress_reporter=terminal.reporter(root, metric_columns=METRIC_COLUMNS, parameter_columns=columns[:6],
-                                            max_report_frequency=30))
+        progress_reporter=terminal.reporter(
+            root, metric_columns=METRIC_COLUMNS, parameter_columns=columns[:6], max_report_frequency=30
+        ),
+    )
     return tune_config, run_config
 
 
@@ -153,8 +173,9 @@ def _parent(root: str) -> str:
     return urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
 
 
-def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, record=None,
-               columns: list[str] | None = None):
+def run_trials(
+    planned: list, space: SearchSpace, opts: RunOptions, root: str, record=None, columns: list[str] | None = None
+):
     """Run planned trials (:class:`~hba_sweep.sweep.release.Planned`) as one Tune experiment at ``root``,
     skipping what is finished on storage. Returns the searcher (what finished, failed, was skipped) and
     Tune's ResultGrid."""
@@ -162,8 +183,9 @@ def run_trials(planned: list, space: SearchSpace, opts: RunOptions, root: str, r
     finished = {p.name for p in planned if trialfiles.read_done(trialfiles.trial_path(root, p.name)) is not None}
     searcher = StudySearcher(planned, root, finished, record=record)
     max_concurrent = opts.max_concurrent or space.max_concurrent
-    tune_config, run_config = _configs(space, opts, _study_name(root), searcher, columns or ["run_name"], root,
-                                       max_concurrent, num_samples=-1)
+    tune_config, run_config = _configs(
+        space, opts, _study_name(root), searcher, columns or ["run_name"], root, max_concurrent, num_samples=-1
+    )
     trainable = _trainable(space, opts, root, finished)
     if record is not None:  # study.json tells a trial Tune started (running) from one it released (queued)
         run_config.callbacks = [*(run_config.callbacks or []), TrialStarts(record)]
@@ -192,17 +214,25 @@ def run_searched(space: SearchSpace, opts: RunOptions, root: str, outcome: Study
             storage.read_json(state)  # else Tune logs the failure and restarts the search (or fails in it)
             tuner = tune.Tuner.restore(root, trainable, resume_errored=True)
         except Exception as exc:
-            raise ConfigError(f"{storage.redact(state)}: Tune cannot read its saved state ({type(exc).__name__}: "
-                              f"{exc}). Fix: move that file away and --resume again (Tune then uses the previous "
-                              "state file, or starts the search again).") from None
+            raise ConfigError(
+                f"{storage.redact(state)}: Tune cannot read its saved state ({type(exc).__name__}: "
+                f"{exc}). Fix: move that file away and --resume again (Tune then uses the previous "
+                "state file, or starts the search again)."
+            ) from None
         results = tuner.fit()
     else:
         param_space = {"cache_dir": storage.prefix_cache_dir(root), **space.base, **space.param_space}
-        tune_config, run_config = _configs(space, opts, _study_name(root),
-                                           instantiate(space, "SEARCH_ALG"), list(space.param_space), root,
-                                           opts.max_concurrent or space.max_concurrent, space.num_samples)
-        results = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                             run_config=run_config).fit()
+        tune_config, run_config = _configs(
+            space,
+            opts,
+            _study_name(root),
+            instantiate(space, "SEARCH_ALG"),
+            list(space.param_space),
+            root,
+            opts.max_concurrent or space.max_concurrent,
+            space.num_samples,
+        )
+        results = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
     for result in results:
         name = (result.config or {}).get("run_name") or os.path.basename(result.path)
         if result.error:
@@ -226,6 +256,7 @@ def independent(trials: list[Trial], root: str) -> list:
 
 def planned_trials(plan: Plan, cache_dir: str) -> list:
     """The plan as searcher entries: every config carries its run name and the shared prefix cache."""
+
     def config(t: Trial) -> dict[str, Any]:
         return {**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir}
 
@@ -240,8 +271,14 @@ def manifest_trials(plan: Plan | None) -> dict[str, dict[str, Any]]:
         for t in plan.baselines:
             trials[t.name] = {"role": "baseline", "phase": BASELINES, "varied": t.varied, "baseline": None}
         for f in plan.forks:
-            trials[f.trial.name] = {"role": "perturbed", "phase": PERTURBED, "varied": f.trial.varied,
-                                    "baseline": f.baseline, "init_epoch": f.init_epoch, "init_from": None}
+            trials[f.trial.name] = {
+                "role": "perturbed",
+                "phase": PERTURBED,
+                "varied": f.trial.varied,
+                "baseline": f.baseline,
+                "init_epoch": f.init_epoch,
+                "init_from": None,
+            }
         for t in plan.independent:
             trials[t.name] = {"role": "trial", "phase": TRIALS, "varied": t.varied, "baseline": None}
     return trials
@@ -261,11 +298,20 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[st
     removed = sorted(n for n, i in trials.items() if not i["in_space"])
     if old is not None and (added or removed != (extensions[-1]["not_in_space"] if extensions else [])):
         extensions.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": added, "not_in_space": removed})
-    return {"name": space.name, "search_space": str(Path(space.path).resolve()), "root": storage.redact(root),
-            "layout": "one Tune experiment per study", "fork_from_baseline": bool(plan and plan.forks),
-            "searcher": bool(space.uses_searcher), "metric": space.metric, "mode": space.mode,
-            "evalsets": space.evalsets, "trials": trials, "extensions": extensions,
-            "runs": list((old or {}).get("runs", []))}
+    return {
+        "name": space.name,
+        "search_space": str(Path(space.path).resolve()),
+        "root": storage.redact(root),
+        "layout": "one Tune experiment per study",
+        "fork_from_baseline": bool(plan and plan.forks),
+        "searcher": bool(space.uses_searcher),
+        "metric": space.metric,
+        "mode": space.mode,
+        "evalsets": space.evalsets,
+        "trials": trials,
+        "extensions": extensions,
+        "runs": list((old or {}).get("runs", [])),
+    }
 
 
 def prepare(space: SearchSpace) -> SearchSpace:
@@ -293,9 +339,11 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
     root = storage.experiment_root(opts.storage, space.name)
     expansion = expand(space, check_files=True)
     if expansion.missing_files:
-        raise ConfigError(f"{space.path}: data files are missing, nothing was started:\n  "
-                          + "\n  ".join(expansion.missing_files)
-                          + f"\nFix: edit the data paths in {space.base_source} (see data/README.md).")
+        raise ConfigError(
+            f"{space.path}: data files are missing, nothing was started:\n  "
+            + "\n  ".join(expansion.missing_files)
+            + f"\nFix: edit the data paths in {space.base_source} (see data/README.md)."
+        )
     old = read_manifest(root) if opts.resume else None
     if not opts.resume:
         refuse_existing(root)
@@ -316,8 +364,15 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         return _run_locked(space, opts, root, expansion, plan, old, outcome)
 
 
-def _run_locked(space: SearchSpace, opts: RunOptions, root: str, expansion: Expansion, plan: Plan | None,
-                old: dict[str, Any] | None, outcome: StudyOutcome) -> StudyOutcome:
+def _run_locked(
+    space: SearchSpace,
+    opts: RunOptions,
+    root: str,
+    expansion: Expansion,
+    plan: Plan | None,
+    old: dict[str, Any] | None,
+    outcome: StudyOutcome,
+) -> StudyOutcome:
     started = connect(opts)
     held = None
     try:
@@ -339,9 +394,13 @@ def _run_locked(space: SearchSpace, opts: RunOptions, root: str, expansion: Expa
             searcher, _ = run_trials(planned, space, opts, root, record=manifest.record, columns=columns)
             kill_point("fit_returned")
             _outcome(searcher, planned, outcome)
-        manifest.data["runs"][-1].update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), finished=len(outcome.ok),
-                                         failed=len(outcome.failed), skipped=len(outcome.skipped),
-                                         interrupted=len(outcome.interrupted))
+        manifest.data["runs"][-1].update(
+            ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            finished=len(outcome.ok),
+            failed=len(outcome.failed),
+            skipped=len(outcome.skipped),
+            interrupted=len(outcome.interrupted),
+        )
         manifest.write()
         record.ended(len(outcome.ok), len(outcome.failed), len(outcome.skipped), len(outcome.interrupted))
         kill_point("ended")

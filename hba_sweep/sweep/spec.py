@@ -25,8 +25,20 @@ from hba_sweep.foundation.yaml_io import read_yaml
 from hba_sweep.sweep import yaml_space
 
 REQUIRED = ("BASE_CONFIG", "PARAM_SPACE")
-OPTIONAL = ("NAME", "SEARCH_ALG", "SCHEDULER", "METRIC", "MODE", "NUM_SAMPLES", "RESOURCES", "MAX_FAILURES",
-            "FORK_FROM_BASELINE", "MAX_CONCURRENT", "EVALSETS", "PREPARE")
+OPTIONAL = (
+    "NAME",
+    "SEARCH_ALG",
+    "SCHEDULER",
+    "METRIC",
+    "MODE",
+    "NUM_SAMPLES",
+    "RESOURCES",
+    "MAX_FAILURES",
+    "FORK_FROM_BASELINE",
+    "MAX_CONCURRENT",
+    "EVALSETS",
+    "PREPARE",
+)
 KNOWN = REQUIRED + OPTIONAL
 RESOURCE_KEYS = ("cpu", "gpu")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -76,23 +88,30 @@ def _fail(path: Path, problems: list[str], lines: dict[str, int] | None = None) 
 def _exec_module(path: Path) -> Any:
     """Execute the file as a module; a Python error becomes a SearchSpaceError with file and line."""
     if not path.is_file():
-        raise SearchSpaceError(f"{path}: no such search-space file. Fix: check the path "
-                               "(the shipped ones are in search_spaces/, e.g. search_spaces/demo.py).")
+        raise SearchSpaceError(
+            f"{path}: no such search-space file. Fix: check the path "
+            "(the shipped ones are in search_spaces/, e.g. search_spaces/demo.py)."
+        )
     if path.suffix != ".py":
-        raise SearchSpaceError(f"{path}: a search-space file must be a Python (.py) or YAML (.yaml) file. "
-                               "Fix: see search_spaces/README.md for the contract.")
+        raise SearchSpaceError(
+            f"{path}: a search-space file must be a Python (.py) or YAML (.yaml) file. "
+            "Fix: see search_spaces/README.md for the contract."
+        )
     module_name = f"hba_search_space_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
-        raise SearchSpaceError(f"{path}:{exc.lineno}: syntax error: {exc.msg}. Fix: correct the Python syntax.") from None
+        raise SearchSpaceError(
+            f"{path}:{exc.lineno}: syntax error: {exc.msg}. Fix: correct the Python syntax."
+        ) from None
     except Exception as exc:  # the user's code failed: report where, without a traceback
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
         line = f":{frames[-1].lineno}" if frames else ""
-        raise SearchSpaceError(f"{path}{line}: executing the file raised {type(exc).__name__}: {exc}. "
-                               "Fix: correct the code at that line.") from None
+        raise SearchSpaceError(
+            f"{path}{line}: executing the file raised {type(exc).__name__}: {exc}. Fix: correct the code at that line."
+        ) from None
     return module
 
 
@@ -101,13 +120,19 @@ def _check_names(module: Any) -> list[str]:
     names = {n for n in vars(module) if n.isupper() and not n.startswith("_")}
     for name in sorted(names - set(KNOWN)):
         close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.6)
-        fix = (f"did you mean {close[0]}?" if close else
-               f"use one of {', '.join(KNOWN)}; name helper constants in lower case or with a leading underscore.")
+        fix = (
+            f"did you mean {close[0]}?"
+            if close
+            else f"use one of {', '.join(KNOWN)}; name helper constants in lower case or with a leading underscore."
+        )
         problems.append(f"unknown name {name}. Fix: {fix}")
     for name in REQUIRED:
         if name not in vars(module):
-            what = "a dict of config keys or the path of a YAML config" if name == "BASE_CONFIG" else \
-                "a dict of config keys to values or ray.tune primitives"
+            what = (
+                "a dict of config keys or the path of a YAML config"
+                if name == "BASE_CONFIG"
+                else "a dict of config keys to values or ray.tune primitives"
+            )
             problems.append(f"{name} is missing. Fix: define {name} = {what}.")
     return problems
 
@@ -158,9 +183,13 @@ def _typed(module: Any, name: str, kinds: tuple[type, ...], default: Any, proble
 
 def _check_param_space(space: Any) -> list[str]:
     if not isinstance(space, dict):
-        return [f"PARAM_SPACE must be a dict of config keys, got {type(space).__name__}. "
-                "Fix: e.g. PARAM_SPACE = {'perturb_type': tune.grid_search(['none', 'label_shuffle'])}."]
-    return [f"PARAM_SPACE key {k!r} is not a string. Fix: use config key names." for k in space if not isinstance(k, str)]
+        return [
+            f"PARAM_SPACE must be a dict of config keys, got {type(space).__name__}. "
+            "Fix: e.g. PARAM_SPACE = {'perturb_type': tune.grid_search(['none', 'label_shuffle'])}."
+        ]
+    return [
+        f"PARAM_SPACE key {k!r} is not a string. Fix: use config key names." for k in space if not isinstance(k, str)
+    ]
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -181,7 +210,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
         problems.append(f"NUM_SAMPLES={num_samples} must be at least 1. Fix: use 1 or more.")
     mode = _typed(module, "MODE", (str,), None, problems, "use 'min' or 'max'.")
     if mode not in (None, "min", "max"):
-        problems.append(f"MODE={mode!r} must be 'min' or 'max'. Fix: use 'min' for val_loss, 'max' for behavioral_rsa_rho.")
+        problems.append(
+            f"MODE={mode!r} must be 'min' or 'max'. Fix: use 'min' for val_loss, 'max' for behavioral_rsa_rho."
+        )
     metric = _typed(module, "METRIC", (str,), None, problems, "name a reported metric such as 'val_loss'.")
     search_alg = getattr(module, "SEARCH_ALG", None)
     scheduler = getattr(module, "SCHEDULER", None)
@@ -200,17 +231,34 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if prepare is not None and not callable(prepare):
         problems.append("PREPARE must be a function taking no arguments. Fix: define def PREPARE(): ...")
     if missing is not None and prepare is None:
-        problems.append(f"BASE_CONFIG: {missing}: no such YAML file. Fix: correct the path (relative to {path.parent}).")
+        problems.append(
+            f"BASE_CONFIG: {missing}: no such YAML file. Fix: correct the path (relative to {path.parent})."
+        )
     if problems:
         raise _fail(path, problems, lines)
     evalsets = getattr(module, "EVALSETS", None)
     if isinstance(evalsets, str) and not Path(evalsets).is_absolute():
         evalsets = str(path.parent / evalsets)
-    return SearchSpace(path=path, name=name, base=base, base_source=base_source, param_space=dict(module.PARAM_SPACE),
-                       search_alg=search_alg, scheduler=scheduler, metric=metric, mode=mode,
-                       num_samples=num_samples, resources={k: float(v) for k, v in resources.items()},
-                       max_failures=max_failures, fork_from_baseline=fork, max_concurrent=max_concurrent,
-                       evalsets=evalsets, prepare=prepare, missing_base=missing, lines=lines)
+    return SearchSpace(
+        path=path,
+        name=name,
+        base=base,
+        base_source=base_source,
+        param_space=dict(module.PARAM_SPACE),
+        search_alg=search_alg,
+        scheduler=scheduler,
+        metric=metric,
+        mode=mode,
+        num_samples=num_samples,
+        resources={k: float(v) for k, v in resources.items()},
+        max_failures=max_failures,
+        fork_from_baseline=fork,
+        max_concurrent=max_concurrent,
+        evalsets=evalsets,
+        prepare=prepare,
+        missing_base=missing,
+        lines=lines,
+    )
 
 
 def reload_base(space: SearchSpace) -> SearchSpace:
@@ -235,7 +283,11 @@ def instantiate(space: SearchSpace, what: str) -> Any:
         try:
             return value()
         except Exception as exc:
-            raise SearchSpaceError(f"{space.path}: {what}() raised {type(exc).__name__}: {exc}. "
-                                   "Fix: correct the factory (is the package installed?).") from None
-    raise SearchSpaceError(f"{space.path}: {what}={value!r} is neither a Ray Tune object nor a factory. "
-                           "Fix: give e.g. OptunaSearch or a function returning one.")
+            raise SearchSpaceError(
+                f"{space.path}: {what}() raised {type(exc).__name__}: {exc}. "
+                "Fix: correct the factory (is the package installed?)."
+            ) from None
+    raise SearchSpaceError(
+        f"{space.path}: {what}={value!r} is neither a Ray Tune object nor a factory. "
+        "Fix: give e.g. OptunaSearch or a function returning one."
+    )

@@ -20,8 +20,13 @@ from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep import lock
 
 RUNNING_PID = "running_pid"  # study.json: the pid of the driver under which Tune started the trial (progress.py)
-TUNE_STATES = {"TERMINATED": "finished", "RUNNING": "running", "ERROR": "failed", "PENDING": "pending",
-               "PAUSED": "paused"}
+TUNE_STATES = {
+    "TERMINATED": "finished",
+    "RUNNING": "running",
+    "ERROR": "failed",
+    "PENDING": "pending",
+    "PAUSED": "paused",
+}
 
 
 @dataclass
@@ -41,8 +46,13 @@ def _state(root: Path, name: str, info: dict, driver: str, held: dict | None = N
     else:
         stored = trialfiles.checkpoints(path)
         last = stored[-1].epoch if stored else None
-    row = TrialStatus(name=name, phase=info.get("role", info.get("phase", "")), state="pending", last_epoch=last,
-                      note=info.get("skip_reason", ""))
+    row = TrialStatus(
+        name=name,
+        phase=info.get("role", info.get("phase", "")),
+        state="pending",
+        last_epoch=last,
+        note=info.get("skip_reason", ""),
+    )
     if done is not None:
         row.state = "finished" if done.get("reason") == "completed" else "stopped early"
         row.note = "" if row.state == "finished" else str(done.get("reason"))
@@ -70,11 +80,15 @@ def driver_line(root: Path, manifest: dict, held: dict | None) -> str:
     if state == "running":
         return f"driver: running (pid {held['pid']} on {held['host']} since {held['started']})"
     if state == "gone":
-        return (f"driver: gone (pid {held['pid']} on {held['host']}, started {held['started']}, no longer runs: "
-                "it was killed). Fix: run again with --resume")
+        return (
+            f"driver: gone (pid {held['pid']} on {held['host']}, started {held['started']}, no longer runs: "
+            "it was killed). Fix: run again with --resume"
+        )
     if state == "unknown":
-        return (f"driver: pid {held['pid']} on {held['host']} since {held['started']} (another host: cannot check "
-                "from here)")
+        return (
+            f"driver: pid {held['pid']} on {held['host']} since {held['started']} (another host: cannot check "
+            "from here)"
+        )
     last = runs[-1]
     if last.get("ended"):
         return f"driver: not running (last run ended {last['ended']})"
@@ -88,13 +102,18 @@ def _tune_only(root: Path) -> list[TrialStatus]:
     try:
         analysis = ExperimentAnalysis(str(root))
     except Exception as exc:
-        raise ConfigError(f"{root}: neither a study ({MANIFEST}) nor a readable Tune experiment ({exc}). "
-                          "Fix: give the directory `run` printed.") from None
+        raise ConfigError(
+            f"{root}: neither a study ({MANIFEST}) nor a readable Tune experiment ({exc}). "
+            "Fix: give the directory `run` printed."
+        ) from None
     rows = []
     for trial in analysis.trials:
         last = (trial.last_result or {}).get("epoch")
-        rows.append(TrialStatus(name=Path(trial.path).name, phase="", state=TUNE_STATES.get(trial.status, trial.status),
-                                last_epoch=last))
+        rows.append(
+            TrialStatus(
+                name=Path(trial.path).name, phase="", state=TUNE_STATES.get(trial.status, trial.status), last_epoch=last
+            )
+        )
     return sorted(rows, key=lambda r: r.name)
 
 
@@ -102,8 +121,10 @@ def read_study(path: str | os.PathLike) -> tuple[str, list[TrialStatus]]:
     """(the driver line, every trial of the study with its state)."""
     root = Path(path)
     if not root.is_dir():
-        raise ConfigError(f"{root}: no such experiment directory. Fix: give ray_results/<NAME> "
-                          "(the --storage path and the search space's NAME).")
+        raise ConfigError(
+            f"{root}: no such experiment directory. Fix: give ray_results/<NAME> "
+            "(the --storage path and the search space's NAME)."
+        )
     manifest = read_manifest(str(root))
     if manifest is None:
         return "driver: (no study manifest)", _tune_only(root)

@@ -28,8 +28,13 @@ from hba_sweep.sweep.spec import SearchSpace
 
 README = "README.md"
 PACKAGES = ("torch", "ray", "open_clip_torch", "peft", "optuna", "pyarrow")
-AXES = (("perturb_type", "perturbation types"), ("perturb_epoch", "start epochs"), ("perturb_length", "lengths"),
-        ("random_seed", "init seeds"), ("perturb_seed", "perturbation seeds"))
+AXES = (
+    ("perturb_type", "perturbation types"),
+    ("perturb_epoch", "start epochs"),
+    ("perturb_length", "lengths"),
+    ("random_seed", "init seeds"),
+    ("perturb_seed", "perturbation seeds"),
+)
 
 
 def command_line(space: SearchSpace) -> str:
@@ -68,13 +73,18 @@ def versions() -> list[str]:
 
 
 def machine() -> list[str]:
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    lines = [f"driver host: {socket.gethostname()} ({platform.platform()}, {os.cpu_count()} CPUs)",
-             f"driver GPUs: {', '.join(gpus) if gpus else 'none'}"]
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    lines = [
+        f"driver host: {socket.gethostname()} ({platform.platform()}, {os.cpu_count()} CPUs)",
+        f"driver GPUs: {', '.join(gpus) if gpus else 'none'}",
+    ]
     if ray.is_initialized():
         have = ray.cluster_resources()
-        lines.append(f"Ray cluster: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs, "
-                     f"{len(ray.nodes())} node(s)")
+        lines.append(
+            f"Ray cluster: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs, {len(ray.nodes())} node(s)"
+        )
     return lines
 
 
@@ -105,26 +115,60 @@ class StudyRecord:
 
     def ended(self, finished: int, failed: int, skipped: int, unfinished: int) -> None:
         state = "interrupted" if unfinished else "ended"
-        self.runs[-1] += (f"; {state} {_now()}: {finished} finished, {failed} failed, {skipped} skipped, "
-                          f"{unfinished} not finished")
+        self.runs[-1] += (
+            f"; {state} {_now()}: {finished} finished, {failed} failed, {skipped} skipped, {unfinished} not finished"
+        )
         self._write()
 
     def _write(self) -> None:
         where = shlex.quote(storage.redact(self.root))
         base = yaml.safe_dump(self.space.base, sort_keys=True).rstrip()
         resume = self.command if "--resume" in self.command.split() else f"{self.command} --resume"
-        text = "\n".join([
-            f"# Study {self.space.name}", "",
-            f"Search space: `{self.space.path}`  ", f"Experiment: `{storage.redact(self.root)}`", "",
-            "## Question", "", question(self.space, self.plan), "",
-            "## Command", "", "```", self.command, "```", "",
-            "## Base config", "", f"From `{self.space.base_source}`:", "", "```yaml", base, "```", "",
-            "## Versions", "", *[f"- {v}" for v in versions()], "",
-            "## Machine", "", *[f"- {m}" for m in machine()], "",
-            "## Runs", "", *self.runs, "",
-            "## Next", "", "```",
-            f"python -m hba_sweep status {where}",
-            f"{resume}   # finish or grow the study",
-            f"python -m hba_sweep analyze {where}",
-            "```", ""])
+        text = "\n".join(
+            [
+                f"# Study {self.space.name}",
+                "",
+                f"Search space: `{self.space.path}`  ",
+                f"Experiment: `{storage.redact(self.root)}`",
+                "",
+                "## Question",
+                "",
+                question(self.space, self.plan),
+                "",
+                "## Command",
+                "",
+                "```",
+                self.command,
+                "```",
+                "",
+                "## Base config",
+                "",
+                f"From `{self.space.base_source}`:",
+                "",
+                "```yaml",
+                base,
+                "```",
+                "",
+                "## Versions",
+                "",
+                *[f"- {v}" for v in versions()],
+                "",
+                "## Machine",
+                "",
+                *[f"- {m}" for m in machine()],
+                "",
+                "## Runs",
+                "",
+                *self.runs,
+                "",
+                "## Next",
+                "",
+                "```",
+                f"python -m hba_sweep status {where}",
+                f"{resume}   # finish or grow the study",
+                f"python -m hba_sweep analyze {where}",
+                "```",
+                "",
+            ]
+        )
         storage.write_text(self.path, text)

@@ -22,13 +22,26 @@ from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 
 from hba_sweep.foundation.errors import ConfigError
 
-HPARAM_KEYS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction",
-               "random_seed", "lr", "rank", "vision_layers", "transformer_layers", "backbone")
+HPARAM_KEYS = (
+    "perturb_type",
+    "perturb_epoch",
+    "perturb_length",
+    "perturb_seed",
+    "perturb_fraction",
+    "random_seed",
+    "lr",
+    "rank",
+    "vision_layers",
+    "transformer_layers",
+    "backbone",
+)
 
 
 def _need(package: str, flag: str) -> None:
     if importlib.util.find_spec(package) is None:
-        raise ConfigError(f"{flag}: the {package} package is not installed. Fix: pip install {package}, or drop {flag}.")
+        raise ConfigError(
+            f"{flag}: the {package} package is not installed. Fix: pip install {package}, or drop {flag}."
+        )
 
 
 @contextlib.contextmanager
@@ -59,17 +72,21 @@ def validate(mlflow_uri: str | None, wandb_project: str | None) -> None:
                 MlflowClient(tracking_uri=mlflow_uri).search_experiments(max_results=1)
             except Exception as exc:  # MlflowException, connection errors, a refused file store
                 first = str(exc).split(". ")[0]
-                raise ConfigError(f"--mlflow {mlflow_uri}: MLflow cannot use this tracking URI ({first}). Fix: give a "
-                                  "database (sqlite:///path/mlflow.db) or a tracking server (http://host:5000); MLflow 3 "
-                                  "keeps file stores (file:///..., ./mlruns) read-only.") from None
+                raise ConfigError(
+                    f"--mlflow {mlflow_uri}: MLflow cannot use this tracking URI ({first}). Fix: give a "
+                    "database (sqlite:///path/mlflow.db) or a tracking server (http://host:5000); MLflow 3 "
+                    "keeps file stores (file:///..., ./mlruns) read-only."
+                ) from None
             finally:
                 quiet.setLevel(level)
     if wandb_project:
         _need("wandb", "--wandb")
         mode = os.environ.get("WANDB_MODE", "").lower()
         if mode not in ("offline", "disabled", "dryrun") and not os.environ.get("WANDB_API_KEY") and not _has_api():
-            raise ConfigError(f"--wandb {wandb_project}: no W&B login on this machine. Fix: `wandb login` (or "
-                                  "WANDB_API_KEY=...), or WANDB_MODE=offline to write runs locally for `wandb sync`.")
+            raise ConfigError(
+                f"--wandb {wandb_project}: no W&B login on this machine. Fix: `wandb login` (or "
+                "WANDB_API_KEY=...), or WANDB_MODE=offline to write runs locally for `wandb sync`."
+            )
 
 
 def _has_api() -> bool:
@@ -105,9 +122,9 @@ def callbacks(mlflow_uri: str | None, wandb_project: str | None, name: str, wand
                 if not self._remote_logger_class:  # as Ray's, without restarts: an actor whose arguments sit in
                     # the object store cannot be restarted, and Ray prints an error line saying so
                     env = {WANDB_ENV_VAR: os.environ[WANDB_ENV_VAR]} if WANDB_ENV_VAR in os.environ else {}
-                    self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(),
-                                                           runtime_env={"env_vars": env}, max_restarts=0)(
-                        self._logger_actor_cls)
+                    self._remote_logger_class = ray.remote(
+                        num_cpus=0, **_force_on_current_node(), runtime_env={"env_vars": env}, max_restarts=0
+                    )(self._logger_actor_cls)
                 super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
         mode = os.environ.get("WANDB_MODE")  # the logging actors may not inherit this shell's environment
@@ -195,7 +212,7 @@ def epoch_wandb_actor():
     class EpochWandbActor(_WandbLoggingActor):
         def __init__(self, *args, **kwargs):
             os.environ["WANDB_SILENT"] = "true"  # this actor's process: banners, warnings and run summaries go
-            super().__init__(*args, **kwargs)   # to the run's own log files (wandb/<run>/logs), not the terminal
+            super().__init__(*args, **kwargs)  # to the run's own log files (wandb/<run>/logs), not the terminal
             self._wandb = _EpochAxis(self._wandb)
 
     return EpochWandbActor

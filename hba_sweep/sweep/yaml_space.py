@@ -28,8 +28,22 @@ from hba_sweep.foundation.errors import SearchSpaceError
 from hba_sweep.training.demo_data import make_demo_data
 
 SUFFIXES = (".yaml", ".yml")
-KEYS = ("name", "base_config", "param_space", "num_samples", "search_alg", "scheduler", "metric", "mode",
-        "resources", "max_failures", "fork_from_baseline", "max_concurrent", "evalsets", "prepare")
+KEYS = (
+    "name",
+    "base_config",
+    "param_space",
+    "num_samples",
+    "search_alg",
+    "scheduler",
+    "metric",
+    "mode",
+    "resources",
+    "max_failures",
+    "fork_from_baseline",
+    "max_concurrent",
+    "evalsets",
+    "prepare",
+)
 PRIMITIVES: dict[str, tuple[Callable[..., Any], str]] = {
     "grid_search": (tune.grid_search, "a list of values, e.g. {grid_search: [0, 1, 2]}"),
     "choice": (tune.choice, "a list of values, e.g. {choice: [4, 8, 16]}"),
@@ -37,10 +51,16 @@ PRIMITIVES: dict[str, tuple[Callable[..., Any], str]] = {
     "loguniform": (tune.loguniform, "[low, high] with 0 < low < high, e.g. {loguniform: [1e-5, 1e-3]}"),
     "randint": (tune.randint, "[low, high) integers, e.g. {randint: [1, 9]}"),
 }
-SEARCHERS = {"optuna": ("ray.tune.search.optuna", "OptunaSearch"),
-             "hyperopt": ("ray.tune.search.hyperopt", "HyperOptSearch")}
-SCHEDULERS = {"asha": ASHAScheduler, "hyperband": HyperBandScheduler, "median_stopping": MedianStoppingRule,
-              "fifo": FIFOScheduler}
+SEARCHERS = {
+    "optuna": ("ray.tune.search.optuna", "OptunaSearch"),
+    "hyperopt": ("ray.tune.search.hyperopt", "HyperOptSearch"),
+}
+SCHEDULERS = {
+    "asha": ASHAScheduler,
+    "hyperband": HyperBandScheduler,
+    "median_stopping": MedianStoppingRule,
+    "fifo": FIFOScheduler,
+}
 PREPARATIONS = ("demo_data",)  # the only preparation a data file can ask for: generate the demo data
 ENV_RE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 EXPONENT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")  # YAML 1.1 reads 1e-3 as a string
@@ -60,8 +80,10 @@ class _Where:
 def _compose(path: Path) -> tuple[Any, dict[str, int]]:
     """The file's data (safe loader) and the line of each top-level and param_space key."""
     if not path.is_file():
-        raise SearchSpaceError(f"{path}: no such search-space file. Fix: check the path "
-                               "(the shipped ones are in search_spaces/, e.g. search_spaces/demo.yaml).")
+        raise SearchSpaceError(
+            f"{path}: no such search-space file. Fix: check the path "
+            "(the shipped ones are in search_spaces/, e.g. search_spaces/demo.yaml)."
+        )
     text = path.read_text()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -69,8 +91,10 @@ def _compose(path: Path) -> tuple[Any, dict[str, int]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise SearchSpaceError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc}). "
-                               "Fix: correct the syntax at that line.") from None
+        raise SearchSpaceError(
+            f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc}). "
+            "Fix: correct the syntax at that line."
+        ) from None
     lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -99,15 +123,23 @@ def _primitive(where: _Where, key: str, value: dict) -> Any:
     if kind not in PRIMITIVES:
         close = difflib.get_close_matches(str(kind or next(iter(value), "")), PRIMITIVES, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise where.error(f"param_space.{key}", f"param_space.{key}: {value!r} is not a search primitive. Fix: {hint}"
-                          f"write one of {', '.join(PRIMITIVES)} as a one-key mapping, e.g. {{grid_search: [0, 1]}}.")
+        raise where.error(
+            f"param_space.{key}",
+            f"param_space.{key}: {value!r} is not a search primitive. Fix: {hint}"
+            f"write one of {', '.join(PRIMITIVES)} as a one-key mapping, e.g. {{grid_search: [0, 1]}}.",
+        )
     fn, form = PRIMITIVES[kind]
     args = [_number(a) for a in value[kind]] if isinstance(value[kind], list) else value[kind]
     bad = not isinstance(args, list) or not args
     if kind in ("uniform", "loguniform", "randint"):
-        bad = bad or len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args) \
-            or args[0] >= args[1] or (kind == "loguniform" and args[0] <= 0) \
+        bad = (
+            bad
+            or len(args) != 2
+            or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+            or args[0] >= args[1]
+            or (kind == "loguniform" and args[0] <= 0)
             or (kind == "randint" and not all(isinstance(a, int) for a in args))
+        )
     if bad:
         raise where.error(f"param_space.{key}", f"param_space.{key}: {kind} {args!r} is not valid. Fix: give {form}.")
     return fn(args) if kind in ("grid_search", "choice") else fn(*args)
@@ -121,13 +153,21 @@ def _param_space(where: _Where, value: Any) -> Any:
 
 def _named(where: _Where, key: str, value: Any, known: dict) -> tuple[str, dict]:
     """``name`` or ``{name: {settings}}`` -> (name, settings), checked against the known names."""
-    name, settings = (value, {}) if isinstance(value, str) else \
-        next(iter(value.items())) if isinstance(value, dict) and len(value) == 1 else (None, None)
+    name, settings = (
+        (value, {})
+        if isinstance(value, str)
+        else next(iter(value.items()))
+        if isinstance(value, dict) and len(value) == 1
+        else (None, None)
+    )
     if name not in known or not isinstance(settings, (dict, type(None))):
         close = difflib.get_close_matches(str(name), known, n=1)
-        raise where.error(key, f"{key}: {value!r} is not known. Fix: {f'did you mean {close[0]}? ' if close else ''}"
-                          f"give one of {', '.join(known)}, alone or with settings, e.g. {key}: "
-                          f"{{{next(iter(known))}: {{...}}}}.")
+        raise where.error(
+            key,
+            f"{key}: {value!r} is not known. Fix: {f'did you mean {close[0]}? ' if close else ''}"
+            f"give one of {', '.join(known)}, alone or with settings, e.g. {key}: "
+            f"{{{next(iter(known))}: {{...}}}}.",
+        )
     return name, settings or {}
 
 
@@ -140,12 +180,16 @@ def _check_settings(where: _Where, key: str, name: str, cls: type, settings: dic
     for setting in settings:
         if allowed is not None and setting not in allowed:
             close = difflib.get_close_matches(setting, allowed, n=1)
-            raise where.error(key, f"{key}: {name} has no setting {setting!r}. Fix: "
-                              f"{f'did you mean {close[0]}? ' if close else ''}use some of {', '.join(allowed)}.")
+            raise where.error(
+                key,
+                f"{key}: {name} has no setting {setting!r}. Fix: "
+                f"{f'did you mean {close[0]}? ' if close else ''}use some of {', '.join(allowed)}.",
+            )
 
 
 def _factory(label: str, cls: type, settings: dict) -> Callable[[], Any]:
     """A zero-argument factory named like the Python form's (SEARCH_ALG / SCHEDULER), called by `run`."""
+
     def make():
         return cls(**settings)
 
@@ -175,9 +219,12 @@ def _prepare(where: _Where, value: Any, base_config: Any) -> Callable[[], None] 
     if value is None:
         return None
     if value not in PREPARATIONS or not isinstance(base_config, str):
-        raise where.error("prepare", f"prepare: {value!r} is not a preparation a YAML study can ask for. Fix: use "
-                          "`prepare: demo_data` (generates the demo data where base_config points) or a Python "
-                          "search-space file with a PREPARE function.")
+        raise where.error(
+            "prepare",
+            f"prepare: {value!r} is not a preparation a YAML study can ask for. Fix: use "
+            "`prepare: demo_data` (generates the demo data where base_config points) or a Python "
+            "search-space file with a PREPARE function.",
+        )
     folder = Path(base_config) if Path(base_config).is_absolute() else where.path.parent / base_config
 
     def PREPARE() -> None:
@@ -193,13 +240,18 @@ def parse(path: str | os.PathLike) -> SimpleNamespace:
     data, lines = _compose(path)
     where = _Where(path, lines)
     if not isinstance(data, dict):
-        raise SearchSpaceError(f"{path}: expected a mapping of keys (name, base_config, param_space, ...), got "
-                               f"{type(data).__name__}. Fix: see search_spaces/README.md.")
+        raise SearchSpaceError(
+            f"{path}: expected a mapping of keys (name, base_config, param_space, ...), got "
+            f"{type(data).__name__}. Fix: see search_spaces/README.md."
+        )
     for key in data:
         if key not in KEYS:
             close = difflib.get_close_matches(str(key), KEYS, n=1)
-            raise where.error(str(key), f"unknown key {key!r}. Fix: "
-                              f"{f'did you mean {close[0]}?' if close else 'use some of ' + ', '.join(KEYS) + '.'}")
+            raise where.error(
+                str(key),
+                f"unknown key {key!r}. Fix: "
+                f"{f'did you mean {close[0]}?' if close else 'use some of ' + ', '.join(KEYS) + '.'}",
+            )
     values = {k: _expand_env(v) if k in ("base_config", "evalsets") else v for k, v in data.items()}
     values["param_space"] = _param_space(where, values.get("param_space")) if "param_space" in values else None
     values["search_alg"] = _searcher(where, values.get("search_alg"))

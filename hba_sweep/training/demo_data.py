@@ -38,8 +38,20 @@ from hba_sweep.foundation.io_utils import atomic_write_bytes, atomic_write_text,
 GENERATOR_VERSION = 2
 N_LATENT = 9
 N_EVAL = 48
-FMRI_CONCEPTS = ("acorn", "anchor", "balloon", "beetle", "candle", "cactus",
-                 "drum", "feather", "kettle", "lantern", "mitten", "pebble")
+FMRI_CONCEPTS = (
+    "acorn",
+    "anchor",
+    "balloon",
+    "beetle",
+    "candle",
+    "cactus",
+    "drum",
+    "feather",
+    "kettle",
+    "lantern",
+    "mitten",
+    "pebble",
+)
 FMRI_IMAGES_PER_CONCEPT = 3
 NOD_CATEGORIES = 10
 NOD_IMAGES_PER_CATEGORY = 3
@@ -110,6 +122,7 @@ def pixel_features(pixels: np.ndarray, grid: int = 8) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- writers
 
+
 def _write_images(root: Path, relpaths: list[str], latents: np.ndarray, size: int) -> np.ndarray:
     pixels = np.stack([render(z, size) for z in latents])
     for rel, image in zip(relpaths, pixels, strict=False):
@@ -130,8 +143,14 @@ def _jittered(rng: np.random.Generator, groups: int, per_group: int, spread: flo
     return np.clip(centres[:, None, :] + noise, 0.0, 1.0).reshape(groups * per_group, N_LATENT)
 
 
-def _roi_rdms(root: Path, folder: str, pixels: np.ndarray, targets: np.ndarray, groups: np.ndarray | None,
-              rng: np.random.Generator) -> dict[str, str]:
+def _roi_rdms(
+    root: Path,
+    folder: str,
+    pixels: np.ndarray,
+    targets: np.ndarray,
+    groups: np.ndarray | None,
+    rng: np.random.Generator,
+) -> dict[str, str]:
     """V1: pixel code, IT: targets; averaged per group when ``groups`` is given. ROI -> relpath."""
     low, high = pixel_features(pixels), targets
     if groups is not None:
@@ -162,8 +181,11 @@ def _make_eval48(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
     _write_images(root / "eval48" / "images", names, latents, size)
     _write_things_csv(root / "eval48" / "eval48.csv", names, targets)
     save_rdm_mat(root / "eval48" / "RDM48_triplet.mat", "RDM48_triplet", correlation_rdm(targets, rng, 0.03))
-    return {"annotations_file": "eval48/eval48.csv", "img_dir": "eval48/images",
-            "reference_rdms": {"behavior": "eval48/RDM48_triplet.mat"}}
+    return {
+        "annotations_file": "eval48/eval48.csv",
+        "img_dir": "eval48/images",
+        "reference_rdms": {"behavior": "eval48/RDM48_triplet.mat"},
+    }
 
 
 def _make_fmri(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
@@ -172,16 +194,28 @@ def _make_fmri(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
     latents = _jittered(rng, len(FMRI_CONCEPTS), per, 0.06)
     concepts = [c for c in FMRI_CONCEPTS for _ in range(per)]
     stimuli = [f"{c}_{j + 1:02d}s.png" for c in FMRI_CONCEPTS for j in range(per)]
-    pixels = _write_images(root / "things_fmri" / "images", [f"{c}/{s}" for c, s in zip(concepts, stimuli, strict=False)],
-                           latents, size)
+    pixels = _write_images(
+        root / "things_fmri" / "images", [f"{c}/{s}" for c, s in zip(concepts, stimuli, strict=False)], latents, size
+    )
     n = len(stimuli)
-    meta = pd.DataFrame({"concept": concepts, "session": 1 + np.arange(n) % 4, "run": 1 + np.arange(n) % 10,
-                         "subject_id": 1, "trial_id": 1 + np.arange(n) * 7, "stimulus": stimuli})
+    meta = pd.DataFrame(
+        {
+            "concept": concepts,
+            "session": 1 + np.arange(n) % 4,
+            "run": 1 + np.arange(n) % 10,
+            "subject_id": 1,
+            "trial_id": 1 + np.arange(n) * 7,
+            "stimulus": stimuli,
+        }
+    )
     atomic_write_text(root / "things_fmri" / "stimulus_metadata.csv", meta.to_csv())
     groups = np.repeat(np.arange(len(FMRI_CONCEPTS)), per)
     rdms = _roi_rdms(root, "things_fmri", pixels, latent_to_targets(latents, mapping), groups, rng)
-    return {"metadata_csv": "things_fmri/stimulus_metadata.csv", "img_dir": "things_fmri/images",
-            "reference_rdms": rdms}
+    return {
+        "metadata_csv": "things_fmri/stimulus_metadata.csv",
+        "img_dir": "things_fmri/images",
+        "reference_rdms": rdms,
+    }
 
 
 def _make_nod(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
@@ -190,15 +224,24 @@ def _make_nod(root: Path, size: int, seed: int, mapping) -> dict[str, Any]:
     latents = _jittered(rng, NOD_CATEGORIES, per, 0.08)
     categories = [f"n{1440764 + 1111 * c:08d}" for c in range(NOD_CATEGORIES) for _ in range(per)]
     images = [f"{cat}_{1000 + 37 * i}.png" for i, cat in enumerate(categories)]
-    pixels = _write_images(root / "nod" / "images", [f"{c}/{i}" for c, i in zip(categories, images, strict=False)], latents, size)
-    atomic_write_text(root / "nod" / "index.csv", pd.DataFrame({"image": images, "category": categories})
-                      .to_csv(index=False))
-    selection = load_nod(root / "nod" / "index.csv", root / "nod" / "images", NOD_MAX_PER_CATEGORY, seed,
-                         check_files=False)
+    pixels = _write_images(
+        root / "nod" / "images", [f"{c}/{i}" for c, i in zip(categories, images, strict=False)], latents, size
+    )
+    atomic_write_text(
+        root / "nod" / "index.csv", pd.DataFrame({"image": images, "category": categories}).to_csv(index=False)
+    )
+    selection = load_nod(
+        root / "nod" / "index.csv", root / "nod" / "images", NOD_MAX_PER_CATEGORY, seed, check_files=False
+    )
     keep = np.array([images.index(name) for name in selection.images])
     rdms = _roi_rdms(root, "nod", pixels[keep], latent_to_targets(latents[keep], mapping), None, rng)
-    return {"index_csv": "nod/index.csv", "img_dir": "nod/images",
-            "max_images_per_category": NOD_MAX_PER_CATEGORY, "seed": seed, "reference_rdms": rdms}
+    return {
+        "index_csv": "nod/index.csv",
+        "img_dir": "nod/images",
+        "max_images_per_category": NOD_MAX_PER_CATEGORY,
+        "seed": seed,
+        "reference_rdms": rdms,
+    }
 
 
 def _make_nights(root: Path, size: int, seed: int) -> dict[str, Any]:
@@ -217,27 +260,53 @@ def _make_nights(root: Path, size: int, seed: int) -> dict[str, Any]:
         _write_images(root / "nights", paths, np.stack([ref, *sides]), size)
         votes = (5, 1) if near_left else (1, 5)
         split = "test" if i < 20 else ("val" if i < 25 else "train")
-        rows.append({"id": i, "ref_path": paths[0], "left_path": paths[1], "right_path": paths[2],
-                     "left_vote": votes[0], "right_vote": votes[1], "split": split})
+        rows.append(
+            {
+                "id": i,
+                "ref_path": paths[0],
+                "left_path": paths[1],
+                "right_path": paths[2],
+                "left_vote": votes[0],
+                "right_vote": votes[1],
+                "split": split,
+            }
+        )
     atomic_write_text(root / "nights" / "data.csv", pd.DataFrame(rows).to_csv(index=False))
     return {"data_csv": "nights/data.csv", "img_dir": "nights", "split": "test"}
 
 
 def _train_config(backbone: str, things: dict[str, Any]) -> dict[str, Any]:
     return {
-        "backbone": backbone, "pretrained": "none", "vision_layers": 2, "transformer_layers": 3, "rank": 16,
-        "epochs": 8, "batch_size": 32, "lr": 1e-2, "opt": "adamw", "lr_scheduler": "none",
-        "random_seed": 1, "train_portion": 0.8, "early_stopping_patience": 20,
-        "img_dir": "images", "img_annotations_file": "train.csv",
-        "behavioral_rsa": True, "rsa_annotations_file": things["annotations_file"],
-        "rsa_img_dir": things["img_dir"], "behavioral_rdm_file": things["reference_rdms"]["behavior"],
-        "device": "cpu", "save_path": "runs", "perturb_type": "none",
+        "backbone": backbone,
+        "pretrained": "none",
+        "vision_layers": 2,
+        "transformer_layers": 3,
+        "rank": 16,
+        "epochs": 8,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "opt": "adamw",
+        "lr_scheduler": "none",
+        "random_seed": 1,
+        "train_portion": 0.8,
+        "early_stopping_patience": 20,
+        "img_dir": "images",
+        "img_annotations_file": "train.csv",
+        "behavioral_rsa": True,
+        "rsa_annotations_file": things["annotations_file"],
+        "rsa_img_dir": things["img_dir"],
+        "behavioral_rdm_file": things["reference_rdms"]["behavior"],
+        "device": "cpu",
+        "save_path": "runs",
+        "perturb_type": "none",
     }
 
 
 def _train_yaml(config: dict[str, Any]) -> str:
-    header = ("# Demo training config written by `python -m hba_sweep demo-data`.\n"
-              "# Data paths are relative to this file's folder; save_path is relative to where you run.\n")
+    header = (
+        "# Demo training config written by `python -m hba_sweep demo-data`.\n"
+        "# Data paths are relative to this file's folder; save_path is relative to where you run.\n"
+    )
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -246,40 +315,58 @@ def _infer_yaml(train: dict[str, Any], things: dict[str, Any]) -> str:
     behavioural RSA of every epoch's checkpoint on the 48 evaluation images."""
     name = run_name(from_dict(train, check_files=False))
     config = {
-        "model_weights_path": f"{train['save_path']}/{name}", "epoch": "all", "dataset": "things",
-        "evaluation_type": "behavioral", "img_dir": things["img_dir"],
+        "model_weights_path": f"{train['save_path']}/{name}",
+        "epoch": "all",
+        "dataset": "things",
+        "evaluation_type": "behavioral",
+        "img_dir": things["img_dir"],
         "inference_annotations_file": things["annotations_file"],
         "reference_rdm_paths": {"behavioral_rdm": things["reference_rdms"]["behavior"]},
-        "model_rdm_distance_metric": "pearson", "rsa_similarity_metric": "spearman",
-        "reference_rdm_distance_metric": "pearson", "batch_size": 64, "device": "cpu",
+        "model_rdm_distance_metric": "pearson",
+        "rsa_similarity_metric": "spearman",
+        "reference_rdm_distance_metric": "pearson",
+        "batch_size": 64,
+        "device": "cpu",
         "inference_save_dir": "inference_results",
     }
-    header = ("# Demo inference config written by `python -m hba_sweep demo-data`: after\n"
-              "#   python -m hba_sweep train --config <this folder>/train.yaml\n"
-              "# run `python -m hba_sweep infer --config <this folder>/infer.yaml` from the same folder.\n"
-              "# Data paths are relative to this file's folder; model_weights_path and inference_save_dir to\n"
-              "# where you run (as train.yaml's save_path).\n")
+    header = (
+        "# Demo inference config written by `python -m hba_sweep demo-data`: after\n"
+        "#   python -m hba_sweep train --config <this folder>/train.yaml\n"
+        "# run `python -m hba_sweep infer --config <this folder>/infer.yaml` from the same folder.\n"
+        "# Data paths are relative to this file's folder; model_weights_path and inference_save_dir to\n"
+        "# where you run (as train.yaml's save_path).\n"
+    )
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
 # ----------------------------------------------------------------------------- entry points
 
+
 def _settings(n_train: int, image_size: int, seed: int, backbone: str) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, "n_train": n_train, "image_size": image_size,
-            "seed": seed, "backbone": backbone}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "n_train": n_train,
+        "image_size": image_size,
+        "seed": seed,
+        "backbone": backbone,
+    }
 
 
 def _generate(root: Path, settings: dict[str, Any]) -> None:
     n_train, size, seed = settings["n_train"], settings["image_size"], settings["seed"]
     mapping = target_mapping(seed)
     _make_training(root, n_train, size, seed, mapping)
-    evalsets = {"things": _make_eval48(root, size, seed, mapping),
-                "things_fmri": _make_fmri(root, size, seed, mapping),
-                "nod": _make_nod(root, size, seed, mapping),
-                "nights": _make_nights(root, size, seed)}
-    atomic_write_text(root / "evalsets.yaml",
-                      "# Evaluation sets of the demo study; paths are relative to this file's folder.\n"
-                      + yaml.safe_dump(evalsets, sort_keys=False))
+    evalsets = {
+        "things": _make_eval48(root, size, seed, mapping),
+        "things_fmri": _make_fmri(root, size, seed, mapping),
+        "nod": _make_nod(root, size, seed, mapping),
+        "nights": _make_nights(root, size, seed),
+    }
+    atomic_write_text(
+        root / "evalsets.yaml",
+        "# Evaluation sets of the demo study; paths are relative to this file's folder.\n"
+        + yaml.safe_dump(evalsets, sort_keys=False),
+    )
     train = _train_config(settings["backbone"], evalsets["things"])
     atomic_write_text(root / "train.yaml", _train_yaml(train))
     atomic_write_text(root / "infer.yaml", _infer_yaml(train, evalsets["things"]))
@@ -292,8 +379,9 @@ def existing_settings(out_dir: Path) -> dict[str, Any] | None:
         return None
     marker = out_dir / MARKER
     if not out_dir.is_dir() or not marker.is_file():
-        raise DataError(f"{out_dir}: exists and holds no demo data ({MARKER} missing). "
-                        "Fix: choose a new or empty directory.")
+        raise DataError(
+            f"{out_dir}: exists and holds no demo data ({MARKER} missing). Fix: choose a new or empty directory."
+        )
     try:
         return json.loads(marker.read_text())
     except (json.JSONDecodeError, OSError):
@@ -307,8 +395,14 @@ def _check_arguments(n_train: int, image_size: int) -> None:
         raise DataError(f"demo-data: image_size={image_size} is too small. Fix: use at least 16 (hba-tiny: 64).")
 
 
-def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: int = 64, seed: int = 0,
-                   backbone: str = "hba-tiny", force: bool = False) -> Path:
+def make_demo_data(
+    out_dir: str | os.PathLike,
+    n_train: int = 480,
+    image_size: int = 64,
+    seed: int = 0,
+    backbone: str = "hba-tiny",
+    force: bool = False,
+) -> Path:
     """Generate (or reuse) deterministic demo data in ``out_dir``; returns the path of train.yaml.
 
     Existing demo data with the same settings is reused; with other settings it is an error
@@ -322,8 +416,10 @@ def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: i
         return out_dir / "train.yaml"
     if existing is not None and not force:
         changed = {k: (existing.get(k), v) for k, v in settings.items() if existing.get(k) != v}
-        raise DataError(f"{out_dir}: holds demo data made with other settings {changed} (old, new). "
-                        "Fix: add --force to regenerate it, or choose another directory.")
+        raise DataError(
+            f"{out_dir}: holds demo data made with other settings {changed} (old, new). "
+            "Fix: add --force to regenerate it, or choose another directory."
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(f".{out_dir.name}.", out_dir.parent)
     try:
@@ -339,13 +435,15 @@ def make_demo_data(out_dir: str | os.PathLike, n_train: int = 480, image_size: i
 def describe(out_dir: Path) -> str:
     """A short listing of what a demo directory holds."""
     s = json.loads((out_dir / MARKER).read_text())
-    return "\n".join([
-        f"  train.csv + images/          {s['n_train']} training images ({s['image_size']} px)",
-        f"  eval48/                      {N_EVAL} evaluation images + RDM48_triplet.mat",
-        f"  things_fmri/                 {len(FMRI_CONCEPTS)} concepts x {FMRI_IMAGES_PER_CONCEPT} images, "
-        f"RDMs {', '.join(ROIS)}",
-        f"  nod/                         {NOD_CATEGORIES} categories x {NOD_IMAGES_PER_CATEGORY} images "
-        f"(analysis uses {NOD_MAX_PER_CATEGORY}), RDMs {', '.join(ROIS)}",
-        f"  nights/                      {NIGHTS_TRIPLETS} 2AFC triplets",
-        "  evalsets.yaml, train.yaml, infer.yaml",
-    ])
+    return "\n".join(
+        [
+            f"  train.csv + images/          {s['n_train']} training images ({s['image_size']} px)",
+            f"  eval48/                      {N_EVAL} evaluation images + RDM48_triplet.mat",
+            f"  things_fmri/                 {len(FMRI_CONCEPTS)} concepts x {FMRI_IMAGES_PER_CONCEPT} images, "
+            f"RDMs {', '.join(ROIS)}",
+            f"  nod/                         {NOD_CATEGORIES} categories x {NOD_IMAGES_PER_CATEGORY} images "
+            f"(analysis uses {NOD_MAX_PER_CATEGORY}), RDMs {', '.join(ROIS)}",
+            f"  nights/                      {NIGHTS_TRIPLETS} 2AFC triplets",
+            "  evalsets.yaml, train.yaml, infer.yaml",
+        ]
+    )

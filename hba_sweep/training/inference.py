@@ -30,8 +30,7 @@ from hba_sweep.model import ModelSpec
 from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 
-__all__ = ["run_inference", "write_result", "model_spec", "predictor_for",
-           "evalset_from_infer_config"]
+__all__ = ["run_inference", "write_result", "model_spec", "predictor_for", "evalset_from_infer_config"]
 
 
 def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
@@ -43,17 +42,28 @@ def evalset_from_infer_config(cfg: Mapping[str, Any]) -> EvalSet:
     elif dataset == "things_fmri":
         spec["metadata_csv"] = cfg["annotations_file"]
     elif dataset == "nod":
-        spec.update(index_csv=cfg["annotations_file"], max_images_per_category=cfg["max_images_per_category"],
-                    seed=cfg["random_seed"])
+        spec.update(
+            index_csv=cfg["annotations_file"],
+            max_images_per_category=cfg["max_images_per_category"],
+            seed=cfg["random_seed"],
+        )
     else:
         spec.update(data_csv=cfg["annotations_file"], split=cfg["split"])
-    settings = ScoreSettings(cfg["model_rdm_distance_metric"], cfg["rsa_similarity_metric"],
-                             cfg["reference_rdm_distance_metric"], int(cfg["n_bootstrap"] or 0), int(cfg["random_seed"]))
+    settings = ScoreSettings(
+        cfg["model_rdm_distance_metric"],
+        cfg["rsa_similarity_metric"],
+        cfg["reference_rdm_distance_metric"],
+        int(cfg["n_bootstrap"] or 0),
+        int(cfg["random_seed"]),
+    )
     return build_evalset("cka" if etype == "cka" else dataset, spec, settings)
 
 
-def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Predictor | None = None,
-                  checkpoint_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_inference(
+    config: Mapping[str, Any] | str | os.PathLike,
+    predictor: Predictor | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Evaluate one checkpoint: returns epoch, checkpoint, the (N, 66) predictions and the score rows.
 
     ``config`` holds the study's inference keys (or is a YAML path); the checkpoint is
@@ -64,17 +74,26 @@ def run_inference(config: Mapping[str, Any] | str | os.PathLike, predictor: Pred
     if checkpoint_dir is None:
         dirs = checkpoint_dirs(cfg["model_weights_path"], cfg["epoch"])
         if len(dirs) != 1:
-            raise ConfigError(f"epoch={cfg['epoch']!r} names {len(dirs)} checkpoints; run_inference evaluates one. "
-                              "Fix: give one epoch, or use `python -m hba_sweep infer` for several.")
+            raise ConfigError(
+                f"epoch={cfg['epoch']!r} names {len(dirs)} checkpoints; run_inference evaluates one. "
+                "Fix: give one epoch, or use `python -m hba_sweep infer` for several."
+            )
         checkpoint_dir = dirs[0]
     adapters, meta = load_checkpoint_any(Path(checkpoint_dir))
     if predictor is None or predictor.spec != model_spec(cfg, meta):
         predictor = predictor_for(cfg, meta)
     evalset = evalset_from_infer_config(cfg)
     predictions, rows = predictor.evaluate(adapters, [evalset], str(checkpoint_dir))[evalset.dataset]
-    result = {"run_name": meta.get("run_name", Path(checkpoint_dir).name), "epoch": meta.get("epoch"),
-              "checkpoint": str(checkpoint_dir), "dataset": cfg["dataset"], "evaluation_type": cfg["evaluation_type"],
-              "n_images": len(evalset.paths), "predictions": predictions, "results": rows}
+    result = {
+        "run_name": meta.get("run_name", Path(checkpoint_dir).name),
+        "epoch": meta.get("epoch"),
+        "checkpoint": str(checkpoint_dir),
+        "dataset": cfg["dataset"],
+        "evaluation_type": cfg["evaluation_type"],
+        "n_images": len(evalset.paths),
+        "predictions": predictions,
+        "results": rows,
+    }
     if cfg["evaluation_type"] == "behavioral" and rows:
         result.update(behavioral_rsa_rho=rows[0]["value"], behavioral_rsa_p=rows[0]["p_value"])
     return result
@@ -95,10 +114,21 @@ def write_result(result: Mapping[str, Any], cfg: Mapping[str, Any]) -> Path:
     out_dir = Path(cfg["inference_save_dir"])
     stem = f"{result['run_name']}_epoch{result['epoch']}_{result['dataset']}_{result['evaluation_type']}"
     payload = {k: v for k, v in result.items() if k != "predictions"}
-    payload["settings"] = {k: cfg[k] for k in ("model_rdm_distance_metric", "rsa_similarity_metric",
-                                               "reference_rdm_distance_metric", "n_bootstrap", "img_dir",
-                                               "annotations_file", "reference_rdm_paths", "max_images_per_category",
-                                               "random_seed", "split")}
+    payload["settings"] = {
+        k: cfg[k]
+        for k in (
+            "model_rdm_distance_metric",
+            "rsa_similarity_metric",
+            "reference_rdm_distance_metric",
+            "n_bootstrap",
+            "img_dir",
+            "annotations_file",
+            "reference_rdm_paths",
+            "max_images_per_category",
+            "random_seed",
+            "split",
+        )
+    }
     if cfg["save_predictions"]:
         buf = io.BytesIO()
         np.save(buf, np.asarray(result["predictions"], dtype=np.float32))
@@ -115,5 +145,10 @@ def model_spec(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> ModelSpec:
 
 
 def predictor_for(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> Predictor:
-    return Predictor(model_spec(cfg, meta), resolve_device(cfg["device"]), cfg["cache_dir"], cfg["batch_size"],
-                     precision=cfg.get("precision", "fp32"))
+    return Predictor(
+        model_spec(cfg, meta),
+        resolve_device(cfg["device"]),
+        cfg["cache_dir"],
+        cfg["batch_size"],
+        precision=cfg.get("precision", "fp32"),
+    )

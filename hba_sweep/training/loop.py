@@ -74,15 +74,28 @@ def load_images(cfg: TrainConfig, annotations: str, img_dir: str, image_size: in
     return ThingsDataset(annotations, img_dir, image_size, in_memory=cfg.keep_images_in_memory)
 
 
-def attach_prefix(images: Images, model: CLIPHBA, cfg: TrainConfig, device: torch.device,
-                  dtype: torch.dtype, log: Callable[[str], None]) -> None:
+def attach_prefix(
+    images: Images,
+    model: CLIPHBA,
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    log: Callable[[str], None],
+) -> None:
     """Compute (or load) the frozen vision prefix of every image once."""
     ds = images.dataset
     root = cfg.cache_dir if cfg.cache_dir is not None else Path(cfg.save_path) / "prefix_cache"
     prefix = prefix_cache.frozen_prefix(
-        model, ds.image_paths, lambda: ds.images, root, dtype, device, cfg.batch_size,
+        model,
+        ds.image_paths,
+        lambda: ds.images,
+        root,
+        dtype,
+        device,
+        cfg.batch_size,
         lambda: autocast(device, cfg.precision),
-        on_compute=lambda n: log(f"computing the frozen prefix of {n} images ({ds.annotations_file.name}) once"))
+        on_compute=lambda n: log(f"computing the frozen prefix of {n} images ({ds.annotations_file.name}) once"),
+    )
     images.prefix = prefix_cache.hold_on_device(prefix, device, log=log) if cfg.prefix_on_gpu else prefix
 
 
@@ -118,21 +131,31 @@ def _in_prefix(name: str, split: int) -> bool:
 
 
 # ---- one epoch --------------------------------------------------------------------------
-def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order: torch.Tensor, strategy: Any,
-                    optimizer: torch.optim.Optimizer, epoch: int, cfg: TrainConfig, device: torch.device,
-                    progress: Callable[[int], None]) -> float:
+def train_one_epoch(
+    model: CLIPHBA,
+    train: Images,
+    targets: torch.Tensor,
+    order: torch.Tensor,
+    strategy: Any,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: Callable[[int], None],
+) -> float:
     """One pass over the training rows in ``order``; returns the mean loss per image (each batch's
     mean loss weighted by its size, as published)."""
     model.train()
     active = strategy.is_active_epoch(epoch)
     losses = []
     for batch_idx, start in enumerate(range(0, len(order), cfg.batch_size)):
-        idx = order[start:start + cfg.batch_size]
+        idx = order[start : start + cfg.batch_size]
         batch_targets = to_device(targets[idx], device)
         with autocast(device, cfg.precision):
             if active:
-                tokens, batch_targets = perturbed_inputs(model, train, idx, batch_targets, strategy, epoch,
-                                                         batch_idx, device)
+                tokens, batch_targets = perturbed_inputs(
+                    model, train, idx, batch_targets, strategy, epoch, batch_idx, device
+                )
             else:
                 tokens = train.inputs(model, idx, device)
             loss = nn.functional.mse_loss(model.forward_from_prefix(tokens).float(), batch_targets)
@@ -144,8 +167,16 @@ def train_one_epoch(model: CLIPHBA, train: Images, targets: torch.Tensor, order:
     return float(torch.stack(losses).sum()) / len(order)
 
 
-def perturbed_inputs(model: CLIPHBA, train: Images, idx: torch.Tensor, targets: torch.Tensor, strategy: Any,
-                     epoch: int, batch_idx: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def perturbed_inputs(
+    model: CLIPHBA,
+    train: Images,
+    idx: torch.Tensor,
+    targets: torch.Tensor,
+    strategy: Any,
+    epoch: int,
+    batch_idx: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the strategy to the batch; replaced images take the full (uncached) path."""
     images = to_device(train.dataset.images(idx), device)
     new_images, new_targets = strategy.apply_to_batch(images, targets, device, epoch, batch_idx)
@@ -159,13 +190,15 @@ def perturbed_inputs(model: CLIPHBA, train: Images, idx: torch.Tensor, targets: 
     return tokens, new_targets
 
 
-def predict(model: CLIPHBA, images: Images, cfg: TrainConfig, device: torch.device,
-            indices: list[int] | None = None) -> torch.Tensor:
+def predict(
+    model: CLIPHBA, images: Images, cfg: TrainConfig, device: torch.device, indices: list[int] | None = None
+) -> torch.Tensor:
     """66-d predictions for ``indices`` (all images by default), in eval mode, on CPU (the one loop:
     hba_sweep.training.predict)."""
     rows = torch.arange(len(images.dataset)) if indices is None else torch.as_tensor(indices)
-    return predict_batches(model, lambda idx: images.inputs(model, idx, device), rows, cfg.batch_size, device,
-                           cfg.precision)
+    return predict_batches(
+        model, lambda idx: images.inputs(model, idx, device), rows, cfg.batch_size, device, cfg.precision
+    )
 
 
 @dataclass
@@ -178,8 +211,9 @@ class RSAImages:
     target_rdm: np.ndarray
 
 
-def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages | None,
-             cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages | None, cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
     """Validation loss and (if enabled) behavioural RSA against both references."""
     preds = predict(model, train, cfg, device, val_idx)
     val_loss = float(nn.functional.mse_loss(preds, train.dataset.targets[val_idx]))
@@ -189,8 +223,11 @@ def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages |
     finite = bool(torch.isfinite(preds).all()) and (rsa_preds is None or bool(np.isfinite(rsa_preds).all()))
     for name, ref in (("behavioral", rsa and rsa.triplet_rdm), ("target", rsa and rsa.target_rdm)):
         # RSA of non-finite predictions is undefined: NaN here, and the epoch is reported as diverged
-        rho, p = nan if rsa is None or not finite else behavioral_rsa(rsa_preds, ref, cfg.model_rdm_distance_metric,
-                                                                      cfg.rsa_similarity_metric)
+        rho, p = (
+            nan
+            if rsa is None or not finite
+            else behavioral_rsa(rsa_preds, ref, cfg.model_rdm_distance_metric, cfg.rsa_similarity_metric)
+        )
         scores.update({f"{name}_rsa_rho": float(rho), f"{name}_rsa_p": float(p)})
     scores["finite_predictions"] = finite
     return scores
@@ -198,15 +235,19 @@ def evaluate(model: CLIPHBA, train: Images, val_idx: list[int], rsa: RSAImages |
 
 def divergence(epoch: int, train_loss: float | None, scores: dict, cfg: TrainConfig) -> str:
     """Why this epoch diverged ('' if it did not): a non-finite loss or prediction."""
-    what = [f"{name}={value}" for name, value in (("train_loss", train_loss), ("val_loss", scores["val_loss"]))
-            if value is not None and not math.isfinite(value)]
+    what = [
+        f"{name}={value}"
+        for name, value in (("train_loss", train_loss), ("val_loss", scores["val_loss"]))
+        if value is not None and not math.isfinite(value)
+    ]
     if not scores.get("finite_predictions", True):
         what.append("non-finite predictions")
     if not what:
         return ""
-    return (f"diverged at epoch {epoch} ({', '.join(what)}). Fix: lower lr (now {cfg.lr:g}) or dora_alpha, "
-            "or warm up (lr_scheduler: cosine_warmup)")
-
+    return (
+        f"diverged at epoch {epoch} ({', '.join(what)}). Fix: lower lr (now {cfg.lr:g}) or dora_alpha, "
+        "or warm up (lr_scheduler: cosine_warmup)"
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -215,8 +256,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
-                         ) -> tuple[CLIPHBA, Images, RSAImages | None]:
+def build_model_and_data(
+    cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
+) -> tuple[CLIPHBA, Images, RSAImages | None]:
     """The model, the training images and (if enabled) the RSA images with their reference RDM,
     with the frozen prefix attached where caching is exact."""
     model = create_model(cfg.model_spec, cfg.forward_plan).to(device)  # the plan: cache_frozen_prefix
@@ -224,8 +266,11 @@ def build_model_and_data(cfg: TrainConfig, device: torch.device, log: Callable[[
     rsa = None
     if cfg.behavioral_rsa:
         rsa_images = Images(load_images(cfg, cfg.rsa_annotations_file, cfg.rsa_img_dir, model.image_size))
-        rsa = RSAImages(rsa_images, load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)),
-                        compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric))
+        rsa = RSAImages(
+            rsa_images,
+            load_rdm(cfg.behavioral_rdm_file, n=len(rsa_images.dataset)),
+            compute_model_rdm(rsa_images.dataset.targets.numpy(), cfg.model_rdm_distance_metric),
+        )
     use_cache, why = caching_allowed(cfg, model)
     if not use_cache:
         log(f"frozen-prefix cache off: {why}")
@@ -251,8 +296,18 @@ def set_precision(device: torch.device, cfg: TrainConfig, log: Callable[[str], N
 def train_epoch(run: Run, train: Images, order: torch.Tensor, strategy: Any, epoch: int, device: torch.device) -> float:
     """Train one epoch over the rows in ``order`` (with a progress bar on a terminal), then step the schedule."""
     bar = progress_bar(run.cfg, len(order), epoch)
-    train_loss = train_one_epoch(run.model, train, train.dataset.targets, order, strategy, run.optimizer, epoch,
-                                 run.cfg, device, bar.update if bar else lambda n: None)
+    train_loss = train_one_epoch(
+        run.model,
+        train,
+        train.dataset.targets,
+        order,
+        strategy,
+        run.optimizer,
+        epoch,
+        run.cfg,
+        device,
+        bar.update if bar else lambda n: None,
+    )
     if bar:
         bar.close()
     if run.scheduler:
@@ -272,16 +327,25 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     device = resolve_device(cfg.device, fallback=cfg.cpu_fallback, log=log)
     precision = set_precision(device, cfg, log)
     if cfg.wandb_project:
-        log(f"W&B project {cfg.wandb_project!r} (entity {cfg.wandb_entity!r}) recorded in config.yaml for a "
-            "sweep's W&B logger; `train` itself writes metrics.csv only")
+        log(
+            f"W&B project {cfg.wandb_project!r} (entity {cfg.wandb_entity!r}) recorded in config.yaml for a "
+            "sweep's W&B logger; `train` itself writes metrics.csv only"
+        )
 
     start = start_source(cfg, out)
     seed_everything(cfg.random_seed)
     model, train, rsa = build_model_and_data(cfg, device, log)
     run = open_run(cfg, out, start, model, train.dataset, precision, log, report)
     mean, std = target_stats(train.dataset.targets)  # scalar mean/std of ALL target values of the file (published)
-    strategy = choose_perturbation_strategy(cfg.perturb_type, cfg.perturb_epoch, cfg.perturb_length, cfg.perturb_seed,
-                                            target_mean=mean, target_std=std, perturb_fraction=cfg.perturb_fraction)
+    strategy = choose_perturbation_strategy(
+        cfg.perturb_type,
+        cfg.perturb_epoch,
+        cfg.perturb_length,
+        cfg.perturb_seed,
+        target_mean=mean,
+        target_std=std,
+        perturb_fraction=cfg.perturb_fraction,
+    )
     prepare_run_dir(cfg, out, train.dataset, run.state)
     if run.history:  # a fork shows its inherited rows even if it stops before training an epoch
         write_metrics(out / "metrics.csv", run.history)
@@ -293,8 +357,11 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
         scores = evaluation()
         run.state.best_val_loss = scores["val_loss"]
         diverged = divergence(-1, None, scores, cfg)
-        run.save_epoch(-1, metrics_row(-1, None, scores, False, run.optimizer, time.perf_counter() - started, 0,
-                                       diverged=diverged), run_status(cfg, -1, False, diverged) if diverged else None)
+        run.save_epoch(
+            -1,
+            metrics_row(-1, None, scores, False, run.optimizer, time.perf_counter() - started, 0, diverged=diverged),
+            run_status(cfg, -1, False, diverged) if diverged else None,
+        )
     elif start.kind.is_fork and cfg.fork_early_stopping == "reset":
         scores = evaluation()  # published: a fork re-evaluates its start
         run.state.best_val_loss, run.state.epochs_without_improvement = scores["val_loss"], 0
@@ -315,8 +382,17 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
         stopped = run.patience_exhausted
         diverged = divergence(epoch, train_loss, scores, cfg)  # NaN never counts as "no improvement"
         last = stopped or bool(diverged) or epoch == cfg.epochs - 1
-        row = metrics_row(epoch, train_loss, scores, strategy.is_active_epoch(epoch), run.optimizer,
-                          time.perf_counter() - started, len(order), lr=lr, diverged=diverged)
+        row = metrics_row(
+            epoch,
+            train_loss,
+            scores,
+            strategy.is_active_epoch(epoch),
+            run.optimizer,
+            time.perf_counter() - started,
+            len(order),
+            lr=lr,
+            diverged=diverged,
+        )
         run.save_epoch(epoch, row, run_status(cfg, epoch, stopped, diverged) if last else None)
         if stopped and not diverged:
             log(f"early stopping: no val_loss improvement for {cfg.early_stopping_patience} epochs")
@@ -331,6 +407,8 @@ def finish(run: Run, stopped: bool, diverged: str) -> dict:
         run.log(diverged)
     write_run_status(run.out, status, precision)
     if status["status"] == RunEnd.WINDOW_INCOMPLETE:
-        run.log(f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
-                f"not completed: the run stopped after epoch {status['last_epoch']}")
+        run.log(
+            f"perturbation window (epochs {cfg.perturb_epoch}..{cfg.perturb_epoch + cfg.perturb_length - 1}) "
+            f"not completed: the run stopped after epoch {status['last_epoch']}"
+        )
     return {"run_dir": str(run.out), **run.history[-1], **status, "precision_used": precision}

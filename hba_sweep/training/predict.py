@@ -44,8 +44,14 @@ def prefix_rows(prefix: Prefix, idx: torch.Tensor, device: torch.device) -> torc
 
 
 @torch.no_grad()
-def predict_batches(model: CLIPHBA, inputs: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor,
-                    batch_size: int, device: torch.device, precision: str) -> torch.Tensor:
+def predict_batches(
+    model: CLIPHBA,
+    inputs: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> torch.Tensor:
     """(len(rows), 66) float32 predictions on the CPU, in eval mode; ``inputs(idx)`` gives the
     ``vision_prefix`` state of the rows ``idx``. The adapters are fixed here: text features once."""
     model.eval()
@@ -53,7 +59,7 @@ def predict_batches(model: CLIPHBA, inputs: Callable[[torch.Tensor], torch.Tenso
     with autocast(device, precision):
         text = model.text_features()
     for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
+        idx = rows[start : start + batch_size]
         with autocast(device, precision):
             out.append(model.forward_from_prefix(inputs(idx), text).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 66)
@@ -62,8 +68,14 @@ def predict_batches(model: CLIPHBA, inputs: Callable[[torch.Tensor], torch.Tenso
 class Predictor:
     """One model layout on one device; frozen prefix per image set computed once (cached on disk)."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device | str = "cpu", cache_root: str | os.PathLike | None = None,
-                 batch_size: int = 64, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: torch.device | str = "cpu",
+        cache_root: str | os.PathLike | None = None,
+        batch_size: int = 64,
+        precision: str = "fp32",
+    ) -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.model = create_model(spec).to(self.device).eval()
@@ -77,11 +89,20 @@ class Predictor:
         """The frozen vision prefix of ``paths`` (in order), computed once per image set."""
         key = tuple(map(str, paths))
         if key not in self._prefixes:
+
             def batches():
                 return ImageStore(paths, self.model.image_size).batch
 
-            prefix = prefix_cache.frozen_prefix(self.model, paths, batches, self.cache_root, self.dtype, self.device,
-                                                self.batch_size, lambda: autocast(self.device, self.precision))
+            prefix = prefix_cache.frozen_prefix(
+                self.model,
+                paths,
+                batches,
+                self.cache_root,
+                self.dtype,
+                self.device,
+                self.batch_size,
+                lambda: autocast(self.device, self.precision),
+            )
             self._prefixes[key] = prefix_cache.hold_on_device(prefix, self.device)
         return self._prefixes[key]
 
@@ -89,20 +110,29 @@ class Predictor:
         try:
             self.model.load_adapter_state_dict(dict(adapters))
         except (ValueError, RuntimeError) as exc:  # other keys, or other shapes (rank)
-            raise CheckpointError(f"{source}: {exc}. Fix: the model settings (backbone, adapter, vision_layers, "
-                                  "transformer_layers, rank) must be those the checkpoint was trained with.") from None
+            raise CheckpointError(
+                f"{source}: {exc}. Fix: the model settings (backbone, adapter, vision_layers, "
+                "transformer_layers, rank) must be those the checkpoint was trained with."
+            ) from None
         except CheckpointError as exc:  # the other adapter kind
             raise CheckpointError(f"{source}: {exc}") from None
 
     def predict(self, paths: Sequence[Path]) -> np.ndarray:
         """(N, 66) float64 predictions of the loaded adapters for the images at ``paths``."""
         prefix = self.prefix(paths)
-        predictions = predict_batches(self.model, lambda idx: prefix_rows(prefix, idx, self.device),
-                                      torch.arange(len(paths)), self.batch_size, self.device, self.precision)
+        predictions = predict_batches(
+            self.model,
+            lambda idx: prefix_rows(prefix, idx, self.device),
+            torch.arange(len(paths)),
+            self.batch_size,
+            self.device,
+            self.precision,
+        )
         return predictions.numpy().astype(np.float64)
 
-    def evaluate(self, adapters: Mapping[str, torch.Tensor], evalsets: Sequence[EvalSet],
-                 source: str = "<adapters>") -> dict[str, tuple[np.ndarray, list[Row]]]:
+    def evaluate(
+        self, adapters: Mapping[str, torch.Tensor], evalsets: Sequence[EvalSet], source: str = "<adapters>"
+    ) -> dict[str, tuple[np.ndarray, list[Row]]]:
         """Predictions and score rows of one checkpoint on each evaluation set."""
         self.load(adapters, source)
         out = {}

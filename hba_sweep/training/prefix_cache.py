@@ -98,12 +98,13 @@ def copy_whole(prefix: CachedPrefix, device: torch.device, chunk_bytes: int = 25
     out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, device=device)
     step = max(1, chunk_bytes // max(1, array[:1].nbytes))
     for start in range(0, len(array), step):  # np.array: a writable copy of the read-only map's rows
-        out[start:start + step].copy_(torch.from_numpy(np.array(array[start:start + step])))
+        out[start : start + step].copy_(torch.from_numpy(np.array(array[start : start + step])))
     return DevicePrefix(out.view(prefix.view_as) if prefix.view_as is not None else out)
 
 
-def hold_on_device(prefix: CachedPrefix, device: torch.device, share: float = 0.5,
-                   log: Callable[[str], None] | None = None) -> CachedPrefix | DevicePrefix:
+def hold_on_device(
+    prefix: CachedPrefix, device: torch.device, share: float = 0.5, log: Callable[[str], None] | None = None
+) -> CachedPrefix | DevicePrefix:
     """On a CUDA ``device``, ``prefix`` held in GPU memory when it takes at most ``share`` of the memory
     free now (each epoch then reads no host memory); otherwise, and on the CPU, ``prefix`` itself."""
     if device.type != "cuda":
@@ -111,16 +112,24 @@ def hold_on_device(prefix: CachedPrefix, device: torch.device, share: float = 0.
     size, (free, _) = prefix.array.nbytes, torch.cuda.mem_get_info(device)
     if size > share * free:
         if log:
-            log(f"frozen prefix ({size / 2**30:.2f} GiB) stays in host memory: over {share:.0%} of the "
-                f"{free / 2**30:.1f} GiB free on {device}")
+            log(
+                f"frozen prefix ({size / 2**30:.2f} GiB) stays in host memory: over {share:.0%} of the "
+                f"{free / 2**30:.1f} GiB free on {device}"
+            )
         return prefix
     if log:
         log(f"frozen prefix ({size / 2**30:.2f} GiB) held in {device} memory")
     return copy_whole(prefix, device)
 
 
-def compute_prefix(prefix_fn: Callable[[torch.Tensor], torch.Tensor], batches: Callable[[Sequence[int]], torch.Tensor],
-                   n: int, dtype: torch.dtype, device: torch.device, batch_size: int) -> torch.Tensor:
+def compute_prefix(
+    prefix_fn: Callable[[torch.Tensor], torch.Tensor],
+    batches: Callable[[Sequence[int]], torch.Tensor],
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    batch_size: int,
+) -> torch.Tensor:
     """Run the frozen prefix over images 0..n-1 in batches; result on CPU in ``dtype``."""
     parts = []
     for start in range(0, n, batch_size):
@@ -169,9 +178,11 @@ def entry_problem(path: Path, np_dtype: type) -> str:
     if record is None:
         return f"{record_path.name} is missing or unreadable (no hash recorded)"
     if record.get("format") != FORMAT_VERSION:
-        raise CacheError(f"{path}: written by another version of hba_sweep (cache format {record.get('format')!r}, "
-                         f"this version reads {FORMAT_VERSION}). Fix: delete the folder {path.parent} (entries are "
-                         "recomputed), or give this version its own cache_dir.")
+        raise CacheError(
+            f"{path}: written by another version of hba_sweep (cache format {record.get('format')!r}, "
+            f"this version reads {FORMAT_VERSION}). Fix: delete the folder {path.parent} (entries are "
+            "recomputed), or give this version its own cache_dir."
+        )
     if os.path.getsize(path) != record.get("size"):
         return f"size {os.path.getsize(path)} bytes, recorded {record.get('size')} (truncated or replaced)"
     identity = _identity(path)
@@ -206,13 +217,20 @@ def _store(path: Path, array: np.ndarray) -> None:
         written.update(sha256=hashing.digest.hexdigest(), size=hashing.size)
 
     atomic_write(path, write)
-    atomic_write_text(record_path, json.dumps({"format": FORMAT_VERSION, "shape": list(array.shape),
-                                               "dtype": str(array.dtype), **written}))
+    atomic_write_text(
+        record_path,
+        json.dumps({"format": FORMAT_VERSION, "shape": list(array.shape), "dtype": str(array.dtype), **written}),
+    )
     atomic_write_text(marker_path, json.dumps({**_identity(path), "sha256": written["sha256"]}))
 
 
-def load_or_compute(root: str | os.PathLike | None, key: str, compute: Callable[[], torch.Tensor],
-                    dtype: torch.dtype, log: Callable[[str], None] | None = None) -> CachedPrefix:
+def load_or_compute(
+    root: str | os.PathLike | None,
+    key: str,
+    compute: Callable[[], torch.Tensor],
+    dtype: torch.dtype,
+    log: Callable[[str], None] | None = None,
+) -> CachedPrefix:
     """The cached prefix for ``key``: memory-mapped from ``root`` if there and verified, else computed
     (and stored with its hash); a damaged entry is recomputed and said (to ``log``, else stderr)."""
     np_dtype, view_as = _STORAGE[dtype]
@@ -236,11 +254,18 @@ def cache_key(prefix_key: str, fingerprint: str, dtype: torch.dtype) -> str:
     return f"prefix-{prefix_key}-{fingerprint}-{str(dtype).removeprefix('torch.')}"
 
 
-def frozen_prefix(model: torch.nn.Module, paths: Sequence[str | os.PathLike],
-                  make_batches: Callable[[], Callable[[Sequence[int]], torch.Tensor]], root: str | os.PathLike | None,
-                  dtype: torch.dtype, device: torch.device, batch_size: int, autocast: Callable[[], object],
-                  on_compute: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
-                  ) -> CachedPrefix:
+def frozen_prefix(
+    model: torch.nn.Module,
+    paths: Sequence[str | os.PathLike],
+    make_batches: Callable[[], Callable[[Sequence[int]], torch.Tensor]],
+    root: str | os.PathLike | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    batch_size: int,
+    autocast: Callable[[], object],
+    on_compute: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CachedPrefix:
     """The frozen vision prefix of the images at ``paths`` for a CLIPHBA ``model``: loaded from
     ``root`` when an entry with the same key exists, else computed once and stored.
 

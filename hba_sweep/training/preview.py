@@ -58,8 +58,12 @@ class BatchPreview:
         """What changed, for the terminal: window, rows, images, targets."""
         cfg, size = self.config, len(self.names)
         window = f"[{cfg.perturb_epoch}, {cfg.perturb_epoch + cfg.perturb_length})"
-        lines = [(f"{cfg.perturb_type}: epoch {self.epoch}, batch {self.batch} ({size} images of the training split); "
-                  f"window {window}, perturb_fraction {cfg.perturb_fraction:g}, perturb_seed {cfg.perturb_seed}")]
+        lines = [
+            (
+                f"{cfg.perturb_type}: epoch {self.epoch}, batch {self.batch} ({size} images of the training split); "
+                f"window {window}, perturb_fraction {cfg.perturb_fraction:g}, perturb_seed {cfg.perturb_seed}"
+            )
+        ]
         if cfg.perturb_type == "none":
             lines.append("type none never perturbs: training sees this batch unchanged")
         elif not self.active:
@@ -115,16 +119,25 @@ def preview(cfg: TrainConfig, epoch: int | None = None, batch: int = 0) -> Batch
     batches = math.ceil(len(order) / cfg.batch_size)
     if not 0 <= batch < batches:
         raise ConfigError(f"--batch {batch}: epoch {epoch} has batches 0..{batches - 1}. Fix: give one of them.")
-    idx = order[batch * cfg.batch_size:(batch + 1) * cfg.batch_size]
+    idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
     mean, std = target_stats(dataset.targets)
-    strategy = choose_perturbation_strategy(cfg.perturb_type, cfg.perturb_epoch, cfg.perturb_length, cfg.perturb_seed,
-                                            target_mean=mean, target_std=std, perturb_fraction=cfg.perturb_fraction)
+    strategy = choose_perturbation_strategy(
+        cfg.perturb_type,
+        cfg.perturb_epoch,
+        cfg.perturb_length,
+        cfg.perturb_seed,
+        target_mean=mean,
+        target_std=std,
+        perturb_fraction=cfg.perturb_fraction,
+    )
     images, targets = dataset.images(idx), dataset.targets[idx]
     active = strategy.is_active_epoch(epoch)
-    new_images, new_targets = strategy.apply_to_batch(images, targets, torch.device("cpu"), epoch, batch) \
-        if active else (images, targets)
-    return BatchPreview(cfg, epoch, batch, active, [dataset.names[i] for i in idx.tolist()], images, targets,
-                        new_images, new_targets)
+    new_images, new_targets = (
+        strategy.apply_to_batch(images, targets, torch.device("cpu"), epoch, batch) if active else (images, targets)
+    )
+    return BatchPreview(
+        cfg, epoch, batch, active, [dataset.names[i] for i in idx.tolist()], images, targets, new_images, new_targets
+    )
 
 
 def _grid(images: torch.Tensor) -> np.ndarray:
@@ -139,7 +152,7 @@ def _grid(images: torch.Tensor) -> np.ndarray:
     canvas = torch.ones(3, rows * (h + 2), cols * (w + 2))
     for i in range(n):
         r, c = divmod(i, cols)
-        canvas[:, r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = rgb[i]
+        canvas[:, r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = rgb[i]
     return canvas.permute(1, 2, 0).numpy()
 
 
@@ -150,17 +163,22 @@ def draw(result: BatchPreview, out: str | Path) -> Path:
     axes = fig.subplots(2, 2, height_ratios=[1, 1.2])
     changed_i, changed_t = len(result.image_rows), len(result.target_rows)
     size = len(result.names)
-    for ax, images, title in ((axes[0, 0], result.images, "images before"),
-                              (axes[0, 1], result.new_images, f"images after ({changed_i} of {size} changed)")):
+    for ax, images, title in (
+        (axes[0, 0], result.images, "images before"),
+        (axes[0, 1], result.new_images, f"images after ({changed_i} of {size} changed)"),
+    ):
         ax.imshow(_grid(images))
         ax.set_title(title + (f"; first {MAX_SHOWN} shown" if size > MAX_SHOWN else ""))
         ax.axis("off")
     both = torch.cat([result.targets, result.new_targets]).float()
     low, high = float(both.min()), float(both.max())
-    for ax, targets, title in ((axes[1, 0], result.targets, "targets before"),
-                               (axes[1, 1], result.new_targets, f"targets after ({changed_t} of {size} rows changed)")):
-        shown = ax.imshow(targets.float().numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=high,
-                          interpolation="nearest")
+    for ax, targets, title in (
+        (axes[1, 0], result.targets, "targets before"),
+        (axes[1, 1], result.new_targets, f"targets after ({changed_t} of {size} rows changed)"),
+    ):
+        shown = ax.imshow(
+            targets.float().numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=high, interpolation="nearest"
+        )
         ax.set_title(title)
         ax.set_xlabel("embedding dimension (66)")
         ax.set_ylabel("row of the batch")
@@ -168,9 +186,11 @@ def draw(result: BatchPreview, out: str | Path) -> Path:
             ax.plot([-0.5], [row], marker=">", color="red", markersize=4, clip_on=False)
     fig.colorbar(shown, ax=axes[1, :], shrink=0.8, label="target value")
     cfg = result.config
-    fig.suptitle(f"{cfg.perturb_type} at epoch {result.epoch}, batch {result.batch} "
-                 f"(window [{cfg.perturb_epoch}, {cfg.perturb_epoch + cfg.perturb_length}), "
-                 f"perturb_seed {cfg.perturb_seed}, fraction {cfg.perturb_fraction:g})")
+    fig.suptitle(
+        f"{cfg.perturb_type} at epoch {result.epoch}, batch {result.batch} "
+        f"(window [{cfg.perturb_epoch}, {cfg.perturb_epoch + cfg.perturb_length}), "
+        f"perturb_seed {cfg.perturb_seed}, fraction {cfg.perturb_fraction:g})"
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

@@ -89,8 +89,14 @@ class Run:
         state.shuffle_generator = self.shuffle.get_state()
         state.rng = ckpt.capture_rng()
         self.history.append(metrics)
-        meta = {"run_name": run_name(self.cfg), "adapter": self.model.adapter, "config": self.cfg.to_dict(),
-                "metrics": self.history, **self.meta, "run_status": status or {"status": "running"}}
+        meta = {
+            "run_name": run_name(self.cfg),
+            "adapter": self.model.adapter,
+            "config": self.cfg.to_dict(),
+            "metrics": self.history,
+            **self.meta,
+            "run_status": status or {"status": "running"},
+        }
         ckpt_dir = ckpt.save_checkpoint(self.out, self.model.adapter_state_dict(), state, meta)
         write_metrics(self.out / "metrics.csv", self.history)
         self.log(epoch_summary(metrics))
@@ -98,14 +104,25 @@ class Run:
             self.report({**metrics, **{k: v for k, v in (status or {}).items() if v is not None}}, str(ckpt_dir))
 
 
-def open_run(cfg: TrainConfig, out: Path, start: Start, model: CLIPHBA, dataset: ThingsDataset, precision: str,
-             log: Callable[[str], None], report: Report | None) -> Run:
+def open_run(
+    cfg: TrainConfig,
+    out: Path,
+    start: Start,
+    model: CLIPHBA,
+    dataset: ThingsDataset,
+    precision: str,
+    log: Callable[[str], None],
+    report: Report | None,
+) -> Run:
     """Optimizer, scheduler, training state and shuffle generator: new, or restored from the start's source."""
     optimizer = make_optimizer(cfg, model.adapter_parameters())
     scheduler = make_scheduler(cfg, optimizer)
     state, history = start_state(start, cfg, model, optimizer, scheduler, dataset, log)
     shuffle = torch.Generator().manual_seed(cfg.random_seed)
     shuffle.set_state(state.shuffle_generator)
-    meta = {"precision_used": precision, "start": start.kind.value,
-            "start_from": None if start.path is None else str(start.path)}
+    meta = {
+        "precision_used": precision,
+        "start": start.kind.value,
+        "start_from": None if start.path is None else str(start.path),
+    }
     return Run(cfg, out, model, optimizer, scheduler, shuffle, state, history, meta, log, report)

@@ -28,9 +28,21 @@ from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.foundation.safe_paths import ensure_inside, make_dirs
 from hba_sweep.training.split import SplitRecord, write_split_json
 
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "behavioral_rsa_rho", "behavioral_rsa_p",
-                  "target_rsa_rho", "target_rsa_p", "perturbation_active", "lr", "epoch_seconds",
-                  "images_per_second", "inherited", "diverged"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "behavioral_rsa_rho",
+    "behavioral_rsa_p",
+    "target_rsa_rho",
+    "target_rsa_p",
+    "perturbation_active",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
+    "inherited",
+    "diverged",
+]
 STATUS_FILE = "run_status.json"
 
 
@@ -58,13 +70,27 @@ def run_status(cfg: TrainConfig, last_epoch: int, stopped_early: bool, diverged:
     perturbed = cfg.perturb_type != "none"
     window_completed = last_epoch >= cfg.perturb_epoch + cfg.perturb_length - 1 if perturbed else None
     if diverged:
-        return {"status": RunEnd.DIVERGED.value, "stop_reason": StopReason.NON_FINITE.value, "last_epoch": last_epoch,
-                "window_completed": window_completed, "message": diverged}
-    status = (RunEnd.WINDOW_INCOMPLETE if perturbed and not window_completed else
-              RunEnd.EARLY_STOPPED if stopped_early else RunEnd.FINISHED)
+        return {
+            "status": RunEnd.DIVERGED.value,
+            "stop_reason": StopReason.NON_FINITE.value,
+            "last_epoch": last_epoch,
+            "window_completed": window_completed,
+            "message": diverged,
+        }
+    status = (
+        RunEnd.WINDOW_INCOMPLETE
+        if perturbed and not window_completed
+        else RunEnd.EARLY_STOPPED
+        if stopped_early
+        else RunEnd.FINISHED
+    )
     reason = StopReason.EARLY_STOPPING if stopped_early else StopReason.MAX_EPOCHS
-    return {"status": status.value, "stop_reason": reason.value, "last_epoch": last_epoch,
-            "window_completed": window_completed}
+    return {
+        "status": status.value,
+        "stop_reason": reason.value,
+        "last_epoch": last_epoch,
+        "window_completed": window_completed,
+    }
 
 
 def write_run_status(out: Path, status: dict[str, Any], precision: str) -> None:
@@ -77,15 +103,31 @@ def resumed_divergence(history: list[dict]) -> str:
     return str(last.get("diverged_message") or f"diverged at epoch {last['epoch']}") if last.get("diverged") else ""
 
 
-def metrics_row(epoch: int, train_loss: float | None, scores: dict, active: bool, optimizer: torch.optim.Optimizer,
-                seconds: float, n_images: int, lr: float | None = None, diverged: str = "") -> dict:
+def metrics_row(
+    epoch: int,
+    train_loss: float | None,
+    scores: dict,
+    active: bool,
+    optimizer: torch.optim.Optimizer,
+    seconds: float,
+    n_images: int,
+    lr: float | None = None,
+    diverged: str = "",
+) -> dict:
     """One epoch's row (metrics.csv, meta.json, the Tune report); ``diverged`` marks a non-finite loss
     or prediction (``diverged_message`` says which), after which the run stops."""
     scores = {k: v for k, v in scores.items() if k != "finite_predictions"}
-    row = {"epoch": epoch, "train_loss": train_loss, **scores, "perturbation_active": bool(active),
-           "lr": optimizer.param_groups[0]["lr"] if lr is None else lr, "epoch_seconds": seconds,
-           "images_per_second": n_images / seconds if seconds > 0 else 0.0, "inherited": False,
-           "diverged": bool(diverged)}
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        **scores,
+        "perturbation_active": bool(active),
+        "lr": optimizer.param_groups[0]["lr"] if lr is None else lr,
+        "epoch_seconds": seconds,
+        "images_per_second": n_images / seconds if seconds > 0 else 0.0,
+        "inherited": False,
+        "diverged": bool(diverged),
+    }
     return {**row, "diverged_message": diverged} if diverged else row
 
 
@@ -113,6 +155,7 @@ def make_logger(cfg: TrainConfig) -> Callable[[str], None]:
     def log(message: str) -> None:
         if cfg.progress:
             print(f"[{run_name(cfg)}] {message}", file=sys.stderr, flush=True)
+
     return log
 
 

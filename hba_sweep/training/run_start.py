@@ -29,12 +29,14 @@ from hba_sweep.training.split import SplitRecord, draw_split, epoch_order, split
 
 def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str], what: str, source: Path) -> None:
     """A resumed or forked run must keep the settings that define the computation so far."""
-    differ = sorted(k for k, v in cfg.to_dict().items()
-                    if k not in may_change and k in source_config and source_config[k] != v)
+    differ = sorted(
+        k for k, v in cfg.to_dict().items() if k not in may_change and k in source_config and source_config[k] != v
+    )
     if differ:
         detail = ", ".join(f"{k}: {source_config[k]!r} -> {getattr(cfg, k)!r}" for k in differ)
-        raise ConfigError(f"{what} from {source}: settings differ ({detail}). Fix: use the source run's values "
-                          "or start a new run.")
+        raise ConfigError(
+            f"{what} from {source}: settings differ ({detail}). Fix: use the source run's values or start a new run."
+        )
 
 
 class StartKind(StrEnum):
@@ -71,16 +73,21 @@ def start_source(cfg: TrainConfig, out: Path) -> Start:
         if is_published_run(root):
             run = PublishedRun.open(root)
             if not run.dora_path(epoch).is_file():
-                fork_checkpoint_error(cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has "
-                                                  f"{run.span()}).")
+                fork_checkpoint_error(
+                    cfg, epoch, f"{run.dora_path(epoch)} is missing (the published run has {run.span()})."
+                )
             if cfg.fork_early_stopping == "inherit":
-                raise ConfigError(f"fork_early_stopping=inherit: the published run {root} does not record its "
-                                  "early-stopping counter. Fix: use fork_early_stopping: reset (as published).")
+                raise ConfigError(
+                    f"fork_early_stopping=inherit: the published run {root} does not record its "
+                    "early-stopping counter. Fix: use fork_early_stopping: reset (as published)."
+                )
             return Start(StartKind.FORKED_PUBLISHED, root, epoch)
         return Start(StartKind.FORKED, fork_checkpoint(root, epoch, cfg), epoch)
     if ckpt.list_epochs(out):
-        raise ConfigError(f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
-                          "continue it, choose another save_path/run_name, or delete the directory.")
+        raise ConfigError(
+            f"{out}: this run already has checkpoints. Fix: add --resume (resume_from: {out}) to "
+            "continue it, choose another save_path/run_name, or delete the directory."
+        )
     return Start(StartKind.FRESH)
 
 
@@ -95,22 +102,30 @@ def fork_checkpoint_error(cfg: TrainConfig, epoch: int | None, detail: str) -> N
     raise CheckpointError(
         f"fork of run {run_name(cfg)} (perturb_epoch={cfg.perturb_epoch}) starts from its baseline's state after "
         f"epoch {epoch}, which does not exist: {detail} A fork is never trained from scratch instead. Fix: the "
-        "baseline stopped early (or is unfinished): drop this trial, or finish the baseline first.")
+        "baseline stopped early (or is unfinished): drop this trial, or finish the baseline first."
+    )
 
 
-def fresh_state(cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int], list[int]] | None = None,
-                epoch: int | None = None) -> ckpt.TrainingState:
+def fresh_state(
+    cfg: TrainConfig, dataset: ThingsDataset, split: tuple[list[int], list[int]] | None = None, epoch: int | None = None
+) -> ckpt.TrainingState:
     """A state with the split (drawn as published, or pinned by ``split_file``) and a shuffle generator
     seeded with ``random_seed``; ``epoch`` None: nothing evaluated yet (a fresh run)."""
     if cfg.split_file is not None:
         split = split_from_file(cfg.split_file, dataset.names, dataset.annotations_file)
     train_idx, val_idx = split or draw_split(len(dataset), cfg.train_portion, cfg.random_seed)
     if not train_idx or not val_idx:
-        raise ConfigError(f"{dataset.annotations_file}: the split of {len(dataset)} images leaves "
-                          f"{len(train_idx)} for training and {len(val_idx)} for validation. Fix: set train_portion "
-                          "so both get at least one image, or give more images.")
-    state = ckpt.TrainingState(epoch=epoch, optimizer={}, scheduler=None,
-                               shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state())
+        raise ConfigError(
+            f"{dataset.annotations_file}: the split of {len(dataset)} images leaves "
+            f"{len(train_idx)} for training and {len(val_idx)} for validation. Fix: set train_portion "
+            "so both get at least one image, or give more images."
+        )
+    state = ckpt.TrainingState(
+        epoch=epoch,
+        optimizer={},
+        scheduler=None,
+        shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state(),
+    )
     set_split(state, SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx), train_idx, val_idx)
     return state
 
@@ -120,8 +135,15 @@ def set_split(state: ckpt.TrainingState, record: SplitRecord, train_idx: list[in
     state.train_names, state.val_names, state.target_digests = record.train, record.val, record.digests
 
 
-def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any,
-                dataset: ThingsDataset, log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+def start_state(
+    start: Start,
+    cfg: TrainConfig,
+    model: CLIPHBA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    dataset: ThingsDataset,
+    log: Callable[[str], None],
+) -> tuple[ckpt.TrainingState, list[dict]]:
     """The training state and the metrics rows so far, for each kind of start."""
     if start.kind is StartKind.FRESH:
         return fresh_state(cfg, dataset), []
@@ -134,16 +156,19 @@ def start_state(start: Start, cfg: TrainConfig, model: CLIPHBA, optimizer: torch
     else:  # a checkpoint written before splits were recorded by name
         train_idx, val_idx = state.train_indices, state.val_indices
         if max(train_idx + val_idx, default=-1) >= len(dataset):
-            raise ConfigError(f"{dataset.annotations_file}: has {len(dataset)} rows but the split of {start.path} "
-                              "names higher rows. Fix: use the annotation file the run was started with.")
+            raise ConfigError(
+                f"{dataset.annotations_file}: has {len(dataset)} rows but the split of {start.path} "
+                "names higher rows. Fix: use the annotation file the run was started with."
+            )
         record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx)
     set_split(state, record, train_idx, val_idx)
     log(f"{start.kind.value} from {start.path} (epoch {state.epoch})")
     return state, history
 
 
-def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, scheduler: Any, dataset: ThingsDataset,
-                         log: Callable[[str], None]) -> tuple[ckpt.TrainingState, list[dict]]:
+def published_fork_state(
+    start: Start, cfg: TrainConfig, model: CLIPHBA, scheduler: Any, dataset: ThingsDataset, log: Callable[[str], None]
+) -> tuple[ckpt.TrainingState, list[dict]]:
     """A fork of a published run folder after epoch ``start.epoch``.
 
     Restored: the adapters of ``dora_params/epoch{e}_dora_params.pth``; the split of
@@ -157,8 +182,10 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
     split = run.split()
     if split is not None:
         if max(split["train"] + split["val"], default=-1) >= len(dataset):
-            raise ConfigError(f"{run.root}: its dataset split names rows beyond the {len(dataset)} of "
-                              f"{dataset.annotations_file}. Fix: use the annotation file that run was trained on.")
+            raise ConfigError(
+                f"{run.root}: its dataset split names rows beyond the {len(dataset)} of "
+                f"{dataset.annotations_file}. Fix: use the annotation file that run was trained on."
+            )
         split = (split["train"], split["val"])
     state = fresh_state(cfg, dataset, split, epoch=start.epoch)
     shuffle = torch.Generator().set_state(state.shuffle_generator)
@@ -170,15 +197,19 @@ def published_fork_state(start: Start, cfg: TrainConfig, model: CLIPHBA, schedul
                 scheduler.step()
     state.shuffle_generator = shuffle.get_state()
     state.scheduler = scheduler.state_dict() if scheduler is not None else None
-    history = [{**row, "inherited": True, "perturbation_active": False} for row in run.metrics()
-               if row["epoch"] <= start.epoch]
-    log(f"forked from the published run {run.root} after epoch {start.epoch}: adapters restored, optimizer state "
-        "fresh (not in the published adapters), LR schedule and shuffle order advanced to that epoch")
+    history = [
+        {**row, "inherited": True, "perturbation_active": False} for row in run.metrics() if row["epoch"] <= start.epoch
+    ]
+    log(
+        f"forked from the published run {run.root} after epoch {start.epoch}: adapters restored, optimizer state "
+        "fresh (not in the published adapters), LR schedule and shuffle order advanced to that epoch"
+    )
     return state, history
 
 
-def restore(source: Path, kind: StartKind, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer,
-            scheduler: Any) -> tuple[ckpt.TrainingState, list[dict]]:
+def restore(
+    source: Path, kind: StartKind, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[ckpt.TrainingState, list[dict]]:
     """Load a checkpoint's adapters and full state into this run."""
     adapters, state, meta = ckpt.load_checkpoint(source)
     may_change = RESUME_MAY_CHANGE if kind is StartKind.RESUMED else FORK_MAY_CHANGE

@@ -43,22 +43,36 @@ class EvalSet:
 
     def key(self) -> str:
         """Identifies the evaluation: dataset, its settings and the image files (size, mtime)."""
-        digest = hashlib.sha256(json.dumps({"dataset": self.dataset, **self.settings}, sort_keys=True,
-                                           default=str).encode())
+        digest = hashlib.sha256(
+            json.dumps({"dataset": self.dataset, **self.settings}, sort_keys=True, default=str).encode()
+        )
         for path in self.paths:
             st = os.stat(path)
             digest.update(f"|{path}:{st.st_size}:{st.st_mtime_ns}".encode())
         return digest.hexdigest()[:16]
 
 
-def result_row(reference: str, metric: str, value: float, p_value: float = math.nan,
-               ci: tuple[float, float] = (math.nan, math.nan)) -> Row:
-    return {"reference": reference, "metric": metric, "value": float(value), "p_value": float(p_value),
-            "ci_low": float(ci[0]), "ci_high": float(ci[1])}
+def result_row(
+    reference: str, metric: str, value: float, p_value: float = math.nan, ci: tuple[float, float] = (math.nan, math.nan)
+) -> Row:
+    return {
+        "reference": reference,
+        "metric": metric,
+        "value": float(value),
+        "p_value": float(p_value),
+        "ci_low": float(ci[0]),
+        "ci_high": float(ci[1]),
+    }
 
 
-def rsa_scorer(references: Mapping[str, np.ndarray], distance: str, similarity: str, n_boot: int = 0,
-               seed: int = 0, groups: Sequence[Any] | None = None) -> Scorer:
+def rsa_scorer(
+    references: Mapping[str, np.ndarray],
+    distance: str,
+    similarity: str,
+    n_boot: int = 0,
+    seed: int = 0,
+    groups: Sequence[Any] | None = None,
+) -> Scorer:
     """RSA of the model RDM (predictions averaged per group first, if given) with each reference."""
 
     def score(predictions: np.ndarray) -> list[Row]:
@@ -66,8 +80,11 @@ def rsa_scorer(references: Mapping[str, np.ndarray], distance: str, similarity: 
         rows = []
         for name, ref in references.items():
             rho, p = rsa.behavioral_rsa(x, ref, distance, similarity)
-            ci = (rsa.bootstrap_rsa_ci(x, ref, distance, similarity, n_boot=n_boot, seed=seed) if n_boot
-                  else (math.nan, math.nan))
+            ci = (
+                rsa.bootstrap_rsa_ci(x, ref, distance, similarity, n_boot=n_boot, seed=seed)
+                if n_boot
+                else (math.nan, math.nan)
+            )
             rows.append(result_row(name, f"rsa_{similarity}", rho, p, ci))
         return rows
 
@@ -78,8 +95,10 @@ def cka_scorer(targets: np.ndarray) -> Scorer:
     """Linear CKA (biased and unbiased HSIC) between predictions and the 66-d targets."""
 
     def score(predictions: np.ndarray) -> list[Row]:
-        return [result_row("targets", "cka", rsa.compute_cka(predictions, targets)),
-                result_row("targets", "cka_unbiased", rsa.compute_cka(predictions, targets, unbiased=True))]
+        return [
+            result_row("targets", "cka", rsa.compute_cka(predictions, targets)),
+            result_row("targets", "cka_unbiased", rsa.compute_cka(predictions, targets, unbiased=True)),
+        ]
 
     return score
 
@@ -90,8 +109,13 @@ def two_afc_scorer(nights: Any, split: str | None) -> Scorer:
     right_vote = 1.0 - left_vote
 
     def score(predictions: np.ndarray) -> list[Row]:
-        acc = rsa.two_afc_accuracy(predictions[nights.ref_idx], predictions[nights.left_idx],
-                                   predictions[nights.right_idx], left_vote, right_vote)
+        acc = rsa.two_afc_accuracy(
+            predictions[nights.ref_idx],
+            predictions[nights.left_idx],
+            predictions[nights.right_idx],
+            left_vote,
+            right_vote,
+        )
         n = len(nights)
         p = binomtest(int(round(acc * n)), n, 0.5).pvalue
         return [result_row(split or "all", "2afc_accuracy", acc, p)]
@@ -126,14 +150,19 @@ MODEL_RDM_DEFAULTS = {"things": "pearson", "things_fmri": "cosine", "nod": "cosi
 
 def model_rdm_distance(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> str:
     """The model-RDM distance for an RSA set: the command line's, else the set's, else the published default."""
-    return (settings.model_rdm_distance_metric or spec.get("model_rdm_distance_metric")
-            or MODEL_RDM_DEFAULTS.get(dataset, "pearson"))
+    return (
+        settings.model_rdm_distance_metric
+        or spec.get("model_rdm_distance_metric")
+        or MODEL_RDM_DEFAULTS.get(dataset, "pearson")
+    )
 
 
 def nights_split(spec: Mapping[str, Any]) -> str | None:
     """The NIGHTS split to score: ``test`` unless the set names one (``all``: every split)."""
     split = spec.get("split", NIGHTS_DEFAULT_SPLIT)
     return None if split in (None, "all") else str(split)
+
+
 TABLE_KEYS = ("annotations_file", "metadata_csv", "index_csv", "data_csv")
 
 
@@ -167,8 +196,14 @@ def build_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings
 def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings) -> tuple[list[Path], Scorer]:
     def rsa_scorer_for(n: int, groups: Sequence[Any] | None = None) -> Scorer:
         references = load_references(spec.get("reference_rdms") or {}, n, settings.reference_rdm_distance_metric)
-        return rsa_scorer(references, model_rdm_distance(dataset, spec, settings), settings.rsa_similarity_metric,
-                          settings.n_boot, settings.seed, groups)
+        return rsa_scorer(
+            references,
+            model_rdm_distance(dataset, spec, settings),
+            settings.rsa_similarity_metric,
+            settings.n_boot,
+            settings.seed,
+            groups,
+        )
 
     if dataset in ("things", "cka"):
         names, targets = read_things_csv(spec["annotations_file"])
@@ -179,8 +214,9 @@ def _load_evalset(dataset: str, spec: Mapping[str, Any], settings: ScoreSettings
         fmri = load_things_fmri(spec["metadata_csv"], spec["img_dir"])
         return list(fmri.image_paths), rsa_scorer_for(len(fmri.concept_names), fmri.concepts)
     if dataset == "nod":
-        nod = load_nod(spec["index_csv"], spec["img_dir"], spec.get("max_images_per_category"),
-                       int(spec.get("seed", 0)))
+        nod = load_nod(
+            spec["index_csv"], spec["img_dir"], spec.get("max_images_per_category"), int(spec.get("seed", 0))
+        )
         return list(nod.image_paths), rsa_scorer_for(len(nod.images))
     if dataset == "nights":
         nights = load_nights(spec["data_csv"], spec["img_dir"], nights_split(spec))

@@ -54,26 +54,33 @@ def _names_in_file(path: Path) -> tuple[list[str] | None, list[str]]:
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: split_file is not valid JSON ({exc}). Fix: write a list of validation "
-                              'image names, or {"val": [...]} (optionally with "train").') from None
+            raise ConfigError(
+                f"{path}: split_file is not valid JSON ({exc}). Fix: write a list of validation "
+                'image names, or {"val": [...]} (optionally with "train").'
+            ) from None
         if isinstance(data, list):
             return None, [str(x) for x in data]
         if isinstance(data, dict) and isinstance(data.get("val"), list):
             train = data.get("train")
             return ([str(x) for x in train] if isinstance(train, list) else None), [str(x) for x in data["val"]]
-        raise ConfigError(f"{path}: split_file holds neither a list of names nor a \"val\" list. Fix: write "
-                          'a list of validation image names, or {"val": [...]}.')
+        raise ConfigError(
+            f'{path}: split_file holds neither a list of names nor a "val" list. Fix: write '
+            'a list of validation image names, or {"val": [...]}.'
+        )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: split_file is not a readable CSV ({exc}). Fix: one column image_name "
-                          "listing the validation images.") from None
+        raise ConfigError(
+            f"{path}: split_file is not a readable CSV ({exc}). Fix: one column image_name "
+            "listing the validation images."
+        ) from None
     column = "image_name" if "image_name" in frame.columns else frame.columns[0]
     return None, [str(x) for x in frame[column] if str(x).strip()]
 
 
-def split_from_file(path: str | os.PathLike, names: Sequence[str], annotations: str | os.PathLike
-                    ) -> tuple[list[int], list[int]]:
+def split_from_file(
+    path: str | os.PathLike, names: Sequence[str], annotations: str | os.PathLike
+) -> tuple[list[int], list[int]]:
     """(train rows, validation rows) pinned by ``split_file``; ConfigError naming unknown images."""
     path = Path(path)
     n = len(names)
@@ -81,15 +88,19 @@ def split_from_file(path: str | os.PathLike, names: Sequence[str], annotations: 
         split = read_split_indices(path)
         bad = [i for i in split["train"] + split["val"] if not 0 <= i < n]
         if bad or set(split["train"]) & set(split["val"]):
-            raise ConfigError(f"{path}: indices {'out of range for ' + str(n) + ' rows' if bad else 'in both halves'} "
-                              f"of {annotations}. Fix: use the split file of a run on this annotation file.")
+            raise ConfigError(
+                f"{path}: indices {'out of range for ' + str(n) + ' rows' if bad else 'in both halves'} "
+                f"of {annotations}. Fix: use the split file of a run on this annotation file."
+            )
         return split["train"], split["val"]
     train_names, val_names = _names_in_file(path)
     row = {name: i for i, name in enumerate(names)}
     unknown = [x for x in val_names + (train_names or []) if x not in row]
     if unknown:
-        raise ConfigError(f"{path}: {len(unknown)} image name(s) not in {annotations}, e.g. {unknown[:3]}. "
-                          "Fix: list images of the annotation file (column image_name).")
+        raise ConfigError(
+            f"{path}: {len(unknown)} image name(s) not in {annotations}, e.g. {unknown[:3]}. "
+            "Fix: list images of the annotation file (column image_name)."
+        )
     val = [row[x] for x in val_names]
     if not val:
         raise ConfigError(f"{path}: lists no validation images. Fix: list at least one image name.")
@@ -115,39 +126,54 @@ class SplitRecord:
     digests: dict[str, str]
 
     @classmethod
-    def of(cls, names: Sequence[str], targets: torch.Tensor, train_idx: Sequence[int], val_idx: Sequence[int]
-           ) -> SplitRecord:
+    def of(
+        cls, names: Sequence[str], targets: torch.Tensor, train_idx: Sequence[int], val_idx: Sequence[int]
+    ) -> SplitRecord:
         rows = list(train_idx) + list(val_idx)
-        return cls([names[i] for i in train_idx], [names[i] for i in val_idx],
-                   {names[i]: row_digest(targets[i]) for i in rows})
+        return cls(
+            [names[i] for i in train_idx], [names[i] for i in val_idx], {names[i]: row_digest(targets[i]) for i in rows}
+        )
 
-    def indices(self, names: Sequence[str], targets: torch.Tensor, annotations: str | os.PathLike,
-                source: str | os.PathLike) -> tuple[list[int], list[int]]:
+    def indices(
+        self, names: Sequence[str], targets: torch.Tensor, annotations: str | os.PathLike, source: str | os.PathLike
+    ) -> tuple[list[int], list[int]]:
         """The split's rows in the current annotation file; DataError naming what changed."""
         row = {name: i for i, name in enumerate(names)}
         missing = [x for x in self.train + self.val if x not in row]
         if missing:
-            raise DataError(f"{annotations}: {len(missing)} image(s) of the split recorded in {source} are no longer "
-                            f"in the annotation file, e.g. {missing[:3]}. Fix: restore the annotation file the run "
-                            "was started with, or start a new run (another run_name/save_path).")
-        changed = [x for x in self.train + self.val
-                   if x in self.digests and self.digests[x] != row_digest(targets[row[x]])]
+            raise DataError(
+                f"{annotations}: {len(missing)} image(s) of the split recorded in {source} are no longer "
+                f"in the annotation file, e.g. {missing[:3]}. Fix: restore the annotation file the run "
+                "was started with, or start a new run (another run_name/save_path)."
+            )
+        changed = [
+            x for x in self.train + self.val if x in self.digests and self.digests[x] != row_digest(targets[row[x]])
+        ]
         if changed:
-            raise DataError(f"{annotations}: the targets of {len(changed)} image(s) changed since the split recorded "
-                            f"in {source} was made, e.g. {changed[:3]}. Fix: restore the annotation file the run "
-                            "was started with, or start a new run (another run_name/save_path).")
+            raise DataError(
+                f"{annotations}: the targets of {len(changed)} image(s) changed since the split recorded "
+                f"in {source} was made, e.g. {changed[:3]}. Fix: restore the annotation file the run "
+                "was started with, or start a new run (another run_name/save_path)."
+            )
         return [row[x] for x in self.train], [row[x] for x in self.val]
 
     def to_json(self, annotations: str | os.PathLike, train_idx: Sequence[int], val_idx: Sequence[int]) -> dict:
-        return {"annotations_file": str(annotations), "train": self.train, "val": self.val,
-                "train_indices": list(train_idx), "val_indices": list(val_idx), "target_digests": self.digests}
+        return {
+            "annotations_file": str(annotations),
+            "train": self.train,
+            "val": self.val,
+            "train_indices": list(train_idx),
+            "val_indices": list(val_idx),
+            "target_digests": self.digests,
+        }
 
     def same_split(self, recorded: dict) -> bool:
         return recorded.get("train") == self.train and recorded.get("val") == self.val
 
 
-def write_split_json(path: Path, record: SplitRecord, annotations: str | os.PathLike, train_idx: Sequence[int],
-                     val_idx: Sequence[int]) -> None:
+def write_split_json(
+    path: Path, record: SplitRecord, annotations: str | os.PathLike, train_idx: Sequence[int], val_idx: Sequence[int]
+) -> None:
     """``split.json``: written once; an existing one recording another split is an error, never overwritten."""
     if path.is_file():
         try:
@@ -156,7 +182,9 @@ def write_split_json(path: Path, record: SplitRecord, annotations: str | os.Path
             recorded = {}
         if record.same_split(recorded):
             return
-        raise DataError(f"{path}: records another split than this run uses (the annotation file or split settings "
-                        "changed); it is kept, not overwritten. Fix: restore the annotation file, or start a new "
-                        "run (another run_name/save_path).")
+        raise DataError(
+            f"{path}: records another split than this run uses (the annotation file or split settings "
+            "changed); it is kept, not overwritten. Fix: restore the annotation file, or start a new "
+            "run (another run_name/save_path)."
+        )
     atomic_write_text(path, json.dumps(record.to_json(annotations, train_idx, val_idx)))

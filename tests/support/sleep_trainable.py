@@ -36,8 +36,9 @@ def _stop_after(stop_after: dict[str, int] | None) -> int | None:
     return next((epoch for part, epoch in stop_after.items() if part in name), None)
 
 
-def sleep_training(config, report: Callable | None = None, seconds: float | None = None,
-                   stop_after: dict[str, int] | None = None) -> dict:
+def sleep_training(
+    config, report: Callable | None = None, seconds: float | None = None, stop_after: dict[str, int] | None = None
+) -> dict:
     """Sleep ``seconds`` (default $HBA_SLEEP_EPOCH_SECONDS or 0.05) per epoch; write tiny checkpoints."""
     seconds = float(os.environ.get(SECONDS_ENV, 0.05)) if seconds is None else seconds
     out = run_dir(config)
@@ -50,14 +51,22 @@ def sleep_training(config, report: Callable | None = None, seconds: float | None
     stop = _stop_after(stop_after)
     for epoch in range(start, config.epochs):
         time.sleep(seconds)
-        row = {"epoch": epoch, "train_loss": None if epoch < 0 else _loss(config, epoch), "val_loss": _loss(config, epoch),
-               "behavioral_rsa_rho": -_loss(config, epoch), "perturbation_active": False, "inherited": False,
-               "pid": os.getpid(), "ended": time.time()}
+        row = {
+            "epoch": epoch,
+            "train_loss": None if epoch < 0 else _loss(config, epoch),
+            "val_loss": _loss(config, epoch),
+            "behavioral_rsa_rho": -_loss(config, epoch),
+            "perturbation_active": False,
+            "inherited": False,
+            "pid": os.getpid(),
+            "ended": time.time(),
+        }
         history.append(row)
         ckpt = out / "checkpoints" / f"epoch_{epoch}"
         ckpt.mkdir(parents=True, exist_ok=True)
-        (ckpt / "meta.json").write_text(json.dumps({"epoch": epoch, "run_name": "run", "config": config.to_dict(),
-                                                    "metrics": history}))
+        (ckpt / "meta.json").write_text(
+            json.dumps({"epoch": epoch, "run_name": "run", "config": config.to_dict(), "metrics": history})
+        )
         (out / "metrics.csv").write_text("epoch\n" + "".join(f"{r['epoch']}\n" for r in history))
         if report is not None:
             report(dict(row), str(ckpt))
