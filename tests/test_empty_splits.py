@@ -24,12 +24,12 @@ def test_split_sizes_follow_train_portion():
 def test_empty_split_is_refused_with_the_numbers(
     demo_dir, tmp_path, capsys, monkeypatch, rows, portion, n_train, n_val
 ):
-    import hba_sweep.training.loop
+    import hba_sweep.training.run_inputs
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built for an invalid config")
 
-    monkeypatch.setattr(hba_sweep.training.loop, "CLIPHBA", no_model)
+    monkeypatch.setattr(hba_sweep.training.run_inputs, "create_model", no_model)
     config, base, small_csv = write_small_run_config(demo_dir, tmp_path, "tiny")
     lines = small_csv.read_text().splitlines()
     small_csv.write_text("\n".join(lines[: rows + 1]) + "\n")
