@@ -125,3 +125,13 @@ def test_demo_twin_prepares_its_data(tmp_path, monkeypatch):
     )
     space = prepare(space)  # what `run` does first: generate the demo data, read the base config it wrote
     assert (tmp_path / "demo" / "train.yaml").is_file() and space.base["backbone"] == "hba-tiny"
+
+
+def test_alias_bomb_in_a_yaml_search_space_is_refused(tmp_path, capsys):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{b}: &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\n")
+    code = main(["run", str(path), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}: the YAML expands to more than" in err and "Traceback" not in err, err

@@ -34,13 +34,14 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
-def load_yaml_text(text: str, source: str, error: type[HBAError] = ConfigError) -> Any:
-    """``yaml.safe_load`` with the expanded size bounded (see the module docstring); errors name ``source``."""
+def compose_bounded(text: str, source: str, error: type[HBAError] = ConfigError) -> tuple[yaml.Node | None, Any]:
+    """The document's node (its marks give line numbers) and its data, composed once with the expanded
+    size bounded (see the module docstring); a syntax error passes through as ``yaml.YAMLError``."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         try:
             size = _expanded_size(node, {})
         except RecursionError:
@@ -51,11 +52,17 @@ def load_yaml_text(text: str, source: str, error: type[HBAError] = ConfigError) 
                 "anchors '&name', or nesting too deep); it is not read. Fix: write the values out, or "
                 "use fewer aliases."
             )
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise error(f"{source}: not valid YAML ({exc}). Fix: correct the syntax.") from None
+        return node, loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def load_yaml_text(text: str, source: str, error: type[HBAError] = ConfigError) -> Any:
+    """``yaml.safe_load`` with the expanded size bounded; errors name ``source``."""
+    try:
+        return compose_bounded(text, source, error)[1]
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML ({exc}). Fix: correct the syntax.") from None
 
 
 def read_yaml(

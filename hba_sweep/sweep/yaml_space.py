@@ -25,6 +25,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
 from hba_sweep.foundation.errors import SearchSpaceError
+from hba_sweep.foundation.yaml_io import compose_bounded
 from hba_sweep.training.demo_data import make_demo_data
 
 SUFFIXES = (".yaml", ".yml")
@@ -86,8 +87,7 @@ def _compose(path: Path) -> tuple[Any, dict[str, int]]:
         )
     text = path.read_text()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_bounded(text, str(path), SearchSpaceError)  # no alias bombs
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
