@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,11 +33,12 @@ from hba_sweep.perturbations import user_types
 from hba_sweep.sweep import cluster, lock, terminal, trackers
 from hba_sweep.sweep.expand import Expansion, Trial, expand
 from hba_sweep.sweep.options import RunOptions
-from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan, make_plan
+from hba_sweep.sweep.plan import Plan, make_plan
 from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, record_nothing_left
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
+from hba_sweep.sweep.study_manifest import make_manifest
 from hba_sweep.sweep.study_record import StudyRecord
 from trainables.hba_trainable import train_hba
 
@@ -248,7 +248,7 @@ def _newest_state(root: str) -> str | None:
     return storage.join(root, sorted(names)[-1]) if names else None
 
 
-# ---- the manifest -----------------------------------------------------------------------
+# ---- planned trials -------------------------------------------------------------------
 def independent(trials: list[Trial], root: str) -> list:
     """Trials that need nothing from another (tests, one-off experiments) as searcher entries."""
     return planned_trials(Plan(independent=list(trials)), storage.prefix_cache_dir(root))
@@ -263,55 +263,6 @@ def planned_trials(plan: Plan, cache_dir: str) -> list:
     out = [Planned(t.name, config(t)) for t in [*plan.baselines, *plan.independent]]
     out += [Planned(f.trial.name, config(f.trial), f.baseline, f.init_epoch) for f in plan.forks]
     return out
-
-
-def manifest_trials(plan: Plan | None) -> dict[str, dict[str, Any]]:
-    trials: dict[str, Any] = {}
-    if plan is not None:
-        for t in plan.baselines:
-            trials[t.name] = {"role": "baseline", "phase": BASELINES, "varied": t.varied, "baseline": None}
-        for f in plan.forks:
-            trials[f.trial.name] = {
-                "role": "perturbed",
-                "phase": PERTURBED,
-                "varied": f.trial.varied,
-                "baseline": f.baseline,
-                "init_epoch": f.init_epoch,
-                "init_from": None,
-            }
-        for t in plan.independent:
-            trials[t.name] = {"role": "trial", "phase": TRIALS, "varied": t.varied, "baseline": None}
-    return trials
-
-
-def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[str, Any] | None) -> dict[str, Any]:
-    """The manifest for this run: the current plan, trials of earlier spaces kept (``in_space`` false),
-    an ``extensions`` entry whenever the space added or dropped trials."""
-    planned = manifest_trials(plan)
-    trials = dict((old or {}).get("trials", {}))
-    for name, info in trials.items():
-        info["in_space"] = name in planned
-    added = [n for n in planned if n not in trials]
-    for name, info in planned.items():
-        trials[name] = {**trials.get(name, {}), **info, "in_space": True}
-    extensions = list((old or {}).get("extensions", []))
-    removed = sorted(n for n, i in trials.items() if not i["in_space"])
-    if old is not None and (added or removed != (extensions[-1]["not_in_space"] if extensions else [])):
-        extensions.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": added, "not_in_space": removed})
-    return {
-        "name": space.name,
-        "search_space": str(Path(space.path).resolve()),
-        "root": storage.redact(root),
-        "layout": "one Tune experiment per study",
-        "fork_from_baseline": bool(plan and plan.forks),
-        "searcher": bool(space.uses_searcher),
-        "metric": space.metric,
-        "mode": space.mode,
-        "evalsets": space.evalsets,
-        "trials": trials,
-        "extensions": extensions,
-        "runs": list((old or {}).get("runs", [])),
-    }
 
 
 def prepare(space: SearchSpace) -> SearchSpace:
