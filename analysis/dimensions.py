@@ -74,7 +74,7 @@ def dimensions_figure(table: pd.DataFrame, top: int = 12):
     """One panel per type: the top dimensions (named) x windows, coloured by the mean change."""
     import matplotlib.pyplot as plt
 
-    from analysis.figures import NoData
+    from analysis.window_figures import NoData
 
     types = sorted(table["perturb_type"].dropna().unique()) if len(table) else []
     if not types:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures import NoData, label_of, mean_and_interval
+from analysis.window_figures import NoData, label_of, mean_and_interval
 
 MARKERS = "osD^v<>P*X"
 

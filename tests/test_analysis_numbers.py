@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 
 from analysis import definitions as d
-from analysis import figures
+from analysis import window_figures
 from hba_sweep.data.evalsets import read_evalsets_yaml
 from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.training.scoring import ScoreSettings, build_evalset
@@ -249,7 +249,7 @@ def test_heatmap_draws_seed_means_on_one_symmetric_scale() -> None:
             "max_alignment_deviation": [-0.2, -0.4, 0.1, 0.05],
         }
     )
-    fig = figures.heatmap_figure(summary, "max_alignment_deviation", "Δ max")
+    fig = window_figures.heatmap_figure(summary, "max_alignment_deviation", "Δ max")
     images = [ax.images[0] for ax in fig.axes if ax.images]
     assert len(images) == 2
     a = np.ma.filled(images[0].get_array(), np.nan)  # rows: lengths 1, 2; columns: start epochs 1, 2
@@ -273,7 +273,7 @@ def test_change_figure_draws_the_seed_mean_and_breaks_over_missing_epochs() -> N
             "val_loss": [0.0, 1.0, 0.5, 0.0, 3.0],
         }
     )
-    fig = figures.change_figure(deltas, "t")
+    fig = window_figures.change_figure(deltas, "t")
     align_ax, loss_ax = fig.axes[0], fig.axes[1]
     line = align_ax.lines[-1]
     np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4])
@@ -294,5 +294,5 @@ def test_a_window_that_did_not_complete_is_no_finished_perturbed_trial() -> None
 
     table = d.summary_table(per_epoch, trials).assign(trial_label="P")
     assert "No perturbed trial" in window_section(table)[0]
-    with pytest.raises(figures.NoData):
-        figures.heatmap_figure(table, "max_alignment_deviation", "Δ max")
+    with pytest.raises(window_figures.NoData):
+        window_figures.heatmap_figure(table, "max_alignment_deviation", "Δ max")

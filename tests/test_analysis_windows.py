@@ -99,7 +99,7 @@ def test_two_starts_two_lengths(windows_study: Path, tmp_path: Path) -> None:
 
 
 def test_figures_draw_every_window(windows_study: Path, tmp_path: Path) -> None:
-    from analysis import figures, tables
+    from analysis import tables, window_figures
     from analysis.gather import gather, open_experiment
 
     study = gather(*open_experiment(str(windows_study)))
@@ -107,11 +107,11 @@ def test_figures_draw_every_window(windows_study: Path, tmp_path: Path) -> None:
     summary = tables.summary_table(
         pd.DataFrame(columns=["trial_id", "epoch", "dataset", "reference", "metric", "value"]), training
     )
-    fig = figures.heatmap_figure(summary, "min_val_loss_deviation", "Δ min")
+    fig = window_figures.heatmap_figure(summary, "min_val_loss_deviation", "Δ min")
     grid = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
     expected = summary.pivot_table(index="perturb_length", columns="perturb_epoch", values="min_val_loss_deviation")
     np.testing.assert_allclose(grid, expected.to_numpy())
-    change = figures.change_figure(figures.epoch_deltas(training), "random_target")
+    change = window_figures.change_figure(window_figures.epoch_deltas(training), "random_target")
     titles = sorted({ax.get_title() for ax in change.axes})
     assert titles == [f"start {s}, length {n}" for s, n in sorted(WINDOWS)]
     assert all(ax.patches for ax in change.axes)  # the window is shaded in every panel

@@ -231,11 +231,11 @@ def test_truncate_baseline_only_cuts_the_baseline_not_the_trial() -> None:
 
 
 def test_heatmap_frames_the_significant_cells() -> None:
-    from analysis import figures
+    from analysis import window_figures
 
     summary = study_summary(np.random.default_rng(3), planted=0.05)
     stats = st.window_statistics(summary)
-    fig = figures.heatmap_figure(
+    fig = window_figures.heatmap_figure(
         summary, "max_alignment_deviation", "Δ max", st.significant_cells(stats, "max_alignment_deviation")
     )
     starred = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().endswith("*")]
