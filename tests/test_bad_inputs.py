@@ -10,7 +10,7 @@ Each case builds a bad input from the demo data in ``tmp_path`` (copy, then corr
   and a prior analysis of it (``analysis/``) are byte-identical afterwards, and nothing new is
   written under the results folder (the shared frozen-prefix cache aside).
 
-The same cases, grouped, are the README's troubleshooting table.
+The same cases, grouped, are the troubleshooting table (docs/troubleshooting.md).
 """
 
 from __future__ import annotations

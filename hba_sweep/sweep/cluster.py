@@ -218,7 +218,7 @@ def connect(
         return
     echo(f"Ray dashboard: http://{url}")
     if not address:
-        echo("  it closes when this run ends; a cluster's stays (README: Clusters, jobs, storage and trackers)")
+        echo("  it closes when this run ends; a cluster's stays (docs/clusters-and-storage.md)")
     mode = dashboard_auth_mode(url)
     if mode == "disabled" or os.environ.get(AUTH_MODE, "").lower() == "disabled":
         echo(f"  token authentication is DISABLED ({AUTH_MODE}=disabled): anyone who reaches it has control.")
