@@ -143,7 +143,7 @@ class TrainConfig(ModelSpec):
     cpu_fallback: bool = False  # set by the published `cuda` key: no GPU -> CPU with one log line
     wandb_project: str | None = None  # empty: W&B off
     wandb_entity: str | None = None
-    # speed (see the performance section of README)
+    # speed (docs/performance.md)
     cache_frozen_prefix: bool = True
     precision: str = "fp32"  # as published; bf16: autocast, bf16 prefix cache and TF32 on CUDA; auto: bf16 on CUDA
     cache_dtype: str = "auto"  # frozen-prefix cache: bfloat16 when precision resolves to bf16, else float32
