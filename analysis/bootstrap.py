@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from analysis.definitions import measure_name
 from hba_sweep import rsa
 from hba_sweep.data.evalsets import load_things_fmri
 from hba_sweep.training.scoring import load_references
@@ -189,7 +190,6 @@ def summary_draws(summary: pd.DataFrame, results: pd.DataFrame, draws: pd.Series
     """(trial_id, ``max_<measure>_deviation``) -> the bootstrap draws of that deviation: per resample,
     the max over the trial's truncated own epochs minus the max over its baseline's (the epochs
     ``summary.parquet`` used), so trial and baseline share every resample."""
-    from analysis.definitions import measure_name
 
     frame = results.assign(_draws=draws.to_numpy())
     frame = frame[frame["_draws"].notna() & (frame["epoch"] >= 0) & ~frame["inherited"].astype(bool)]

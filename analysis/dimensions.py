@@ -17,7 +17,9 @@ import pandas as pd
 
 from analysis import definitions as d
 from analysis.evaluate import DIMENSION_METRIC, checkpoint_key
+from analysis.plotting import plt
 from analysis.records import Study
+from analysis.window_figures import NoData
 
 COLUMNS = [*d.WINDOW, "epoch", "dimension", "n", "mean_change", "sd_change", "rank"]
 
@@ -72,9 +74,6 @@ def top_dimensions(table: pd.DataFrame, ptype: str, top: int = 12) -> pd.DataFra
 
 def dimensions_figure(table: pd.DataFrame, top: int = 12):
     """One panel per type: the top dimensions (named) x windows, coloured by the mean change."""
-    import matplotlib.pyplot as plt
-
-    from analysis.window_figures import NoData
 
     types = sorted(table["perturb_type"].dropna().unique()) if len(table) else []
     if not types:

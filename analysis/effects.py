@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
+from analysis.plotting import Figure, plt
 from analysis.window_figures import NoData, label_of, mean_and_interval
 
 MARKERS = "osD^v<>P*X"
@@ -45,7 +45,6 @@ def drop_duplicates(measures: list[str]) -> list[str]:
 
 def single_epoch_figure(effects: pd.DataFrame) -> Figure:
     """One panel per family: Δ at the perturbed epoch (x) per type (colour) and measure (marker)."""
-    import matplotlib.pyplot as plt
 
     effects = effects.dropna(subset=["delta"]) if len(effects) else effects
     if effects.empty:

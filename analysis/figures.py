@@ -21,16 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from analysis import definitions as d  # noqa: E402
-from analysis.window_figures import NoData, change_figure, epoch_deltas, gapped, heatmap_figure, label_of  # noqa: E402
-from hba_sweep.foundation.io_utils import atomic_write  # noqa: E402
+from analysis import definitions as d
+from analysis.dimensions import dimensions_figure
+from analysis.effects import single_epoch_figure
+from analysis.plotting import Figure, plt
+from analysis.statistics import significant_cells
+from analysis.window_figures import NoData, change_figure, epoch_deltas, gapped, heatmap_figure, label_of
+from hba_sweep.foundation.io_utils import atomic_write
 
 NEURAL = ("things_fmri", "nod")
 HEATMAPS = {
@@ -161,9 +160,6 @@ def draw_all(
     ``stats``: :func:`analysis.statistics.window_statistics` (significant heatmap cells are marked);
     ``per_seed``: also one heatmap per seed (as the published notebooks); ``dimensions``:
     :func:`analysis.dimensions.window_dimensions` for ``spose_dimensions.png``."""
-    from analysis.dimensions import dimensions_figure
-    from analysis.effects import single_epoch_figure
-    from analysis.statistics import significant_cells
 
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = training.drop_duplicates("trial_id") if len(training) else training

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import definitions as d
+from analysis import statistics as st
 
 HEADLINE = {
     "max_alignment_deviation": "Δ max alignment",
@@ -84,7 +85,6 @@ def window_section(summary: pd.DataFrame) -> list[str]:
 
 def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
     """Per type, one sentence per headline measure, then every measure's significant windows."""
-    from analysis import statistics as st
 
     if stats is None or stats.empty:
         return ["No finished perturbed trial with its baseline: nothing to test."]

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from analysis import definitions as d  # noqa: E402
+from analysis import definitions as d
+from analysis.plotting import Figure, Rectangle, plt
+from analysis.statistics import t_interval
 
 LABELS = {
     "alignment": "behavioural alignment (triplet RSA)",
@@ -67,7 +64,6 @@ def epoch_deltas(training: pd.DataFrame) -> pd.DataFrame:
 
 def mean_and_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """(mean, low, high): the 95% t interval of the mean over seeds (NaN band with one seed)."""
-    from analysis.statistics import t_interval
 
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     return (float(x.mean()) if x.size else float("nan"), *t_interval(x))
@@ -140,7 +136,6 @@ def heatmap_figure(
 ) -> Figure:
     """Mean over seeds per window, per type; ``significant`` (type -> {(start, length)}) cells are
     framed and starred."""
-    from matplotlib.patches import Rectangle
 
     tested, significant = significant is not None, significant or {}
     grids = heatmap_grids(summary, column)
