@@ -22,7 +22,8 @@ only by a hash (evaluations.parquet's checkpoint_key) gets that hash translated 
 labels and epochs a sibling table (results.parquet) gives it, and a Tune trial id (baseline_id)
 is named by its trial_label, so a fork's baseline pairing is still compared. Numeric columns agree to
 --atol (NaN equals NaN), other columns exactly. Exit 0 when everything agrees, 1 on any difference
-or missing file, 2 on a usage error.
+or missing file, 2 on a usage error. `--allow-added` lets B add tables, columns and rows (a newer
+analysis that reports more) while every value A has must still agree.
 
 Pure pandas/pyarrow/numpy: it imports nothing of hba_sweep, so it works across code layouts.
 """
@@ -198,9 +199,12 @@ def compare_tables(
     atol: float,
     frames_a: dict[str, pd.DataFrame],
     frames_b: dict[str, pd.DataFrame],
+    allow_added: bool = False,
 ) -> Verdict:
-    """One table of A against B: its rows matched by stable keys, numbers to atol, the rest exactly."""
+    """One table of A against B: its rows matched by stable keys, numbers to atol, the rest exactly
+    (``allow_added``: columns and rows only B has are listed, not failed)."""
     verdict = Verdict(name)
+    added = verdict.lines.append if allow_added else verdict.fail
     siblings = [
         {n: f for n, f in frames.items() if n != name and n.endswith(".parquet")} for frames in (frames_a, frames_b)
     ]
@@ -208,13 +212,15 @@ def compare_tables(
     b, notes_b = translate_ids(b, siblings[1], trial_names(frames_b))
     verdict.lines += [f"  {n}" for n in dict.fromkeys(notes_a + notes_b)]
     only_a, only_b = sorted(set(a.columns) - set(b.columns)), sorted(set(b.columns) - set(a.columns))
-    if only_a or only_b:
-        verdict.fail(f"  columns only in A: {only_a}; only in B: {only_b}")
+    if only_a:
+        verdict.fail(f"  columns only in A: {only_a}")
+    if only_b:
+        added(f"  columns only in B: {only_b}")
     volatile = {**volatile_columns(a), **volatile_columns(b)}
     if volatile:
         verdict.lines.append("  ignored: " + ", ".join(f"{c} ({why})" for c, why in volatile.items()))
     if len(a) != len(b):
-        verdict.fail(f"  rows: {len(a)} in A, {len(b)} in B")
+        (added if len(a) < len(b) else verdict.fail)(f"  rows: {len(a)} in A, {len(b)} in B")
     common = [c for c in a.columns if c in b.columns and c not in volatile]
     keys = key_columns(a[common], volatile)
     if keys is None or b.duplicated(keys).any():
@@ -227,10 +233,10 @@ def compare_tables(
         ka = a[keys].astype(str).agg("\x1f".join, axis=1)
         kb = b[keys].astype(str).agg("\x1f".join, axis=1)
         missing_b, missing_a = ka[~ka.isin(kb)], kb[~kb.isin(ka)]
-        for label, miss in (("only in A", missing_b), ("only in B", missing_a)):
+        for label, miss, report in (("only in A", missing_b, verdict.fail), ("only in B", missing_a, added)):
             if len(miss):
                 shown = [tuple(k.split("\x1f")) for k in miss.head(3)]
-                verdict.fail(f"  {len(miss)} row(s) {label}, e.g. {shown}")
+                report(f"  {len(miss)} row(s) {label}, e.g. {shown}")
         a = a.assign(_k=ka).set_index("_k")
         b = b.assign(_k=kb).set_index("_k")
         shared = a.index.intersection(b.index)
@@ -271,8 +277,9 @@ def tables(root: Path) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.suffix in (".parquet", ".csv")}
 
 
-def compare_dirs(dir_a: Path, dir_b: Path, atol: float) -> int:
-    """Print a verdict per table; 0 when all agree, 1 on a difference or a missing table, 2 on bad input."""
+def compare_dirs(dir_a: Path, dir_b: Path, atol: float, allow_added: bool = False) -> int:
+    """Print a verdict per table; 0 when all agree, 1 on a difference or a missing table, 2 on bad input
+    (``allow_added``: tables, columns and rows only B has do not count as differences)."""
     for folder in (dir_a, dir_b):
         if not folder.is_dir():
             print(f"{folder}: not a folder. Fix: give two folders written by --collect.", file=sys.stderr)
@@ -283,13 +290,13 @@ def compare_dirs(dir_a: Path, dir_b: Path, atol: float) -> int:
         return 2
     ok = True
     for name in sorted(set(ta) ^ set(tb)):
-        ok = False
-        print(f"MISSING {name}: only in {'A' if name in ta else 'B'}")
+        ok = ok and allow_added and name in tb
+        print(f"{'ADDED' if name in tb and allow_added else 'MISSING'} {name}: only in {'A' if name in ta else 'B'}")
     both = sorted(set(ta) & set(tb))
     frames_a = {n: read_table(ta[n]) for n in both}
     frames_b = {n: read_table(tb[n]) for n in both}
     for name in both:
-        verdict = compare_tables(name, frames_a[name], frames_b[name], atol, frames_a, frames_b)
+        verdict = compare_tables(name, frames_a[name], frames_b[name], atol, frames_a, frames_b, allow_added)
         ok &= verdict.ok
         if verdict.ok and name.endswith(".csv"):
             continue  # per-trial CSVs: print only the ones that differ
@@ -309,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="DIR_A DIR_B to compare")
     parser.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance for numbers (default 1e-6)")
     parser.add_argument(
+        "--allow-added",
+        action="store_true",
+        help="B may add tables, columns and rows (a newer analysis); every value A has must still agree",
+    )
+    parser.add_argument(
         "--collect",
         nargs=2,
         metavar=("STUDY_DIR", "OUT_DIR"),
@@ -319,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return collect(Path(args.collect[0]), Path(args.collect[1]))
     if len(args.dirs) != 2:
         parser.error("give DIR_A DIR_B, or --collect STUDY_DIR OUT_DIR")
-    return compare_dirs(Path(args.dirs[0]), Path(args.dirs[1]), args.atol)
+    return compare_dirs(Path(args.dirs[0]), Path(args.dirs[1]), args.atol, args.allow_added)
 
 
 if __name__ == "__main__":
