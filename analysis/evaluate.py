@@ -35,18 +35,10 @@ from hba_sweep.model import ModelSpec
 from hba_sweep.training.predict import Predictor
 from hba_sweep.training.scoring import EvalSet, ScoreSettings, build_evalset
 
-EVAL_COLUMNS = [
-    "checkpoint_key",
-    "eval_key",
-    "dataset",
-    "reference",
-    "metric",
-    "value",
-    "p_value",
-    "ci_low",
-    "ci_high",
-    "boot",
-]  # boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
+ROW_KEY_COLUMNS = ["dataset", "reference", "metric"]  # what an evaluation row measures
+VALUE_COLUMNS = ["value", "p_value", "ci_low", "ci_high"]  # its value, p-value and confidence interval
+EVAL_COLUMNS = ["checkpoint_key", "eval_key", *ROW_KEY_COLUMNS, *VALUE_COLUMNS, "boot"]
+# boot: the stimulus-bootstrap draws of an RSA row (analysis.bootstrap), else None
 CACHE_FILE = "evaluations.parquet"
 # the Fix of a checkpoint whose bytes no longer match the hash gathered (or recorded in its meta.json)
 # How to restore a damaged or missing checkpoint (the Fix of a damaged one, in report.md)

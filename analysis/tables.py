@@ -20,24 +20,12 @@ import numpy as np
 import pandas as pd
 
 from analysis import definitions as d
-from analysis.evaluate import DIMENSION_METRIC, checkpoint_key
+from analysis.evaluate import DIMENSION_METRIC, ROW_KEY_COLUMNS, VALUE_COLUMNS, checkpoint_key
 from analysis.records import Study, Trial
+from hba_sweep.training.run_record import METRIC_COLUMNS
 
-RESULT_COLUMNS = [
-    "trial_id",
-    "trial_label",
-    "epoch",
-    "inherited",
-    "dataset",
-    "reference",
-    "metric",
-    "value",
-    "p_value",
-    "ci_low",
-    "ci_high",
-    "baseline_value",
-    "delta",
-]
+RESULT_VALUE_COLUMNS = [*VALUE_COLUMNS, "baseline_value", "delta"]
+RESULT_COLUMNS = ["trial_id", "trial_label", "epoch", "inherited", *ROW_KEY_COLUMNS, *RESULT_VALUE_COLUMNS]
 PERTURB_COLUMNS = ["perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction"]
 TRIAL_COLUMNS = [
     "perturb_type",
@@ -52,18 +40,27 @@ TRIAL_COLUMNS = [
     "lr",
     "epochs",
 ]
-TRAINING_COLUMNS = [
+# the metrics.csv columns the table keeps (not lr, a setting column, nor throughput and divergence)
+TRAINING_COLUMNS = [c for c in METRIC_COLUMNS if c not in ("lr", "images_per_second", "diverged")]
+_BOOL_COLUMNS = ("inherited", "perturbation_active", "is_baseline")
+_INT_COLUMNS = (
     "epoch",
-    "train_loss",
-    "val_loss",
-    "behavioral_rsa_rho",
-    "behavioral_rsa_p",
-    "target_rsa_rho",
-    "target_rsa_p",
-    "perturbation_active",
-    "epoch_seconds",
-    "inherited",
-]
+    "perturb_epoch",
+    "perturb_length",
+    "perturb_seed",
+    "random_seed",
+    "rank",
+    "vision_layers",
+    "transformer_layers",
+    "epochs",
+)
+# numbers that may be missing: the results' values, the training metrics that are neither ints nor bools, lr
+_FLOAT_COLUMNS = (
+    *RESULT_VALUE_COLUMNS,
+    *(c for c in TRAINING_COLUMNS if c not in _BOOL_COLUMNS + _INT_COLUMNS),
+    "lr",
+    "perturb_fraction",
+)
 # never "searched": they differ per trial by construction or name files
 NOT_SEARCHED = {
     "run_name",
@@ -201,39 +198,13 @@ def diverged_trials(training: pd.DataFrame, results: pd.DataFrame | None = None)
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes (parquet-friendly): floats for numbers that may be missing, bools, ints."""
-    for col in (
-        "value",
-        "p_value",
-        "ci_low",
-        "ci_high",
-        "baseline_value",
-        "delta",
-        "train_loss",
-        "val_loss",
-        "behavioral_rsa_rho",
-        "behavioral_rsa_p",
-        "target_rsa_rho",
-        "target_rsa_p",
-        "epoch_seconds",
-        "lr",
-        "perturb_fraction",
-    ):
+    for col in _FLOAT_COLUMNS:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
-    for col in ("inherited", "perturbation_active", "is_baseline"):
+    for col in _BOOL_COLUMNS:
         if col in frame:
             frame[col] = frame[col].fillna(False).astype(bool)
-    for col in (
-        "epoch",
-        "perturb_epoch",
-        "perturb_length",
-        "perturb_seed",
-        "random_seed",
-        "rank",
-        "vision_layers",
-        "transformer_layers",
-        "epochs",
-    ):
+    for col in _INT_COLUMNS:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     for col in frame.columns:
