@@ -27,7 +27,8 @@ from hba_sweep.cli import build_parser  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, connect  # noqa: E402
 from hba_sweep.training.demo_data import make_demo_data  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from test_interruptions import driver_env, finished_perturbed, interrupt, write_space
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = (
     "Token authentication is enabled",

@@ -17,7 +17,8 @@ import pytest
 from conftest import write_small_run_config
 from local_cluster import LocalCluster, free_ports
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
 
 

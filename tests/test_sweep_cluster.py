@@ -15,7 +15,8 @@ from ray.tune import ExperimentAnalysis  # noqa: E402
 from hba_sweep.sweep.runner import RunOptions, run_study  # noqa: E402
 from hba_sweep.sweep.spec import load_search_space  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import write_small_run_config
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = Path(__file__).resolve().parent.parent
 
 

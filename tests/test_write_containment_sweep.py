@@ -8,7 +8,8 @@ import pytest
 
 from hba_sweep import cli
 
-pytestmark = pytest.mark.slow
+# .ci/run's second step (-m long): a real cluster, storage or tracker end to end
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SPACE = """
 NAME = "contained"
