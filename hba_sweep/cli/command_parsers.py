@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hba_sweep.cli.arguments import add_command, add_overrides
 from hba_sweep.foundation.choices import DATASETS, DISTANCE_METRICS, SIMILARITY_METRICS, STAT_TESTS, TRUNCATE_RULES
 
 
@@ -30,10 +31,11 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``demo-data DIR [--n-train N] [--seed S] [--image-size S] [--force]``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo-data",
-        help="generate deterministic demo data in the published formats",
-        description="Generate (or reuse) deterministic demo data: THINGS-format training and 48-image "
+        _demo_data,
+        "Generate (or reuse) deterministic demo data: THINGS-format training and 48-image "
         "evaluation sets with a reference RDM, THINGS-fMRI, NOD and NIGHTS evaluation sets, "
         "evalsets.yaml and ready train.yaml and infer.yaml.",
     )
@@ -43,39 +45,32 @@ def add_demo_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64, hba-tiny)")
     parser.add_argument("--backbone", default="hba-tiny", help="backbone written to train.yaml (default hba-tiny)")
     parser.add_argument("--force", action="store_true", help="regenerate even if DIR holds demo data")
-    parser.set_defaults(func=_demo_data)
     return parser
 
 
 def add_infer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``infer --config X.yaml``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "infer",
-        help="evaluate a run's checkpoint(s) from the study's inference YAML",
-        description="Evaluate checkpoints (model_weights_path + epoch) on one evaluation set "
+        _infer,
+        "Evaluate checkpoints (model_weights_path + epoch) on one evaluation set "
         "(evaluation_type behavioral|neural|triplet|cka) and write one JSON per epoch "
         "to inference_save_dir.",
     )
     p.add_argument("--config", required=True, help="inference YAML (the study's keys)")
     p.add_argument("--device", default=None, help="override the device (cpu, cuda, cuda:N, auto)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the inference YAML (repeatable)",
-    )
-    p.set_defaults(func=_infer)
+    add_overrides(p, "override a key of the inference YAML (repeatable)")
     return p
 
 
 def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``analyze``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "analyze",
-        help="evaluate every checkpoint of a study: tables, figures, report",
-        description="Gather a study's trials and epoch checkpoints, evaluate them on the study's evaluation sets "
+        _analyze,
+        "Gather a study's trials and epoch checkpoints, evaluate them on the study's evaluation sets "
         "(only what is not analysed yet), and write results.parquet, training_metrics.parquet, "
         "figures and report.md to <experiment>/analysis (or --out).",
     )
@@ -130,5 +125,4 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "(baseline_only); see docs/statistics.md",
     )
     p.add_argument("--rsa-similarity", default="spearman", choices=SIMILARITY_METRICS)
-    p.set_defaults(func=_analyze)
     return p

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from hba_sweep.cli.arguments import add_command
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep.jobs import JOB_FILE, client, read_job
@@ -57,15 +58,13 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_logs_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("logs", help="the output of a study submitted with run --submit")
+    p = add_command(subparsers, "logs", logs_command)
     _experiment_args(p)
     p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
-    p.set_defaults(func=logs_command)
     return p
 
 
 def add_stop_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("stop", help="stop a study submitted with run --submit")
+    p = add_command(subparsers, "stop", stop_command)
     _experiment_args(p)
-    p.set_defaults(func=stop_command)
     return p

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hba_sweep.cli.arguments import add_command, add_overrides
+
 
 def add_preview_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``preview --config X.yaml --perturb-type T [--epoch E] [--batch B] [--out P.png] [--space S.py]``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "preview",
-        help="show what a perturbation does to one training batch (PNG + what changed)",
-        description="Draw the training batch a run sees at an epoch, before and after its perturbation (images "
+        preview_command,
+        "Draw the training batch a run sees at an epoch, before and after its perturbation (images "
         "as a grid, targets as a 66-column heatmap), with the product's strategy, seeds and batch "
         "order; print which rows, images and targets changed.",
     )
@@ -25,21 +28,13 @@ def add_preview_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--epoch", type=int, help="the epoch to look at (default: the window's first, perturb_epoch)")
     p.add_argument("--batch", type=int, default=0, help="the batch of that epoch (default 0)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set perturb_epoch=3 --set perturb_fraction=0.5",
-    )
+    add_overrides(p, "override a config key, e.g. --set perturb_epoch=3 --set perturb_fraction=0.5")
     p.add_argument(
         "--space",
         metavar="SPACE.py",
         help="a Python search-space file that registers custom perturbation types (it is executed)",
     )
     p.add_argument("--out", help="the PNG to write (default: preview_<TYPE>_e<EPOCH>.png here)")
-    p.set_defaults(func=preview_command)
     return p
 
 

@@ -8,6 +8,7 @@ import tempfile
 from typing import Any
 
 from hba_sweep.artifacts.manifest import has_manifest, read_manifest_quietly
+from hba_sweep.cli.arguments import add_command
 from hba_sweep.foundation import storage
 from hba_sweep.sweep import jobs
 from hba_sweep.sweep.options import DEFAULT_STORAGE, RunOptions, add_arguments
@@ -117,10 +118,11 @@ def status_command(args: argparse.Namespace) -> int:
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run SEARCH_SPACE [--dry-run] [--resume] ...``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "run",
-        help="run a study from a search-space file on Ray Tune",
-        description="Run every trial of a search-space file (search_spaces/*.yaml: data; "
+        run_command,
+        "Run every trial of a search-space file (search_spaces/*.yaml: data; "
         "or search_spaces/*.py: Python, executed) on Ray Tune as one experiment: baselines first, each fork as soon "
         "as its baseline epoch exists.",
     )
@@ -135,18 +137,16 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         "$RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265); it survives the terminal",
     )
     add_arguments(p)  # the options of RunOptions (hba_sweep/sweep/options.py)
-    p.set_defaults(func=run_command)
     return p
 
 
 def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``status EXPERIMENT_DIR``."""
-    p = subparsers.add_parser("status", help="the driver and finished / running / failed / skipped / pending per trial")
+    p = add_command(subparsers, "status", status_command)
     p.add_argument(
         "experiment", help="an experiment directory or URI, e.g. ray_results/demo (or its name with --storage)"
     )
     p.add_argument(
         "--storage", help="storage path or URI holding the experiment, as `run` takes it (then EXPERIMENT is its name)"
     )
-    p.set_defaults(func=status_command)
     return p

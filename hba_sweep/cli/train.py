@@ -5,26 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hba_sweep.cli.arguments import add_command, add_overrides
 from hba_sweep.foundation.safe_paths import writes_inside
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
-        help="train one run (no Ray)",
-        description="Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.",
+        _train,
+        "Train one CLIP-HBA run from a YAML config; writes save_path/<run name>/.",
     )
     p.add_argument("--config", required=True, help="YAML config (the study's keys are accepted)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_overrides(p, "override a config key (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
-    p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
