@@ -4,6 +4,7 @@ in train_checks, file checks in file_checks), the inference config (infer_config
 Validation knows the backbones' depths and the registered perturbation types, so this layer sits
 above model and perturbations."""
 
+from hba_sweep.config.file_checks import split_sizes, uses_baseline_path
 from hba_sweep.config.loader import parse_overrides
 from hba_sweep.config.train_config import (
     ALIASES,
@@ -19,8 +20,6 @@ from hba_sweep.config.train_config import (
     run_dir,
     run_name,
     save_config,
-    split_sizes,
-    uses_baseline_path,
 )
 
 __all__ = [

@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from hba_sweep.config.file_checks import split_sizes, uses_baseline_path
 from hba_sweep.config.loader import load_yaml_config, resolve_relative
 from hba_sweep.config.published_keys import (
     TRAIN_CHECKED,
@@ -35,18 +34,6 @@ from hba_sweep.foundation.devices import published_device
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.foundation.io_utils import atomic_write_text
 from hba_sweep.model.spec import ForwardPlan, ModelSpec
-
-__all__ = [
-    "TrainConfig",
-    "from_dict",
-    "load_config",
-    "resolve_paths",
-    "save_config",
-    "run_name",
-    "run_dir",
-    "split_sizes",
-    "uses_baseline_path",
-]
 
 # Published keys whose empty value means "unset": the default applies (the published config leaves
 # perturb_epoch/perturb_length/perturb_seed empty for a baseline).

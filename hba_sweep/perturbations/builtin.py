@@ -7,15 +7,6 @@ import torch
 from hba_sweep.perturbations.registry import register
 from hba_sweep.perturbations.strategy import Batch, Device, PerturbationStrategy, Tensor, draw_dtype
 
-__all__ = [
-    "NoPerturbation",
-    "TargetNoisePerturbation",
-    "LabelShufflePerturbation",
-    "ImageNoisePerturbation",
-    "UniformImagePerturbation",
-    "BlankTargetPerturbation",
-]
-
 
 @register("none")
 class NoPerturbation(PerturbationStrategy):
