@@ -254,17 +254,17 @@ def test_split_is_checked_by_image_name_on_resume(small):
 
 def test_random_target_stats_cover_every_target_of_the_file(small, monkeypatch):
     from hba_sweep.data.things import read_things_csv
-    from hba_sweep.training import loop as training
+    from hba_sweep.training import run_inputs
 
     make, csv_path = small
     seen = {}
-    real = training.choose_perturbation_strategy
+    real = run_inputs.choose_perturbation_strategy
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "choose_perturbation_strategy", spy)
+    monkeypatch.setattr(run_inputs, "choose_perturbation_strategy", spy)
     run_training_experiment(make(run_name="rt", epochs=1, perturb_type="random_target", perturb_length=1))
     _, targets = read_things_csv(csv_path)
     assert seen["target_mean"] == pytest.approx(float(np.mean(targets)), rel=1e-6)

@@ -28,11 +28,10 @@ from torch import nn
 from hba_sweep.config import TrainConfig, run_dir
 from hba_sweep.foundation.devices import autocast, precision_used, resolve_device
 from hba_sweep.model import CLIPHBA
-from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import behavioral_rsa
 from hba_sweep.training.predict import predict_batches, to_device
 from hba_sweep.training.run import Report, Run, open_run
-from hba_sweep.training.run_inputs import Images, RSAImages, build_model_and_data
+from hba_sweep.training.run_inputs import Images, RSAImages, build_model_and_data, run_strategy
 from hba_sweep.training.run_record import (
     STATUS_FILE,
     RunEnd,
@@ -223,16 +222,7 @@ def run_training_experiment(config: TrainConfig, report: Report | None = None) -
     seed_everything(cfg.random_seed)
     model, train, rsa = build_model_and_data(cfg, device, log)
     run = open_run(cfg, out, start, model, train.dataset, precision, log, report)
-    mean, std = target_stats(train.dataset.targets)  # scalar mean/std of ALL target values of the file (published)
-    strategy = choose_perturbation_strategy(
-        cfg.perturb_type,
-        cfg.perturb_epoch,
-        cfg.perturb_length,
-        cfg.perturb_seed,
-        target_mean=mean,
-        target_std=std,
-        perturb_fraction=cfg.perturb_fraction,
-    )
+    strategy = run_strategy(cfg, train.dataset.targets)
     prepare_run_dir(cfg, out, train.dataset, run.state)
     if run.history:  # a fork shows its inherited rows even if it stops before training an epoch
         write_metrics(out / "metrics.csv", run.history)

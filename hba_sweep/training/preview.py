@@ -25,7 +25,7 @@ from hba_sweep.data import ThingsDataset
 from hba_sweep.data.images import IMAGE_MEAN, IMAGE_STD
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.model.backbones import backbone_config
-from hba_sweep.perturbations import choose_perturbation_strategy, target_stats
+from hba_sweep.training.run_inputs import run_strategy
 from hba_sweep.training.run_start import fresh_state
 from hba_sweep.training.split import epoch_order
 
@@ -120,16 +120,7 @@ def preview(cfg: TrainConfig, epoch: int | None = None, batch: int = 0) -> Batch
     if not 0 <= batch < batches:
         raise ConfigError(f"--batch {batch}: epoch {epoch} has batches 0..{batches - 1}. Fix: give one of them.")
     idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-    mean, std = target_stats(dataset.targets)
-    strategy = choose_perturbation_strategy(
-        cfg.perturb_type,
-        cfg.perturb_epoch,
-        cfg.perturb_length,
-        cfg.perturb_seed,
-        target_mean=mean,
-        target_std=std,
-        perturb_fraction=cfg.perturb_fraction,
-    )
+    strategy = run_strategy(cfg, dataset.targets)
     images, targets = dataset.images(idx), dataset.targets[idx]
     active = strategy.is_active_epoch(epoch)
     new_images, new_targets = (

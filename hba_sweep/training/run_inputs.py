@@ -15,11 +15,12 @@ from hba_sweep.data.rdm_io import load_rdm
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.devices import autocast, precision_used
 from hba_sweep.model import CLIPHBA, create_model
+from hba_sweep.perturbations import PerturbationStrategy, choose_perturbation_strategy, target_stats
 from hba_sweep.rsa import compute_model_rdm
 from hba_sweep.training import prefix_cache
 from hba_sweep.training.predict import prefix_rows, to_device
 
-__all__ = ["Images", "RSAImages", "build_model_and_data"]
+__all__ = ["Images", "RSAImages", "build_model_and_data", "run_strategy"]
 
 
 @dataclass
@@ -34,6 +35,21 @@ class Images:
         if self.prefix is not None:
             return prefix_rows(self.prefix, idx, device)
         return model.vision_prefix(to_device(self.dataset.images(idx), device))
+
+
+def run_strategy(cfg: TrainConfig, train_targets: np.ndarray | torch.Tensor) -> PerturbationStrategy:
+    """The run's perturbation strategy: its type, window, seed and fraction, with the scalar mean/std of ALL
+    target values of the training file (published)."""
+    mean, std = target_stats(train_targets)
+    return choose_perturbation_strategy(
+        cfg.perturb_type,
+        cfg.perturb_epoch,
+        cfg.perturb_length,
+        cfg.perturb_seed,
+        target_mean=mean,
+        target_std=std,
+        perturb_fraction=cfg.perturb_fraction,
+    )
 
 
 def load_images(cfg: TrainConfig, annotations: str, img_dir: str, image_size: int) -> ThingsDataset:
