@@ -158,13 +158,12 @@ def test_interrupted_study_has_one_summary_and_our_resume_command(tmp_path):
                 assert states.count("running") <= 2, states  # 2 CPUs, 1 per trial: the rest are queued
                 seen.update(states)
             time.sleep(0.5)
-        how = interrupt(proc)
+        how = interrupt(proc, grace=120.0)  # a loaded machine may take a while to stop Ray; never skipped
     finally:
         log.close()
     out = (tmp_path / "driver.out").read_text()
     assert "running" in seen, seen
-    if how != "SIGINT":
-        pytest.skip("the driver did not stop on SIGINT within the grace period (machine overloaded)")
+    assert how == "SIGINT", f"the driver did not stop on SIGINT within 120 s\n{out[-3000:]}"
     assert proc.returncode == 130, out[-3000:]
     driver_lines = [line for line in out.splitlines() if not re.search(r"\(\w+ pid=\d+", line)]
     assert not noise_in("\n".join(driver_lines)), noise_in(out)[:10]
