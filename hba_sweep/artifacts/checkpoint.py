@@ -48,7 +48,7 @@ from hba_sweep.artifacts.meta import (
 )
 from hba_sweep.artifacts.published import load_published_adapters
 from hba_sweep.foundation import storage
-from hba_sweep.foundation.errors import CheckpointError, load_error_detail
+from hba_sweep.foundation.errors import CheckpointError, refused_load
 from hba_sweep.foundation.io_utils import (
     atomic_write_bytes,
     atomic_write_text,
@@ -163,10 +163,9 @@ def read_state_file(path: str | Path) -> TrainingState:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return TrainingState(**payload)
     except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: refused, not a training state this tool wrote ({load_error_detail(exc)}); "
-            "nothing in it was executed. Fix: delete this checkpoint and resume from the previous "
-            "epoch's; do not load it with weights_only=False."
+        fix = "delete this checkpoint and resume from the previous epoch's; do not load it with weights_only=False."
+        raise refused_load(
+            f"{path}: refused, not a training state this tool wrote", exc, fix, CheckpointError
         ) from None
 
 

@@ -39,7 +39,7 @@ from hba_sweep.artifacts.layout import (
     TRAINING_RES,
     published_epoch,
 )
-from hba_sweep.foundation.errors import CheckpointError, DataError, load_error_detail
+from hba_sweep.foundation.errors import CheckpointError, DataError, refused_load
 from hba_sweep.model import adapters as adapter_kinds
 
 # training_res.csv column spellings of the published trainers -> our metrics columns.
@@ -140,10 +140,8 @@ def _safe_load(path: Path, what: str, fix: str) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: {what} not found. Fix: {fix}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"{path}: refused as {what} ({load_error_detail(exc)}); it is read with "
-            f"weights_only=True and nothing in it was executed. Fix: {fix}"
-        ) from None
+        read = "it is read with weights_only=True and "
+        raise refused_load(f"{path}: refused as {what}", exc, fix, CheckpointError, read) from None
 
 
 def read_dora_params(path: str | os.PathLike) -> dict[str, torch.Tensor]:

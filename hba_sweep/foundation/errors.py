@@ -71,6 +71,12 @@ def storage_error(exc: BaseException, path: object = None) -> StorageError | Non
     return StorageError(f"{where}: {what}; nothing was changed there. Fix: {fix}.")
 
 
+def refused_load(subject: str, exc: BaseException, fix: str, error: type[HBAError], read: str = "") -> HBAError:
+    """The error for a file a weights_only reader refused: ``{subject} ({why}); {read}nothing in it was
+    executed. Fix: {fix}`` (``why``: :func:`load_error_detail`)."""
+    return error(f"{subject} ({load_error_detail(exc)}); {read}nothing in it was executed. Fix: {fix}")
+
+
 def load_error_detail(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` (or a like reader) refused a file, in a few words: the
     code a pickle asks to run, else the first line of the message, else the exception's type."""

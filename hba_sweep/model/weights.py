@@ -25,7 +25,7 @@ from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict
 
 from hba_sweep.foundation import io_utils
-from hba_sweep.foundation.errors import ConfigError, load_error_detail
+from hba_sweep.foundation.errors import ConfigError, refused_load
 
 OPENAI_CACHE = Path("~/.cache/clip")  # where OpenAI's clip.load keeps its downloads
 ARCHIVE_CONSTANTS = ("input_resolution", "context_length", "vocab_size")
@@ -98,11 +98,8 @@ def state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = load_state_dict(str(path), weights_only=True)  # unwraps state_dict, strips module.
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"pretrained={str(path)!r}: not a readable state dict ({load_error_detail(exc)}); nothing "
-            "in it was executed. Fix: give OpenAI's TorchScript file, a .safetensors file, or a .pt "
-            "saved from model.state_dict()."
-        ) from None
+        fix = "give OpenAI's TorchScript file, a .safetensors file, or a .pt saved from model.state_dict()."
+        raise refused_load(f"pretrained={str(path)!r}: not a readable state dict", exc, fix, ConfigError) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"pretrained={str(path)!r}: does not hold a dict of tensors. Fix: save model.state_dict().")
     return {k: v for k, v in state.items() if k not in ARCHIVE_CONSTANTS}
