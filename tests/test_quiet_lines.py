@@ -9,12 +9,14 @@ import ray  # noqa: F401  (sets up Ray's own log handler, as in a driver)
 
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
 
-NOISY = ["The `process_trial_result` operation took 0.912 s, which may be a performance bottleneck.",
-         "Processing trial results took 4.8 s, which may be a performance bottleneck. Please consider reporting "
-         "results less frequently to Ray Tune.",
-         "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.",
-         'Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: '
-         'Tuner.restore(path="/x", trainable=...)']
+NOISY = [
+    "The `process_trial_result` operation took 0.912 s, which may be a performance bottleneck.",
+    "Processing trial results took 4.8 s, which may be a performance bottleneck. Please consider reporting "
+    "results less frequently to Ray Tune.",
+    "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.",
+    "Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: "
+    'Tuner.restore(path="/x", trainable=...)',
+]
 
 
 def test_noisy_records_go_to_the_log_file(tmp_path):

@@ -70,7 +70,9 @@ param_space:
 resources: {{cpu: 1}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_", "MLFLOW_", "HBA_SWEEP_FAULT"))}
-    env.update(HOME=str(tmp_path / "home"), WANDB_MODE="offline", TUNE_WARN_THRESHOLD_S="0")  # timings warn (after 60 s)
+    env.update(
+        HOME=str(tmp_path / "home"), WANDB_MODE="offline", TUNE_WARN_THRESHOLD_S="0"
+    )  # timings warn (after 60 s)
     storage, db = tmp_path / "rr", f"sqlite:///{tmp_path}/mlflow.db"
     run = cli(
         ["run", str(space), "--storage", str(storage), "--mlflow", db, "--wandb", "hba-test", "--no-dashboard"], env
