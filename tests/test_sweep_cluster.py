@@ -46,6 +46,8 @@ def test_demo_study_on_two_nodes(tmp_path, monkeypatch):
                 "-p",
                 "no:cacheprovider",
                 "-x",
+                "-m",
+                "long",  # this file's marker (the default run leaves it out)
                 f"{__file__}::test_demo_study_on_two_nodes",
                 "--basetemp",
                 str(tmp_path / "inner"),
