@@ -51,3 +51,18 @@ def test_run_folder_linked_elsewhere_is_refused_by_train_resume(demo_dir, tmp_pa
     assert code == 2, err
     assert str(tmp_path / "results" / "linked") in err and "symbolic link" in err and "Fix:" in err
     assert list(elsewhere.iterdir()) == []
+
+
+def test_links_of_other_tools_in_a_study_are_not_refused(tmp_path):
+    """W&B keeps its own `latest-run` link in <study>/wandb/ (a W&B study must resume); a trial's
+    linked run/ folder is still found."""
+    from hba_sweep.foundation.safe_paths import links_below
+
+    study = tmp_path / "study"
+    (study / "wandb" / "offline-run-1").mkdir(parents=True)
+    (study / "wandb" / "latest-run").symlink_to(study / "wandb" / "offline-run-1")
+    (study / "trial_a").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (study / "trial_a" / "run").symlink_to(elsewhere)
+    assert links_below(study) == [str(study / "trial_a" / "run")]

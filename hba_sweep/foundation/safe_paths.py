@@ -91,16 +91,22 @@ def writes_inside(root: str | os.PathLike) -> Iterator[Path]:
         _ROOTS.remove(entry)
 
 
+# Folders of a study that other tools write, not hba_sweep: W&B keeps its own `latest-run` link in wandb/.
+FOREIGN = ("wandb",)
+
+
 def links_below(root: str | os.PathLike, depth: int = 2) -> list[str]:
     """Symbolic links to folders within ``depth`` levels below ``root`` (a study's trial folders and
-    their ``run/``, ``analysis/``, ``prefix_cache/``): checked before a driver writes there."""
+    their ``run/``, ``analysis/``, ``prefix_cache/``; not the folders in :data:`FOREIGN`): checked
+    before a driver writes there."""
     found: list[str] = []
-    level = [_absolute(root)]
+    top = _absolute(root)
+    level = [top]
     for _ in range(depth):
         nxt: list[str] = []
         for folder in level:
             try:
-                entries = list(os.scandir(folder))
+                entries = [e for e in os.scandir(folder) if not (folder == top and e.name in FOREIGN)]
             except OSError:
                 continue
             for entry in entries:
