@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from test_interruptions import driver_env, finished_perturbed, interrupt, write_space
 
@@ -119,10 +120,18 @@ resources: {{cpu: 1}}
     assert "Started a local Ray instance" not in again.stderr and time.monotonic() - started < 60
     assert json.loads((root / "study.json").read_text())["runs"][-1]["nothing_left"] is True
 
-    (root / "driver.lock").write_text(
-        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now", "command": "another driver"})
-    )
-    refused = cli(["run", str(space), "--storage", str(storage), "--resume"], env, timeout=120)
+    # a live driver (its command line is one: the lock names a running hba_sweep driver, not a reused pid)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "hba_sweep", "run"])
+    try:
+        while "hba_sweep" not in " ".join(psutil.Process(holder.pid).cmdline()):  # until exec
+            time.sleep(0.02)
+        (root / "driver.lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now", "command": "another driver"})
+        )
+        refused = cli(["run", str(space), "--storage", str(storage), "--resume"], env, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
     assert refused.returncode == 2 and "another driver runs this study" in refused.stderr, refused.stderr
     assert "Started a local Ray instance" not in refused.stderr
 

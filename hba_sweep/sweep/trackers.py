@@ -215,4 +215,10 @@ def epoch_wandb_actor():
             super().__init__(*args, **kwargs)  # to the run's own log files (wandb/<run>/logs), not the terminal
             self._wandb = _EpochAxis(self._wandb)
 
+        def run(self):
+            super().run()  # ends with wandb.finish()
+            # the W&B service stops now, not in an atexit hook of a process Ray is ending (whose traceback
+            # reached the driver's terminal)
+            getattr(self._wandb, "teardown", lambda: None)()
+
     return EpochWandbActor
