@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,9 @@ import torch
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
 # spin-waiting makes them many times slower: one thread per test process.
 torch.set_num_threads(1)
+
+# The node's memo of file digests: one per test session, not the user's ~/.cache (Ray workers inherit it).
+os.environ.setdefault("HBA_SWEEP_HASH_MEMO", os.path.join(tempfile.mkdtemp(prefix="hba_hash_memo_"), "memo.sqlite"))
 
 REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
 

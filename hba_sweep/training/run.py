@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
+from hba_sweep import __version__
 from hba_sweep.artifacts import checkpoint as ckpt
+from hba_sweep.artifacts import identity
 from hba_sweep.config import TrainConfig, run_name
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.model import CLIPHBA
@@ -117,12 +119,15 @@ def open_run(
     """Optimizer, scheduler, training state and shuffle generator: new, or restored from the start's source."""
     optimizer = make_optimizer(cfg, model.adapter_parameters())
     scheduler = make_scheduler(cfg, optimizer)
-    state, history = start_state(start, cfg, model, optimizer, scheduler, dataset, log)
+    inputs = identity.input_digests(cfg.to_dict())
+    state, history = start_state(start, cfg, model, optimizer, scheduler, dataset, log, inputs)
     shuffle = torch.Generator().manual_seed(cfg.random_seed)
     shuffle.set_state(state.shuffle_generator)
     meta = {
         "precision_used": precision,
         "start": start.kind.value,
         "start_from": None if start.path is None else str(start.path),
+        "inputs": inputs,
+        "version": __version__,
     }
     return Run(cfg, out, model, optimizer, scheduler, shuffle, state, history, meta, log, report)

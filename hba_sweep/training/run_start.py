@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from hba_sweep.artifacts import checkpoint as ckpt
+from hba_sweep.artifacts.identity import describe_change
 from hba_sweep.artifacts.layout import is_published_run
 from hba_sweep.artifacts.published import PublishedRun, load_published_adapters
 from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
@@ -36,6 +37,25 @@ def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str]
         detail = ", ".join(f"{k}: {source_config[k]!r} -> {getattr(cfg, k)!r}" for k in differ)
         raise ConfigError(
             f"{what} from {source}: settings differ ({detail}). Fix: use the source run's values or start a new run."
+        )
+
+
+def check_same_inputs(inputs: dict | None, recorded: dict | None, what: str, source: Path) -> None:
+    """A resumed or forked run reads the same file contents its source was trained on (inputs both
+    recorded: checkpoints written before inputs were recorded are not checked)."""
+    if not inputs or not recorded:
+        return
+    shared = sorted(set(inputs) & set(recorded))
+    changed = [
+        f"{role}: {describe_change(recorded[role], inputs[role])}"
+        for role in shared
+        if recorded[role].get("sha256") != inputs[role].get("sha256")
+    ]
+    if changed:
+        raise ConfigError(
+            f"{what} from {source}: its input files differ from those it was trained on ("
+            + "; ".join(changed)
+            + "). Fix: restore the files it was trained on, or start a new run (a new study name) with the new files."
         )
 
 
@@ -143,13 +163,15 @@ def start_state(
     scheduler: Any,
     dataset: ThingsDataset,
     log: Callable[[str], None],
+    inputs: dict[str, dict] | None = None,
 ) -> tuple[ckpt.TrainingState, list[dict]]:
-    """The training state and the metrics rows so far, for each kind of start."""
+    """The training state and the metrics rows so far, for each kind of start (``inputs``: this run's
+    input digests, which a resumed or forked source must have recorded alike)."""
     if start.kind is StartKind.FRESH:
         return fresh_state(cfg, dataset), []
     if start.kind is StartKind.FORKED_PUBLISHED:
         return published_fork_state(start, cfg, model, scheduler, dataset, log)
-    state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler)
+    state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler, inputs)
     if state.train_names:  # the split by image name, mapped onto the current annotation file
         record = SplitRecord(state.train_names, state.val_names, state.target_digests)
         train_idx, val_idx = record.indices(dataset.names, dataset.targets, dataset.annotations_file, start.path)
@@ -208,12 +230,19 @@ def published_fork_state(
 
 
 def restore(
-    source: Path, kind: StartKind, cfg: TrainConfig, model: CLIPHBA, optimizer: torch.optim.Optimizer, scheduler: Any
+    source: Path,
+    kind: StartKind,
+    cfg: TrainConfig,
+    model: CLIPHBA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    inputs: dict[str, dict] | None = None,
 ) -> tuple[ckpt.TrainingState, list[dict]]:
     """Load a checkpoint's adapters and full state into this run."""
     adapters, state, meta = ckpt.load_checkpoint(source)
     may_change = RESUME_MAY_CHANGE if kind is StartKind.RESUMED else FORK_MAY_CHANGE
     check_compatible(cfg, meta["config"], may_change, kind.value, source)
+    check_same_inputs(inputs, meta.get("inputs"), kind.value, source)
     model.load_adapter_state_dict(adapters)
     optimizer.load_state_dict(state.optimizer)
     if scheduler is not None and state.scheduler is not None:
