@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,9 +26,10 @@ import torch
 from ray import tune
 
 from hba_sweep.artifacts import trialfiles
+from hba_sweep.artifacts.identity import PLANNED_IDENTITY, Identity, differences, trial_identity
 from hba_sweep.config import from_dict
 from hba_sweep.foundation import storage
-from hba_sweep.foundation.errors import CheckpointError
+from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.foundation.faults import maybe_fault
 from hba_sweep.foundation.safe_paths import make_dirs
 from hba_sweep.perturbations import register_types
@@ -106,6 +108,21 @@ def real_paths(message: str, copies: dict[str, str]) -> str:
     return message
 
 
+def record_identity(where: str, config: dict[str, Any], planned: dict[str, Any] | None) -> None:
+    """Write the trial's identity.json, computed on this node; refuse when this node's input files are
+    not the ones the driver planned the trial with (another copy of the data, a file changed since)."""
+    ident = trial_identity(config)
+    if planned and planned.get("key") != ident.key:
+        expected = Identity(ident.settings, planned.get("inputs") or {})
+        diff = differences(expected, ident) or ["the trial's identity differs"]
+        raise ConfigError(
+            f"trial {config.get('run_name')} on {socket.gethostname()}: its input files are not those the study "
+            f"was planned with ({'; '.join(diff)}). Fix: give every node the same data files (and leave them "
+            "unchanged while the study runs), then --resume."
+        )
+    trialfiles.write_identity(where, ident, node=socket.gethostname())
+
+
 def train_hba(
     config: dict[str, Any],
     perturbations: dict | None = None,
@@ -115,12 +132,16 @@ def train_hba(
     """Train one trial; ``config`` holds TrainConfig keys (init_from may be a Tune checkpoint path);
     ``perturbations`` are the user-registered types (name -> class) the search-space file defined;
     ``finished``: run names finished on storage when the driver started (they only replay)."""
+    config = dict(config)
+    planned = config.pop(PLANNED_IDENTITY, None)
     name = config.get("run_name")
     where = storage.join(study_root, name) if study_root and name else None
     if where is not None and name in finished:
         replay(trialfiles.checkpoints(where), False, Path("."))
         return
     register_types(perturbations or {})
+    if where is not None:
+        record_identity(where, config, planned)
     quiet_checkpoint_logs()
 
     context = tune.get_context()

@@ -51,6 +51,9 @@ WEIGHTS_FILE = "<weights file: see inputs.pretrained>"
 IMAGE_SETS = (("img_annotations_file", "img_dir", "images"), ("rsa_annotations_file", "rsa_img_dir", "rsa_images"))
 
 
+PLANNED_IDENTITY = "hba_identity"  # a trial config's key: the identity the driver planned (the trainable checks)
+
+
 @dataclass(frozen=True)
 class Identity:
     """What a trial is: its settings, the digests of its inputs, the product version."""
@@ -180,3 +183,8 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     if "files" in old and old.get("files") != new.get("files"):
         count = f", {old['files']} -> {new['files']} files"
     return f"{where}: sha256 {str(old.get('sha256'))[:12]} -> {str(new.get('sha256'))[:12]}{count}"
+
+
+def planned_identity(identity: Identity) -> dict[str, Any]:
+    """What a trial's config carries of its planned identity: the key and the input digests."""
+    return {"key": identity.key, "inputs": identity.inputs}

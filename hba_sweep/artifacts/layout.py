@@ -28,6 +28,7 @@ EPOCH_DIR = re.compile(r"^epoch_(-?\d+)$")
 # Tune's trial folders
 TUNE_CHECKPOINT = re.compile(r"^checkpoint_(\d{6})$")
 DONE_FILE = "done.json"  # in a trial directory: written once the trial has ended for good
+IDENTITY_FILE = "identity.json"  # in a trial directory: what the trial is (artifacts/identity.py), at its start
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 # the published trainer's

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hba_sweep.artifacts.layout import DONE_FILE, RESULT_FILE, TUNE_CHECKPOINT
+from hba_sweep.artifacts.identity import Identity, settings_of
+from hba_sweep.artifacts.layout import DONE_FILE, IDENTITY_FILE, RESULT_FILE, TUNE_CHECKPOINT
 from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import CheckpointError
@@ -47,6 +48,33 @@ def checkpoints(path: str) -> list[StoredCheckpoint]:
         except (CheckpointError, OSError, ValueError, KeyError, TypeError):
             break
     return out
+
+
+def newest_meta(path: str) -> dict[str, Any] | None:
+    """meta.json of the trial's newest readable checkpoint (one read, not a listing of every epoch)."""
+    indices = sorted((int(m.group(1)) for n in storage.listdir(path) if (m := TUNE_CHECKPOINT.match(n))), reverse=True)
+    for index in indices:
+        try:
+            return read_meta(storage.join(path, f"checkpoint_{index:06d}"))
+        except (CheckpointError, OSError, ValueError):
+            continue
+    return None
+
+
+def write_identity(path: str, identity: Identity, **extra: Any) -> None:
+    storage.write_json(storage.join(path, IDENTITY_FILE), {**identity.to_dict(), **extra})
+
+
+def read_identity(path: str) -> Identity | None:
+    """What the trial recorded it is: its identity.json, else (trials recorded before it existed) the
+    config and inputs of its newest checkpoint; None for a trial that never started."""
+    data = storage.read_json_dict(storage.join(path, IDENTITY_FILE))
+    if data is not None and isinstance(data.get("settings"), dict):
+        return Identity.from_dict(data)
+    meta = newest_meta(path)
+    if meta is None or not isinstance(meta.get("config"), dict):
+        return None
+    return Identity(settings_of(meta["config"]), dict(meta.get("inputs") or {}), str(meta.get("version", "")))
 
 
 def read_done(path: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from hba_sweep.cli.arguments import add_command
 from hba_sweep.foundation import storage
 from hba_sweep.sweep import jobs
 from hba_sweep.sweep.options import DEFAULT_STORAGE, RunOptions, add_arguments
-from hba_sweep.sweep.status import format_status, read_study
+from hba_sweep.sweep.status import format_status, identity_lines, read_study
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -107,9 +107,13 @@ def status_command(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="hba_status_") as local:  # object storage: its bookkeeping, local
             storage.copy_state(experiment, local)
             driver, rows = read_study(local)
+            identity = identity_lines(local) if args.verbose else []
     else:
         driver, rows = read_study(experiment)
+        identity = identity_lines(experiment) if args.verbose else []
     print(format_status(rows, driver))
+    if identity:
+        print("\n".join(identity))
     best = best_trial_line(experiment)
     if best:
         print(best)
@@ -148,5 +152,10 @@ def add_status_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--storage", help="storage path or URI holding the experiment, as `run` takes it (then EXPERIMENT is its name)"
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show what the trials are: shared settings, input files (sha256), each trial's identity",
     )
     return p

@@ -40,6 +40,16 @@ class Planned:
 Record = Callable[[str, dict[str, Any]], None]
 
 
+def ended_how(done: dict[str, Any]) -> str:
+    """How a trial ended, in words, from its done marker."""
+    status, reason = done.get("status"), str(done.get("reason") or "ended")
+    if status == "diverged":
+        return "diverged: a non-finite loss"
+    if reason == "completed":
+        return f"it reached its last epoch of epochs={done.get('epochs')}"
+    return reason
+
+
 class StudySearcher(Searcher):
     """Suggests the planned trials of one study run; state comes from storage, then from Tune's events."""
 
@@ -62,6 +72,7 @@ class StudySearcher(Searcher):
         self.skipped: dict[str, str] = {}
         self.failed: set[str] = set()
         self.ended: dict[str, int | None] = {}  # baseline -> last epoch, once it ended without error
+        self.why: dict[str, str] = {}  # baseline -> how it ended (done.json's reason)
         self.epochs: dict[str, dict[int, str]] = {}  # baseline -> epoch -> checkpoint storage path
         bases = {p.baseline for p in planned if p.waits}
         for name in bases:
@@ -69,7 +80,7 @@ class StudySearcher(Searcher):
             self.epochs[name] = {c.epoch: c.path for c in trialfiles.checkpoints(path)}
             done = trialfiles.read_done(path) if name in self.finished else None
             if done is not None:
-                self.ended[name] = done.get("last_epoch")
+                self.ended[name], self.why[name] = done.get("last_epoch"), ended_how(done)
         self.order = self._order(planned)
 
     def _order(self, planned: list[Planned]) -> list[str]:
@@ -132,7 +143,7 @@ class StudySearcher(Searcher):
             done = trialfiles.write_done(
                 path, last, self.planned[name].config.get("epochs"), f"stopped by the scheduler after epoch {last}"
             )
-        self.ended[name] = done.get("last_epoch")
+        self.ended[name], self.why[name] = done.get("last_epoch"), ended_how(done)
         self.finished.add(name)
         self.record(name, {"status": "done", "reason": done.get("reason")})
         kill_point("trial_complete")
@@ -160,7 +171,7 @@ class StudySearcher(Searcher):
         elif p.baseline in self.ended:
             last = self.ended[p.baseline]
             reason = (
-                f"baseline {p.baseline} ended after epoch {last} (early stopping or scheduler), before "
+                f"baseline {p.baseline} ended after epoch {last} ({self.why.get(p.baseline, 'ended')}), before "
                 f"epoch {p.init_epoch} that this fork starts from; not trained from scratch"
             )
         elif p.baseline not in self.planned:

@@ -24,6 +24,7 @@ import ray
 from ray import tune
 
 from hba_sweep.artifacts import trialfiles
+from hba_sweep.artifacts.identity import PLANNED_IDENTITY, Identity, planned_identity
 from hba_sweep.artifacts.manifest import Manifest, read_manifest, refuse_existing
 from hba_sweep.config import from_dict, run_name
 from hba_sweep.foundation import safe_paths, storage
@@ -38,6 +39,14 @@ from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, reco
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
+from hba_sweep.sweep.study_identity import (
+    Matching,
+    apply_renames,
+    extend_trials,
+    match_plan,
+    plan_identities,
+    recorded_trials,
+)
 from hba_sweep.sweep.study_manifest import make_manifest
 from hba_sweep.sweep.study_record import StudyRecord
 from trainables.hba_trainable import train_hba
@@ -249,16 +258,52 @@ def _newest_state(root: str) -> str | None:
 
 
 # ---- planned trials -------------------------------------------------------------------
+@dataclass
+class Planning:
+    """The plan, each planned trial's identity, and how it matches the trials on storage."""
+
+    plan: Plan | None
+    identities: dict[str, Identity]
+    matching: Matching
+
+
+def match_stored(plan: Plan, root: str, old: dict[str, Any] | None, resume: bool) -> tuple[dict, Matching]:
+    """Each planned trial's identity; on --resume matched to the trials on storage (renamed to theirs)."""
+    identities = plan_identities(plan)
+    if not resume:
+        return identities, Matching()
+    matching = match_plan(root, plan, identities, recorded_trials(root, (old or {}).get("trials", {})))
+    apply_renames(plan, matching.renamed)
+    return {matching.renamed.get(n, n): i for n, i in identities.items()}, matching
+
+
+def refuse_missing(root: str, old: dict[str, Any] | None) -> None:
+    """--resume of a study that is not there is an error naming where it looked (and what is there)."""
+    if old is not None or _newest_state(root) is not None:
+        return
+    parent = _parent(root)
+    here = sorted(n for n in storage.listdir(parent) if storage.is_file(storage.join(parent, n, "study.json")))
+    raise ConfigError(
+        f"{storage.redact(root)}: no study to resume there (no study.json). "
+        + (f"Studies in {storage.redact(parent)}: {', '.join(here)}. " if here else "")
+        + "Fix: check --storage and --name (or the search space's NAME), or drop --resume to start it."
+    )
+
+
 def independent(trials: list[Trial], root: str) -> list:
     """Trials that need nothing from another (tests, one-off experiments) as searcher entries."""
     return planned_trials(Plan(independent=list(trials)), storage.prefix_cache_dir(root))
 
 
-def planned_trials(plan: Plan, cache_dir: str) -> list:
-    """The plan as searcher entries: every config carries its run name and the shared prefix cache."""
+def planned_trials(plan: Plan, cache_dir: str, identities: dict[str, Identity] | None = None) -> list:
+    """The plan as searcher entries: every config carries its run name, the shared prefix cache and the
+    identity the driver planned (the trainable records its own and refuses a mismatch)."""
 
     def config(t: Trial) -> dict[str, Any]:
-        return {**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir}
+        out = {**t.config, "run_name": t.name, "cache_dir": t.config.get("cache_dir") or cache_dir}
+        if identities and t.name in identities:
+            out[PLANNED_IDENTITY] = planned_identity(identities[t.name])
+        return out
 
     out = [Planned(t.name, config(t)) for t in [*plan.baselines, *plan.independent]]
     out += [Planned(f.trial.name, config(f.trial), f.baseline, f.init_epoch) for f in plan.forks]
@@ -296,7 +341,9 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
             + f"\nFix: edit the data paths in {space.base_source} (see data/README.md)."
         )
     old = read_manifest(root) if opts.resume else None
-    if not opts.resume:
+    if opts.resume:
+        refuse_missing(root, old)
+    else:
         refuse_existing(root)
     if storage.is_uri(root):  # before Ray starts: a missing bucket; a file, an unwritable parent, links
         storage.require_bucket(root)
@@ -304,15 +351,16 @@ def run_study(space: SearchSpace, opts: RunOptions) -> StudyOutcome:
         safe_paths.check_output_root(root, "--storage")
         safe_paths.refuse_links_below(root)
     plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
+    identities, matching = ({}, Matching()) if plan is None else match_stored(plan, root, old, opts.resume)
     lock.check_free(root)  # a second driver is refused before Ray starts
     outcome = StudyOutcome(root=root)
-    if opts.resume and plan is not None and all_finished(plan, root):  # nothing to start, not even Ray
+    if opts.resume and plan is not None and not matching.extend and all_finished(plan, root):  # nothing to start
         record_nothing_left(root, len(plan_names(plan)))
         outcome.ok.extend(plan_names(plan))
         outcome.nothing_left = True
         return outcome
     with quiet_terminal(log_path(root, space.name)):
-        return _run_locked(space, opts, root, expansion, plan, old, outcome)
+        return _run_locked(space, opts, root, expansion, Planning(plan, identities, matching), old, outcome)
 
 
 def _run_locked(
@@ -320,10 +368,11 @@ def _run_locked(
     opts: RunOptions,
     root: str,
     expansion: Expansion,
-    plan: Plan | None,
+    planning: Planning,
     old: dict[str, Any] | None,
     outcome: StudyOutcome,
 ) -> StudyOutcome:
+    plan = planning.plan
     started = connect(opts)
     held = None
     try:
@@ -331,7 +380,10 @@ def _run_locked(
             check_fits(space, opts)  # before anything is written: a plain re-run must still work
         held = lock.acquire(root)
         kill_point("locked")
-        manifest = Manifest(root, make_manifest(space, plan, root, old))
+        for note in planning.matching.notes:
+            opts.echo(note)
+        extend_trials(root, planning.matching.extend)
+        manifest = Manifest(root, make_manifest(space, plan, root, old, planning.identities, planning.matching.extend))
         manifest.data["runs"].append({**held, "resume": opts.resume})
         manifest.write()
         record = StudyRecord(root, space, plan)
@@ -340,7 +392,7 @@ def _run_locked(
         if plan is None:
             run_searched(space, opts, root, outcome)
         else:
-            planned = planned_trials(plan, storage.prefix_cache_dir(root))
+            planned = planned_trials(plan, storage.prefix_cache_dir(root), planning.identities)
             columns = sorted({k for t in expansion.trials for k in t.varied})
             searcher, _ = run_trials(planned, space, opts, root, record=manifest.record, columns=columns)
             kill_point("fit_returned")

@@ -156,3 +156,23 @@ def format_status(rows: list[TrialStatus], driver: str = "") -> str:
         counts[r.state] = counts.get(r.state, 0) + 1
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({len(rows)} trials)")
     return "\n".join(lines)
+
+
+def identity_lines(path: str | os.PathLike) -> list[str]:
+    """``status --verbose``: what the study's trials are (study.json's identity record): the product version,
+    the settings and input files every trial shares, and per trial its identity key and own settings."""
+    manifest = read_manifest(str(path)) or {}
+    study = manifest.get("identity")
+    if not isinstance(study, dict):
+        return ["identity: not recorded (a study started before trials recorded their identity)"]
+    lines = [f"identity (hba_sweep {study.get('version', '?')}):", "  settings every trial shares:"]
+    lines += [f"    {k}: {v!r}" for k, v in sorted((study.get("settings") or {}).items())]
+    lines.append("  input files (sha256):")
+    for role, entry in sorted((study.get("inputs") or {}).items()):
+        files = f", {entry['files']} files" if "files" in entry else ""
+        lines.append(f"    {role}: {entry.get('path')} ({str(entry.get('sha256'))[:16]}{files})")
+    lines.append("  trials (identity key: own settings):")
+    for name, info in sorted((manifest.get("trials") or {}).items()):
+        own = ", ".join(f"{k}={v!r}" for k, v in sorted((info.get("settings") or {}).items()))
+        lines.append(f"    {name}  {info.get('identity', '-')}: {own or '-'}")
+    return lines

@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hba_sweep.artifacts.identity import Identity
 from hba_sweep.foundation import storage
 from hba_sweep.sweep.plan import BASELINES, PERTURBED, TRIALS, Plan
 from hba_sweep.sweep.spec import SearchSpace
+from hba_sweep.sweep.study_identity import manifest_identity
 
 __all__ = ["make_manifest", "manifest_trials"]
 
@@ -34,10 +36,21 @@ def manifest_trials(plan: Plan | None) -> dict[str, dict[str, Any]]:
     return trials
 
 
-def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[str, Any] | None) -> dict[str, Any]:
-    """The manifest for this run: the current plan, trials of earlier spaces kept (``in_space`` false),
-    an ``extensions`` entry whenever the space added or dropped trials."""
+def make_manifest(
+    space: SearchSpace,
+    plan: Plan | None,
+    root: str,
+    old: dict[str, Any] | None,
+    identities: dict[str, Identity] | None = None,
+    extended: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The manifest for this run: the current plan with each trial's identity, trials of earlier spaces
+    kept (``in_space`` false), an ``extensions`` entry whenever the space added or dropped trials or
+    raised ``epochs``."""
     planned = manifest_trials(plan)
+    study_identity, per_trial = manifest_identity(identities or {})
+    for name, record in per_trial.items():
+        planned[name].update(record)
     trials = dict((old or {}).get("trials", {}))
     for name, info in trials.items():
         info["in_space"] = name in planned
@@ -46,8 +59,11 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[st
         trials[name] = {**trials.get(name, {}), **info, "in_space": True}
     extensions = list((old or {}).get("extensions", []))
     removed = sorted(n for n, i in trials.items() if not i["in_space"])
-    if old is not None and (added or removed != (extensions[-1]["not_in_space"] if extensions else [])):
-        extensions.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": added, "not_in_space": removed})
+    if old is not None and (added or extended or removed != (extensions[-1]["not_in_space"] if extensions else [])):
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "added": added, "not_in_space": removed}
+        if extended:
+            entry["extended"] = {name: {"epochs": list(pair)} for name, pair in sorted(extended.items())}
+        extensions.append(entry)
     return {
         "name": space.name,
         "search_space": str(Path(space.path).resolve()),
@@ -58,6 +74,7 @@ def make_manifest(space: SearchSpace, plan: Plan | None, root: str, old: dict[st
         "metric": space.metric,
         "mode": space.mode,
         "evalsets": space.evalsets,
+        "identity": study_identity if identities else (old or {}).get("identity"),
         "trials": trials,
         "extensions": extensions,
         "runs": list((old or {}).get("runs", [])),
