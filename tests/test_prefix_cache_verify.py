@@ -43,6 +43,22 @@ def garble_in_place(path: Path, offset: int = -16) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def rewrite_same_size(image: Path) -> None:
+    """Another picture in the same file: a valid PNG padded to the old size, the old mtime put back."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    st = image.stat()
+    out = io.BytesIO()
+    ImageOps.invert(Image.open(image).convert("RGB")).save(out, format="PNG", compress_level=9)
+    data = out.getvalue()
+    assert len(data) <= st.st_size
+    image.write_bytes(data + b"\0" * (st.st_size - len(data)))  # bytes after IEND are not read
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert image.stat().st_size == st.st_size and image.stat().st_mtime_ns == st.st_mtime_ns
+
+
 @pytest.mark.parametrize("damage", ["garbled", "truncated", "empty", "garbage", "record-missing", "record-garbage"])
 def test_damaged_entry_is_recomputed_not_used(tmp_path, damage):
     compute = Counter()
@@ -135,3 +151,22 @@ def test_prefix_held_on_a_device_gives_the_same_rows(tmp_path, dtype):
     rows[0] = 0
     assert torch.equal(held.rows([6]), values[[6]])
     assert pc.hold_on_device(cached, torch.device("cpu")) is cached
+
+
+def test_image_changed_in_place_recomputes_its_features(demo_dir, tmp_path, capsys):
+    """The key is the images' content: an image rewritten with its size and mtime kept is not served the
+    features of its old content, and the line names it."""
+    import shutil
+
+    data = Path(shutil.copytree(demo_dir, tmp_path / "data"))
+    config, _, _ = write_small_run_config(data, tmp_path, "first")
+    loud = ["--set", "progress=true"]
+    assert cli.main(["train", "--config", str(config), *loud]) == 0
+    assert "computing the frozen prefix" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(config), *loud, "--set", "run_name=again"]) == 0
+    assert "computing the frozen prefix" not in capsys.readouterr().err  # unchanged images: served from the cache
+    image = data / "images" / pd.read_csv(tmp_path / "small_train.csv")["image_name"][0]
+    rewrite_same_size(image)
+    assert cli.main(["train", "--config", str(config), *loud, "--set", "run_name=changed"]) == 0
+    err = capsys.readouterr().err
+    assert "computing the frozen prefix" in err and "1 image(s) changed" in err and str(image) in err

@@ -187,3 +187,37 @@ def test_node_with_other_files_is_refused(data, tmp_path):
     (data / "train.csv").write_text((data / "train.csv").read_text() + "\n")
     with pytest.raises(ConfigError, match="img_annotations_file: content changed"):
         record_identity(str(tmp_path / "trial"), config, planned)
+
+
+def test_fork_refuses_a_baseline_trained_on_other_files(data, tmp_path, capsys):
+    """A fork (here through `train` with init_from) reads the files its baseline recorded, or refuses."""
+    import scipy.io
+    from conftest import write_small_run_config
+
+    config, _, _ = write_small_run_config(data, tmp_path, "base")
+    assert main(["train", "--config", str(config), "--set", "epochs=2"]) == 0
+    rdm = data / "eval48" / "RDM48_triplet.mat"
+    mat = {k: v for k, v in scipy.io.loadmat(rdm).items() if not k.startswith("__")}
+    scipy.io.savemat(rdm, {k: v * 1.5 for k, v in mat.items()})  # another RDM under the same name
+    capsys.readouterr()
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--set",
+            "epochs=2",
+            "--set",
+            "run_name=fork",
+            "--set",
+            "perturb_type=label_shuffle",
+            "--set",
+            "perturb_epoch=1",
+            "--set",
+            f"init_from={tmp_path / 'results' / 'base'}",
+            "--set",
+            "init_epoch=0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "behavioral_rdm_file" in err and "differ from those it was trained on" in err

@@ -22,6 +22,7 @@ from importlib import resources
 import open_clip
 import torch
 
+from hba_sweep.foundation import content_hash
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.model import weights
 
@@ -93,12 +94,11 @@ def _no_warnings():
 
 
 def weights_id(pretrained: str | None) -> str:
-    """A string naming the backbone weights, for cache keys (a file: path, size and mtime)."""
+    """A string naming the backbone weights, for cache keys (a file: its content's SHA-256)."""
     if pretrained in (None, "", "none"):
         return f"random-init-seed{RANDOM_INIT_SEED}"
     if os.path.isfile(str(pretrained)):
-        st = os.stat(str(pretrained))
-        return f"{os.path.abspath(str(pretrained))}:{st.st_size}:{st.st_mtime_ns}"
+        return f"sha256:{content_hash.file_digest(str(pretrained))}"
     return str(pretrained)
 
 

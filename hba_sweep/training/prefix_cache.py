@@ -7,7 +7,8 @@ trap 4); so is the first adapted block's attention before ``out_proj``, which is
 are computed once and stored as ``<root>/<key>.npy``; every process on a node memory-maps the
 same file (no copy per trial; on a GPU a trial may hold it whole in GPU memory,
 ``hold_on_device``). The key covers the backbone, its weights, the layer split and state layout,
-the image size, the image set (paths, sizes, mtimes) and the dtype. A file lock makes
+the image size, the image set (the content of each image, in order) and the dtype; an image whose
+content changed (even with its size and mtime kept) gives another key, and the line that says so. A file lock makes
 concurrent trials compute a missing entry once.
 
 Each entry is verified before use. Writing it records ``<key>.json`` (cache format version, shape,
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hba_sweep.foundation import content_hash
 from hba_sweep.foundation.errors import CacheError
 from hba_sweep.foundation.io_utils import atomic_write, atomic_write_text, file_sha256
 from hba_sweep.foundation.safe_paths import make_dirs
@@ -43,12 +45,45 @@ FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version'
 
 
 def image_set_fingerprint(paths: Sequence[str | os.PathLike], image_size: int) -> str:
-    """Identifies an ordered image set at one resolution (path, size and mtime of each file)."""
+    """Identifies an ordered image set at one resolution by content: the SHA-256 of each file (remembered
+    per node, hashed again when the file's stat changes: hba_sweep/foundation/content_hash.py)."""
     digest = hashlib.sha256(f"size={image_size}".encode())
-    for path in paths:
-        st = os.stat(path)
-        digest.update(f"|{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for sha in content_hash.file_digests(paths):
+        digest.update(f"|{sha}".encode())
     return digest.hexdigest()[:16]
+
+
+def _last_path(
+    root: str | os.PathLike, paths: Sequence[str | os.PathLike], prefix_key: str, dtype: torch.dtype
+) -> Path:
+    """Where the digests of the last entry computed for these image paths are kept."""
+    where = hashlib.sha256("|".join([prefix_key, str(dtype), *map(os.path.abspath, map(str, paths))]).encode())
+    return Path(root) / f"images-{where.hexdigest()[:16]}.json"
+
+
+def changed_images(
+    root: str | os.PathLike | None, paths: Sequence[str | os.PathLike], prefix_key: str, dtype: torch.dtype, key: str
+) -> str:
+    """A line naming the images whose content changed since an entry was last computed for these paths
+    ('' when none was, or it is this entry); records this entry's digests for the next time."""
+    if root is None:
+        return ""
+    record = _last_path(root, paths, prefix_key, dtype)
+    digests = dict(zip(map(str, paths), content_hash.file_digests(paths), strict=True))
+    last = _read_json(record)
+    if last is not None and last.get("key") == key:
+        return ""
+    make_dirs(record.parent)
+    atomic_write_text(record, json.dumps({"key": key, "digests": digests}))
+    if last is None:
+        return ""
+    changed = [p for p, sha in digests.items() if last.get("digests", {}).get(p) not in (None, sha)]
+    if not changed:
+        return ""
+    return (
+        f"prefix cache: {len(changed)} image(s) changed since their features were cached "
+        f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): recomputing"
+    )
 
 
 @contextmanager
@@ -275,6 +310,9 @@ def frozen_prefix(
     damaged entry is recomputed.
     """
     key = cache_key(model.prefix_key(), image_set_fingerprint(paths, model.image_size), dtype)
+    changed = changed_images(root, paths, model.prefix_key(), dtype, key)
+    if changed:
+        (log or (lambda m: print(f"[hba_sweep] {m}", file=sys.stderr, flush=True)))(changed)
 
     def compute() -> torch.Tensor:
         if on_compute is not None:
