@@ -19,7 +19,19 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import bootstrap, definitions, dimensions, evaluate, figures, gather, groups, report, statistics, tables
+from analysis import (
+    bootstrap,
+    definitions,
+    dimensions,
+    eval_inputs,
+    evaluate,
+    figures,
+    gather,
+    groups,
+    report,
+    statistics,
+    tables,
+)
 from analysis.best_trial import best_trial
 from analysis.identity_report import identity_lines
 from analysis.records import Study
@@ -183,10 +195,12 @@ def _analyze(
     shown: str | None,
 ) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
-        sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
+        sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE, eval_inputs.RECORD_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
+    for line in eval_inputs.changed_lines(out_dir, evalsets, set(cache["eval_key"])):
+        log(line)
     log(plan_line(study, todo))
     state = {"cache": cache}
     choices["damaged"] = []
@@ -202,6 +216,7 @@ def _analyze(
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
+    eval_inputs.write_record(out_dir, evalsets)
     summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log, choices)
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
