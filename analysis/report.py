@@ -242,6 +242,12 @@ def write_report(
         "",
     ]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
+    if groups:
+        lines += [
+            "",
+            f"The figures draw each window over all its trials, whatever their {', '.join(groups)}; the tables and "
+            "tests above keep the groups apart.",
+        ]
     unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]
     lines += (
