@@ -19,8 +19,21 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import bootstrap, definitions, dimensions, evaluate, figures, gather, report, statistics, tables
+from analysis import (
+    bootstrap,
+    definitions,
+    dimensions,
+    eval_inputs,
+    evaluate,
+    figures,
+    gather,
+    groups,
+    report,
+    statistics,
+    tables,
+)
 from analysis.best_trial import best_trial
+from analysis.identity_report import identity_lines
 from analysis.records import Study
 from hba_sweep.foundation import storage as store
 from hba_sweep.foundation.errors import ConfigError, DataError
@@ -112,11 +125,13 @@ def analyze(
     test: str = "t",
     alpha: float = 0.05,
     per_seed_heatmaps: bool = False,
+    pool_studies: bool = False,
 ) -> Summary:
     """Analyse every checkpoint of a study; compute only evaluations not in the cache yet.
 
     ``test``: the test over seeds whose p is BH-corrected (``t`` or ``sign_flip``); ``alpha``: the
-    q level a window must reach to be called significant; ``per_seed_heatmaps``: also one heatmap per seed."""
+    q level a window must reach to be called significant; ``per_seed_heatmaps``: also one heatmap per seed;
+    ``pool_studies``: analyse the trials of several studies under ``experiment`` together (else refused)."""
     started = time.perf_counter()
     opts = opts or evaluate.Options()
     if truncate not in definitions.TRUNCATE_RULES:
@@ -127,7 +142,7 @@ def analyze(
             "in (0, 1). Fix: e.g. --test t --q 0.05."
         )
     fs, root = gather.open_experiment(experiment, storage)
-    study = gather.gather(fs, root)
+    study = gather.gather(fs, root, pool_studies, store.redact(store.experiment_path(experiment, storage)))
     if not study.entries:
         raise DataError(
             f"{experiment}: no checkpoint (meta.json) found. Fix: point at a study's experiment "
@@ -180,10 +195,12 @@ def _analyze(
     shown: str | None,
 ) -> Summary:
     if remote:  # work in a local folder, then upload to <experiment>/analysis
-        sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE], download=True)
+        sync(fs, remote, str(out_dir), [evaluate.CACHE_FILE, eval_inputs.RECORD_FILE], download=True)
     cache = evaluate.read_cache(out_dir)
     todo = evaluate.pending(study, evalsets, cache)
     log(f"{len(study.trials)} trials; datasets {', '.join(names)}")
+    for line in eval_inputs.changed_lines(out_dir, evalsets, set(cache["eval_key"])):
+        log(line)
     log(plan_line(study, todo))
     state = {"cache": cache}
     choices["damaged"] = []
@@ -199,6 +216,7 @@ def _analyze(
     if todo:
         out_dir.mkdir(parents=True, exist_ok=True)
     computed = evaluate.run_pending(study, todo, evalsets, opts, out_dir, save, log)
+    eval_inputs.write_record(out_dir, evalsets)
     summary = _write_outputs(study, state["cache"], evalsets, names, source, opts, out_dir, csv, computed, log, choices)
     if remote:
         files = sorted(p.name for p in out_dir.iterdir() if p.is_file())
@@ -230,12 +248,20 @@ def _write_outputs(
     results = bootstrap.add_delta_intervals(results, draws)
     training = tables.training_table(study)
     per_epoch = tables.per_epoch_measures(results, training)
-    summary = tables.summary_table(results, training, truncate, per_epoch)
+    group_keys, group_table = groups.group_settings(study)
+    by = [*definitions.WINDOW, *group_keys]
+    summary = groups.with_groups(tables.summary_table(results, training, truncate, per_epoch), group_keys, group_table)
     stats = statistics.window_statistics(
-        summary, bootstrap.summary_draws(summary, results, draws), choices["test"], choices["alpha"], opts.score.seed
+        summary,
+        bootstrap.summary_draws(summary, results, draws),
+        choices["test"],
+        choices["alpha"],
+        opts.score.seed,
+        by,
     )
-    summary = statistics.with_window_statistics(summary, stats)
-    dims = dimensions.window_dimensions(dimensions.dimension_deltas(study, cache, keys, tables.settings_table(study)))
+    summary = statistics.with_window_statistics(summary, stats, by)
+    deltas = dimensions.dimension_deltas(study, cache, keys, tables.settings_table(study))
+    dims = dimensions.window_dimensions(groups.with_groups(deltas, group_keys, group_table), group_keys)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {
         "results": results,
@@ -279,6 +305,9 @@ def _write_outputs(
         "mode": mode,
         "diverged": tables.diverged_trials(training, results),
         "n_results": len(results),
+        "groups": group_keys,
+        "identity": identity_lines(study, group_keys),
+        "duplicates": study.duplicates,
         "n_training": len(training),
     }
     atomic_write_text(out_dir / "report.md", report.write_report(info, summary, paths, notes, stats))

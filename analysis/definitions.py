@@ -196,16 +196,18 @@ def seed_band(values: Sequence[float], n_boot: int = 0, seed: int = 0, ci: float
     return float(x.mean()), float(low), float(high)
 
 
-def window_table(summary: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Per (type, start epoch, length): number of seeds, then mean and sd over seeds of ``columns``."""
+def window_table(summary: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = WINDOW) -> pd.DataFrame:
+    """Per (type, start epoch, length[, group settings ``by`` adds]): number of seeds, then mean and sd
+    over seeds of ``columns``."""
+    by = list(by)
     if summary.empty:
-        return pd.DataFrame(columns=[*WINDOW, "n"])
-    grouped = summary.groupby(WINDOW, dropna=False)
+        return pd.DataFrame(columns=[*by, "n"])
+    grouped = summary.groupby(by, dropna=False)
     out = grouped.size().rename("n").to_frame()
     for col in columns:
         out[f"{col}_mean"] = grouped[col].mean()
         out[f"{col}_sd"] = grouped[col].std()
-    return out.reset_index().sort_values(WINDOW).reset_index(drop=True)
+    return out.reset_index().sort_values(by).reset_index(drop=True)
 
 
 def best_trial(

@@ -44,23 +44,25 @@ def dimension_deltas(
     return frame[~frame["is_baseline"].astype(bool) & frame["delta"].notna()]
 
 
-def window_dimensions(deltas: pd.DataFrame) -> pd.DataFrame:
-    """Per window and dimension: the change at the window's last epoch, mean and sd over seeds, rank
-    (1 = the largest absolute mean change in that window)."""
+def window_dimensions(deltas: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFrame:
+    """Per window (and group settings ``groups``, columns of ``deltas``) and dimension: the change at the
+    window's last epoch, mean and sd over seeds, rank (1 = the largest absolute mean change in that window)."""
+    by = [*d.WINDOW, *groups]
+    columns = [*by, *COLUMNS[len(d.WINDOW) :]]
     if deltas.empty:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     last = deltas["perturb_epoch"].astype(int) + deltas["perturb_length"].astype(int) - 1
     at_end = deltas[deltas["epoch"].astype(int) == last]
-    grouped = at_end.groupby([*d.WINDOW, "epoch", "dimension"])["delta"]
+    grouped = at_end.groupby([*by, "epoch", "dimension"], dropna=False)["delta"]
     table = pd.concat(
         [grouped.size().rename("n"), grouped.mean().rename("mean_change"), grouped.std().rename("sd_change")], axis=1
     ).reset_index()
     table["rank"] = (
-        table.groupby(d.WINDOW)["mean_change"]
+        table.groupby(by, dropna=False)["mean_change"]
         .transform(lambda v: v.abs().rank(ascending=False, method="first"))
         .astype(int)
     )
-    return table.sort_values([*d.WINDOW, "rank"]).reset_index(drop=True)[COLUMNS]
+    return table.sort_values([*by, "rank"]).reset_index(drop=True)[columns]
 
 
 def top_dimensions(table: pd.DataFrame, ptype: str, top: int = 12) -> pd.DataFrame:

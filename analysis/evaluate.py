@@ -1,7 +1,7 @@
 """Evaluate a study's checkpoints on its evaluation sets, computing only what is not cached yet.
 
 Results are keyed by checkpoint content (adapter SHA-256 + model layout) and evaluation settings
-(dataset, files, metrics): a checkpoint shared by a baseline and its forks' inherited epochs is
+(dataset, metrics, the SHA-256 of every file read: :mod:`analysis.eval_inputs`): a checkpoint shared by a baseline and its forks' inherited epochs is
 evaluated once, and re-running ``analyze`` computes nothing already in ``evaluations.parquet``.
 Per model layout the frozen prefix of each image set is computed once (hba_sweep.training.prefix_cache);
 each checkpoint then runs only its adapted layers. Work runs in-process, or spread over Ray
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import ray
 
+from analysis import eval_inputs
 from analysis.bootstrap import RSA_DATASETS, Resampler, percentile_ci, resampler_for
 from analysis.records import Checkpoint, Study
 from hba_sweep.artifacts.checkpoint import load_adapters
@@ -136,11 +137,13 @@ def select_datasets(specs: dict[str, dict[str, Any]], requested: Sequence[str] |
 
 @dataclass
 class Evaluation:
-    """An evaluation set with its cache key and its stimulus bootstrap (None without draws)."""
+    """An evaluation set with its cache key, its stimulus bootstrap (None without draws) and the
+    SHA-256 of each file it reads (path -> digest; in the key)."""
 
     evalset: EvalSet
     key: str
     resampler: Resampler | None
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def build_evaluations(specs: dict[str, dict[str, Any]], names: Sequence[str], score: ScoreSettings) -> list[Evaluation]:
@@ -149,8 +152,10 @@ def build_evaluations(specs: dict[str, dict[str, Any]], names: Sequence[str], sc
     for name in names:
         es = build_evalset(name, specs["things" if name == "cka" else name], dataclasses.replace(score, n_boot=0))
         boot = (score.n_boot, score.seed) if name in RSA_DATASETS and score.n_boot > 0 else ()
-        key = hashlib.sha256(f"{es.key()}|rows{ROWS_VERSION}|boot{boot}".encode()).hexdigest()[:16]
-        out.append(Evaluation(es, key, resampler_for(name, es.settings, len(es.paths), score.n_boot, score.seed)))
+        files = eval_inputs.file_digests(es)
+        key = eval_inputs.content_key(es, files, f"rows{ROWS_VERSION}|boot{boot}")
+        resampler = resampler_for(name, es.settings, len(es.paths), score.n_boot, score.seed)
+        out.append(Evaluation(es, key, resampler, files))
     return out
 
 

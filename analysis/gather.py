@@ -9,23 +9,20 @@ loaded by :func:`hba_sweep.artifacts.checkpoint.load_adapters` when evaluated (n
 
 from __future__ import annotations
 
-import json
 import posixpath
 from typing import Any
 
+from analysis import integrity
 from analysis.published_runs import published_trials
 from analysis.records import Checkpoint, EpochEntry, Study, Trial
 from hba_sweep.artifacts.layout import ADAPTER_FILE, CHECKPOINTS, EPOCH_DIR, META_FILE, PARAMS_FILE
 from hba_sweep.artifacts.manifest import ANALYZE_FIX, read_manifest
 from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.artifacts.trialfiles import tune_trial_id
-from hba_sweep.config import FORK_MAY_CHANGE, PATH_FIELDS
 from hba_sweep.foundation import storage as store
 from hba_sweep.foundation.errors import CheckpointError, DataError
 from hba_sweep.foundation.storage import FileSystem, experiment_path
 
-# Settings that do not change what a run computes up to its perturbation, plus data locations.
-NOT_IDENTITY = FORK_MAY_CHANGE | set(PATH_FIELDS)
 SKIP_DIRS = {"analysis", "prefix_cache"}
 
 
@@ -48,16 +45,18 @@ def open_experiment(path: str, storage: str | None = None) -> tuple[FileSystem, 
     return fs, root
 
 
-def _meta_files(fs: FileSystem, root: str) -> list[str]:
-    paths = []
+def _walk(fs: FileSystem, root: str) -> tuple[list[str], list[str]]:
+    """The meta.json files under ``root`` and the folders holding a study.json."""
+    paths, studies = [], []
     for path in store.find_files(root, fs):
-        if posixpath.basename(path) != META_FILE:
+        name = posixpath.basename(path)
+        if name != META_FILE and not integrity.is_manifest(path):
             continue
         rel = posixpath.relpath(path, root).split("/")
         if SKIP_DIRS & set(rel[:-1]) or any(part.startswith(".") for part in rel[:-1]):
             continue  # our own outputs, temp dirs of checkpoints being written
-        paths.append(path)
-    return sorted(paths)
+        (paths if name == META_FILE else studies).append(path if name == META_FILE else posixpath.dirname(path))
+    return sorted(paths), sorted(studies)
 
 
 def _trial_dir(meta_path: str) -> str:
@@ -90,16 +89,17 @@ def _trial_id(fs: FileSystem, root: str, trial_dir: str) -> str:
     return tune_trial_id(trial_dir, fs) or (posixpath.basename(trial_dir) if rel == "." else rel)
 
 
-def _identity(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_IDENTITY}, sort_keys=True, default=str)
+def gather(fs: FileSystem, root: str, pool_studies: bool = False, shown: str | None = None) -> Study:
+    """Every trial and epoch checkpoint under ``root``; inherited epochs resolved to the baseline's.
 
-
-def gather(fs: FileSystem, root: str) -> Study:
-    """Every trial and epoch checkpoint under ``root``; inherited epochs resolved to the baseline's."""
+    Trials of several studies are refused unless ``pool_studies`` (``shown``: ``root`` as the user named it);
+    study.json's baseline links are checked against the trials' records; duplicates are left out."""
+    root = root.rstrip("/") or root
+    meta_files, study_dirs = _walk(fs, root)
     trials: dict[str, Trial] = {}
     ids: dict[str, str] = {}
     skipped: list[str] = []
-    for meta_path in _meta_files(fs, root):
+    for meta_path in meta_files:
         try:
             meta = read_meta(posixpath.dirname(meta_path), fs)
             epoch = int(meta["epoch"])
@@ -109,7 +109,9 @@ def gather(fs: FileSystem, root: str) -> Study:
         trial_dir = _trial_dir(meta_path)
         config = meta["config"]
         if trial_dir not in ids:
-            ids[trial_dir] = _trial_id(fs, root, trial_dir)
+            tid = _trial_id(fs, root, trial_dir)
+            taken = tid in trials  # a copy of a study next to it (pooled): the same Tune trial ids
+            ids[trial_dir] = posixpath.relpath(trial_dir, root) if taken else tid
         tid = ids[trial_dir]
         if tid not in trials:
             trials[tid] = Trial(tid, trial_dir, dict(config), label=_label(fs, trial_dir, meta))
@@ -117,22 +119,32 @@ def gather(fs: FileSystem, root: str) -> Study:
         history = list(meta.get("metrics", []))
         if len(history) >= len(trial.history):
             trial.history, trial.config = history, dict(config)
+            integrity.record_trial_files(trial, meta)
         ckpt = Checkpoint(posixpath.dirname(meta_path), epoch, meta.get("sha256", {}).get(ADAPTER_FILE, ""), config)
         trial.checkpoints[epoch] = ckpt  # (trial, epoch) deduplicated: the later path wins
 
     for trial in published_trials(fs, root):  # published run folders (training_res.csv + dora_params/)
         trials.setdefault(trial.trial_id, trial)
-    manifest = read_manifest(root, fs, error=DataError, fix=ANALYZE_FIX)
-    _apply_manifest(trials, manifest)
+    if not pool_studies:
+        folders = {_trial_dir(m) for m in meta_files} | {t.directory for t in trials.values()}
+        integrity.check_one_study(root, shown or root, sorted(folders), study_dirs)
+    for trial in trials.values():
+        trial.study_dir = integrity.nearest_study(trial.directory, study_dirs)
+    manifests = {s: read_manifest(s, fs, error=DataError, fix=ANALYZE_FIX) for s in study_dirs}
+    for where, manifest in manifests.items():
+        _apply_manifest({k: t for k, t in trials.items() if t.study_dir == where}, manifest, f"{where}/study.json")
+    duplicates = integrity.drop_duplicates(trials)
     entries = _entries(trials, skipped)
-    return Study(root, fs, trials, entries, manifest, skipped)
+    manifest = manifests.get(root) or next((m for m in manifests.values() if m), None)
+    return Study(root, fs, trials, entries, manifest, skipped, duplicates)
 
 
 ROLES = {"baselines": "baseline", "perturbed": "perturbed", "trials": "trial"}  # manifest phase -> role
 
 
-def _apply_manifest(trials: dict[str, Trial], manifest: dict[str, Any] | None) -> None:
-    """Roles, baselines and status from study.json (keyed by trial name), where it lists the trial."""
+def _apply_manifest(trials: dict[str, Trial], manifest: dict[str, Any] | None, where: str = "study.json") -> None:
+    """Roles, baselines and status from study.json (``where``; keyed by trial name), where it lists the
+    trial; each baseline link checked against the two trials' own records."""
     planned = (manifest or {}).get("trials") or {}
     by_label = {t.label: t for t in trials.values()}
     for trial in trials.values():
@@ -148,12 +160,14 @@ def _apply_manifest(trials: dict[str, Trial], manifest: dict[str, Any] | None) -
         trial.status = entry.get("status")
         trial.note = entry.get("skip_reason") or entry.get("reason") or entry.get("note")
         base = by_label.get(entry.get("baseline") or "")
+        if base is not None:
+            integrity.check_link(trial, base, where)
         trial.baseline_id = base.trial_id if base else None
 
 
 def _entries(trials: dict[str, Trial], skipped: list[str]) -> list[EpochEntry]:
     """One entry per (trial, epoch): own checkpoints, plus inherited epochs from the baseline."""
-    baselines = {_identity(t.config): t for t in trials.values() if t.is_baseline}
+    baselines = {integrity.pairing_key(t): t for t in trials.values() if t.is_baseline}
     entries = []
     for trial in sorted(trials.values(), key=lambda t: t.trial_id):
         if trial.is_baseline:
@@ -161,7 +175,7 @@ def _entries(trials: dict[str, Trial], skipped: list[str]) -> list[EpochEntry]:
         elif trial.baseline_id is not None:
             base = trials.get(trial.baseline_id)
         else:
-            base = baselines.get(_identity(trial.config))
+            base = baselines.get(integrity.pairing_key(trial))
         trial.baseline_id = base.trial_id if base else None
         for epoch, ckpt in sorted(trial.checkpoints.items()):
             entries.append(EpochEntry(trial.trial_id, epoch, False, ckpt))

@@ -34,6 +34,9 @@ class Trial:
     role: str | None = None  # from the manifest: "baseline", "perturbed", "trial"; None without one
     status: str | None = None  # from the manifest, e.g. "skipped", with its reason in ``note``
     note: str | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # meta.json "inputs": role -> {path, sha256}
+    version: str = ""  # meta.json "version": the product version that trained it ("" in older checkpoints)
+    study_dir: str | None = None  # the folder of the study.json the trial belongs to (None: no study)
 
     @property
     def is_baseline(self) -> bool:
@@ -64,3 +67,4 @@ class Study:
     entries: list[EpochEntry]
     manifest: dict[str, Any] | None
     skipped: list[str]
+    duplicates: list[str] = field(default_factory=list)  # report lines: trials left out as another's duplicate

@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis import definitions as d
 from analysis import statistics as st
+from analysis.groups import describe
 
 HEADLINE = {
     "max_alignment_deviation": "Δ max alignment",
@@ -61,9 +62,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def window_section(summary: pd.DataFrame) -> list[str]:
+def window_section(summary: pd.DataFrame, groups: Sequence[str] = ()) -> list[str]:
     columns = [c for c in HEADLINE if c in summary]
-    table = d.window_table(d.completed(summary), columns)
+    table = d.window_table(d.completed(summary), columns, [*d.WINDOW, *groups])
     if table.empty:
         return ["No perturbed trial with its baseline in this study: nothing to compare."]
     rows = [
@@ -71,20 +72,24 @@ def window_section(summary: pd.DataFrame) -> list[str]:
             r["perturb_type"],
             int(r["perturb_epoch"]),
             int(r["perturb_length"]),
+            *[r[g] for g in groups],
             int(r["n"]),
             *[_fmt(r[f"{c}_mean"], r[f"{c}_sd"]) for c in columns],
         )
         for _, r in table.iterrows()
     ]
-    return _table(["perturbation", "start epoch", "length", "seeds", *[HEADLINE[c] for c in columns]], rows) + [
+    header = ["perturbation", "start epoch", "length", *groups, "seeds", *[HEADLINE[c] for c in columns]]
+    apart = f" and the same {', '.join(groups)}" if groups else ""
+    return _table(header, rows) + [
         "",
-        "Mean ± sd over seeds (trials of the same window); per-trial values and every evaluation set/ROI in "
-        "`summary.parquet`.",
+        f"Mean ± sd over seeds (trials of the same window{apart}); per-trial values and every evaluation set/ROI "
+        "in `summary.parquet`.",
     ]
 
 
-def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
-    """Per type, one sentence per headline measure, then every measure's significant windows."""
+def answer_section(stats: pd.DataFrame, alpha: float, test: str, groups: Sequence[str] = ()) -> list[str]:
+    """Per type (and group of settings), one sentence per headline measure, then every measure's significant
+    windows."""
 
     if stats is None or stats.empty:
         return ["No finished perturbed trial with its baseline: nothing to test."]
@@ -95,11 +100,16 @@ def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
         "bootstrap draws (see docs/statistics.md).",
         "",
     ]
-    for ptype in sorted(stats["perturb_type"].dropna().unique()):
-        for measure in [m for m in HEADLINE if m in set(stats["measure"])]:
-            lines.append(f"- **{ptype}, {HEADLINE[measure]}**: {st.answer(stats, ptype, measure, alpha)}")
+    parts = [((), "", stats)] if not groups else [(k, describe(k, groups), f) for k, f in _by_group(stats, groups)]
+    for _, where, part in parts:
+        for ptype in sorted(part["perturb_type"].dropna().unique()):
+            for measure in [m for m in HEADLINE if m in set(part["measure"])]:
+                name = f"{ptype} ({where})" if where else ptype
+                lines.append(f"- **{name}, {HEADLINE[measure]}**: {st.answer(part, ptype, measure, alpha)}")
     rows = []
-    for (ptype, measure), g in stats.groupby(["perturb_type", "measure"]):
+    for (ptype, measure, *values), g in stats.groupby(["perturb_type", "measure", *groups], dropna=False):
+        if groups:
+            ptype = f"{ptype} ({describe(dict(zip(groups, values, strict=True)), groups)})"
         hits = g[g["significant"]]
         where = (
             ", ".join(
@@ -120,8 +130,13 @@ def answer_section(stats: pd.DataFrame, alpha: float, test: str) -> list[str]:
     ]
 
 
-def tests_section(stats: pd.DataFrame) -> list[str]:
-    """Per window, the headline measures' mean, 95% CI, p and q."""
+def _by_group(stats: pd.DataFrame, groups: Sequence[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """(the group's setting values, its rows) per group of ``stats``."""
+    return [(dict(zip(groups, k, strict=True)), f) for k, f in stats.groupby(list(groups), dropna=False)]
+
+
+def tests_section(stats: pd.DataFrame, groups: Sequence[str] = ()) -> list[str]:
+    """Per window (and group of settings), the headline measures' mean, 95% CI, p and q."""
     rows = stats[stats["measure"].isin(list(HEADLINE))] if stats is not None and len(stats) else pd.DataFrame()
     if rows.empty:
         return []
@@ -130,6 +145,7 @@ def tests_section(stats: pd.DataFrame) -> list[str]:
             r["perturb_type"],
             int(r["perturb_epoch"]),
             int(r["perturb_length"]),
+            *[r[g] for g in groups],
             HEADLINE[r["measure"]],
             int(r["n"]),
             _fmt(r["mean"]),
@@ -144,7 +160,20 @@ def tests_section(stats: pd.DataFrame) -> list[str]:
         "## Tests per window",
         "",
         *_table(
-            ["perturbation", "start epoch", "length", "measure", "seeds", "mean", "95% CI", "p", "q (BH)", "test"], body
+            [
+                "perturbation",
+                "start epoch",
+                "length",
+                *groups,
+                "measure",
+                "seeds",
+                "mean",
+                "95% CI",
+                "p",
+                "q (BH)",
+                "test",
+            ],
+            body,
         ),
         "",
         "`windows.parquet` has every measure (each evaluation set/ROI), both seed tests' p and the q-values; "
@@ -177,6 +206,7 @@ def write_report(
     stats: pd.DataFrame | None = None,
 ) -> str:
     """Compose the report text (the caller writes it atomically)."""
+    groups = list(info.get("groups") or [])
     lines = [
         f"# Analysis of `{info['root']}`",
         "",
@@ -194,20 +224,30 @@ def write_report(
         f"- tables: `results.parquet` ({info['n_results']} rows), `training_metrics.parquet` "
         f"({info['n_training']} rows), `summary.parquet` ({len(summary)} perturbed trials)",
         "",
+        "## Study identity",
+        "",
+        *info.get("identity", []),
+        "",
         *best_trial_lines(info.get("best"), info.get("metric"), info.get("mode")),
         "## The answer: which windows change alignment",
         "",
-        *answer_section(stats, info.get("alpha", 0.05), info.get("test", "t")),
+        *answer_section(stats, info.get("alpha", 0.05), info.get("test", "t"), groups),
         "",
         "## Perturbation windows vs baseline",
         "",
-        *window_section(summary),
+        *window_section(summary, groups),
         "",
-        *tests_section(stats),
+        *tests_section(stats, groups),
         "## Figures",
         "",
     ]
     lines += [f"- [{p.name}]({p.name})" for p in figures]
+    if groups:
+        lines += [
+            "",
+            f"The figures draw each window over all its trials, whatever their {', '.join(groups)}; the tables and "
+            "tests above keep the groups apart.",
+        ]
     unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]
     lines += (
@@ -220,6 +260,9 @@ def write_report(
         if len(unfinished)
         else ["None."]
     )
+    duplicates = info.get("duplicates") or []
+    lines += ["", "## Duplicate trials", ""]
+    lines += [f"- {line}" for line in duplicates] if duplicates else ["None: every trial is distinct."]
     diverged = info.get("diverged") or []
     lines += ["", "## Diverged trials", ""]
     lines += (

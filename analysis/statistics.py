@@ -128,41 +128,45 @@ def window_statistics(
     test: str = "t",
     alpha: float = 0.05,
     seed: int = 0,
+    by: Sequence[str] = d.WINDOW,
 ) -> pd.DataFrame:
     """One row per (window, measure) of the finished trials: :func:`window_test`, then BH q per measure.
 
-    ``draws``: (trial_id, deviation column) -> the stimulus-bootstrap draws of that trial's deviation.
+    ``draws``: (trial_id, deviation column) -> the stimulus-bootstrap draws of that trial's deviation;
+    ``by``: the window columns and the group settings that separate trials of one window (analysis.groups).
     """
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
+    by = list(by)
     done = d.completed(summary)
     records = []
     for measure in deviation_columns(done):
-        for window, rows in done.groupby(d.WINDOW, dropna=False):
+        for window, rows in done.groupby(by, dropna=False):
             one = (draws or {}).get((rows["trial_id"].iloc[0], measure)) if len(rows) == 1 else None
             records.append(
                 {
-                    **dict(zip(d.WINDOW, window, strict=False)),
+                    **dict(zip(by, window, strict=False)),
                     "measure": measure,
                     **window_test(rows[measure].tolist(), one, test, seed),
                 }
             )
-    table = pd.DataFrame(records, columns=STAT_COLUMNS[:-2])
+    extra = [c for c in by if c not in d.WINDOW]
+    table = pd.DataFrame(records, columns=[*d.WINDOW, *extra, *STAT_COLUMNS[len(d.WINDOW) : -2]])
     table["q"] = np.nan
     for _, idx in table.groupby("measure").groups.items():
         table.loc[idx, "q"] = bh_q(table.loc[idx, "p"])
     table["significant"] = table["q"] <= alpha
-    return table.sort_values(["measure", *d.WINDOW]).reset_index(drop=True)
+    return table.sort_values(["measure", *by]).reset_index(drop=True)
 
 
-def with_window_statistics(summary: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+def with_window_statistics(summary: pd.DataFrame, stats: pd.DataFrame, by: Sequence[str] = d.WINDOW) -> pd.DataFrame:
     """``summary`` with, per deviation column c, its window's ``c_ci_low``, ``c_ci_high``, ``c_p``, ``c_q``
-    and ``c_test`` (NaN for trials whose window did not complete)."""
+    and ``c_test`` (NaN for trials whose window did not complete); ``by`` as in :func:`window_statistics`."""
     out = summary
     for measure, rows in stats.groupby("measure"):
-        cols = rows[[*d.WINDOW, "ci_low", "ci_high", "p", "q", "test"]]
+        cols = rows[[*by, "ci_low", "ci_high", "p", "q", "test"]]
         cols = cols.rename(columns={c: f"{measure}_{c}" for c in ("ci_low", "ci_high", "p", "q", "test")})
-        out = out.merge(cols, on=d.WINDOW, how="left")
+        out = out.merge(cols, on=list(by), how="left")
         late = ~out["window_completed"].astype(bool) if "window_completed" in out else np.zeros(len(out), bool)
         out.loc[late, [f"{measure}_{c}" for c in ("ci_low", "ci_high", "p", "q", "test")]] = np.nan
     return out

@@ -54,5 +54,6 @@ def analyze_command(args: argparse.Namespace) -> int:
         test=args.test,
         alpha=args.q,
         per_seed_heatmaps=args.per_seed_heatmaps,
+        pool_studies=args.pool_studies,
     )
     return 0

@@ -110,6 +110,12 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "--per-seed-heatmaps", action="store_true", help="also draw one heatmap per seed (as the published notebooks)"
     )
     p.add_argument(
+        "--pool-studies",
+        action="store_true",
+        help="analyse the trials of several studies under EXPERIMENT together (refused without it: their "
+        "seeds would be counted together)",
+    )
+    p.add_argument(
         "--model-rdm-distance",
         default=None,
         choices=DISTANCE_METRICS,
