@@ -46,7 +46,9 @@ def things_sized(root: Path, n: int, size: int) -> Path:
     targets = rng.random((n, 66))
     csv = root / "things.csv"
     csv.write_text(
-        "image_name," + ",".join(str(k) for k in range(66)) + "\n"
+        "image_name,"
+        + ",".join(str(k) for k in range(66))
+        + "\n"
         + "\n".join(f"{name}," + ",".join(f"{v:.5f}" for v in row) for name, row in zip(names, targets, strict=True))
     )
     text = (demo / "train.yaml").read_text().replace("img_dir: images", f"img_dir: {images}")
