@@ -105,8 +105,8 @@ def _names(annotations: str, _stat: tuple) -> tuple[str, ...]:
 def _image_set(annotations: str, folder: str) -> dict[str, Any]:
     names = _names(annotations, _stat_key(annotations))
     paths = [os.path.join(folder, n) for n in names]
-    digests = content_hash.file_digests(paths)
-    return {"path": folder, "sha256": content_hash.set_digest(names, digests), "files": len(names)}
+    pairs = sorted(zip(names, content_hash.file_digests(paths), strict=True))  # the set, in any row order
+    return {"path": folder, "sha256": content_hash.set_digest(*zip(*pairs, strict=True)), "files": len(names)}
 
 
 def _file(path: str) -> dict[str, Any]:

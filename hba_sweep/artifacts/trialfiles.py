@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hba_sweep.artifacts.identity import Identity, settings_of
 from hba_sweep.artifacts.layout import DONE_FILE, IDENTITY_FILE, RESULT_FILE, TUNE_CHECKPOINT
 from hba_sweep.artifacts.meta import read_meta
 from hba_sweep.foundation import storage
@@ -61,13 +60,17 @@ def newest_meta(path: str) -> dict[str, Any] | None:
     return None
 
 
-def write_identity(path: str, identity: Identity, **extra: Any) -> None:
+def write_identity(path: str, identity: Any, **extra: Any) -> None:
+    """Record the trial's :class:`~hba_sweep.artifacts.identity.Identity` in its identity.json."""
     storage.write_json(storage.join(path, IDENTITY_FILE), {**identity.to_dict(), **extra})
 
 
-def read_identity(path: str) -> Identity | None:
-    """What the trial recorded it is: its identity.json, else (trials recorded before it existed) the
-    config and inputs of its newest checkpoint; None for a trial that never started."""
+def read_identity(path: str) -> Any:
+    """What the trial recorded it is (an :class:`~hba_sweep.artifacts.identity.Identity`): its identity.json,
+    else (trials recorded before it existed) the config and inputs of its newest checkpoint; None for a
+    trial that never started."""
+    from hba_sweep.artifacts.identity import Identity, settings_of  # reason: `status --help` stays torch-free
+
     data = storage.read_json_dict(storage.join(path, IDENTITY_FILE))
     if data is not None and isinstance(data.get("settings"), dict):
         return Identity.from_dict(data)

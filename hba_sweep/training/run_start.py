@@ -42,10 +42,14 @@ def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str]
 
 def check_same_inputs(inputs: dict | None, recorded: dict | None, what: str, source: Path) -> None:
     """A resumed or forked run reads the same file contents its source was trained on (inputs both
-    recorded: checkpoints written before inputs were recorded are not checked)."""
+    recorded: checkpoints written before inputs were recorded are not checked). The annotation CSV is
+    checked finer by the split record (by image name and target digest: its rows may be reordered), and
+    so is the image set when the file lists other images (the record names the ones missing)."""
     if not inputs or not recorded:
         return
-    shared = sorted(set(inputs) & set(recorded))
+    shared = sorted((set(inputs) & set(recorded)) - {"img_annotations_file"})
+    if recorded.get("images", {}).get("files") != inputs.get("images", {}).get("files"):
+        shared = [role for role in shared if role != "images"]
     changed = [
         f"{role}: {describe_change(recorded[role], inputs[role])}"
         for role in shared
