@@ -41,17 +41,19 @@ def _fmt(value: Any) -> str:
 def differing_settings(configs: Iterable[dict[str, Any]]) -> list[str]:
     """The settings whose value is not the same in every config (a missing key counts as None), sorted."""
     first: dict[str, Any] | None = None
-    same: list[str] = []  # the keys still equal in every config so far
+    same: list[str] = []  # the keys still equal in every config so far, and first's values of them
+    expected: list[Any] = []
     differ: set[str] = set()
     for config in configs:
         if first is None:
-            first, same = config, list(config)
+            first, same, expected = config, list(config), list(config.values())
         for key in config.keys() - first.keys() - differ:  # in this config only: differs from first's None
             if config[key] is not None:
                 differ.add(key)
-        if any(config.get(key) != first[key] for key in same):
+        if [config.get(key) for key in same] != expected:
             differ.update(key for key in same if config.get(key) != first[key])
             same = [key for key in same if key not in differ]
+            expected = [first[key] for key in same]
     return sorted(differ)
 
 

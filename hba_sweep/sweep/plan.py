@@ -9,6 +9,7 @@ baseline's checkpoint after epoch ``e - 1`` (``init_from``/``init_epoch``) as so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,16 @@ class Plan:
 GROUP_SKIP = frozenset(PERTURB_FIELDS) | {"init_from", "init_epoch", "run_name"}
 
 
+@functools.lru_cache(maxsize=16)
+def _grouped(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys a group shares, sorted, for configs of this key order (a grid's configs share one)."""
+    return tuple(sorted(k for k in keys if k not in GROUP_SKIP))
+
+
 def group_key(config: dict[str, Any]) -> tuple:
-    """Everything but the perturbation settings (and the fork source)."""
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in GROUP_SKIP))
+    """Everything but the perturbation settings (and the fork source): sorted ``(key, repr(value))`` pairs."""
+    keys = _grouped(tuple(config))
+    return tuple((k, repr(config[k])) for k in keys)
 
 
 def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
