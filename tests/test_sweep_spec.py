@@ -133,7 +133,11 @@ def test_plan_forks_from_baseline_epoch_before_window(tmp_path):
 
 
 def test_trial_names_follow_run_names_and_stay_unique(tmp_path):
-    path = write_space(tmp_path, OK_BASE + "PARAM_SPACE = {'lr': tune.grid_search([1e-3, 1e-4])}\nNUM_SAMPLES = 2\n")
+    path = write_space(
+        tmp_path,
+        OK_BASE + "PARAM_SPACE = {'lr': tune.grid_search([1e-3, 1e-4]), 'weight_decay': tune.uniform(0, 0.1)}\n"
+        "NUM_SAMPLES = 2\n",
+    )
     names = [t.name for t in expand(load_search_space(path)).trials]
     assert len(set(names)) == 4
     assert names[0].startswith("cliphba_dora_hba-tiny_r32_v2_t1_seed1_baseline_lr0.001")

@@ -12,6 +12,23 @@ if TYPE_CHECKING:  # the schema imports these checks; the checks need its type o
     from hba_sweep.config.train_config import TrainConfig
 
 
+# The settings file_problems reads: configs equal on these have the same problems (their source aside).
+FILE_CHECK_FIELDS = (
+    "img_dir",
+    "img_annotations_file",
+    "train_portion",
+    "behavioral_rsa",
+    "rsa_annotations_file",
+    "rsa_img_dir",
+    "behavioral_rdm_file",
+    "split_file",
+    "baseline_checkpoint_path",
+    "perturb_epoch",
+    "init_from",
+    "resume_from",
+)
+
+
 def split_sizes(n: int, train_portion: float) -> tuple[int, int]:
     """(training, validation) image counts of a split of ``n`` rows: ``int(train_portion * n)`` for
     training, as the published ``random_split`` sizes (1444/362 of 1806)."""

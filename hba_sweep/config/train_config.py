@@ -10,7 +10,6 @@ hba_sweep.config.file_checks.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
@@ -144,7 +143,8 @@ class TrainConfig(ModelSpec):
         return from_dict({**self.to_dict(), **changes}, source="<replace>")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field by name, in schema order (all values are scalars: a shallow copy is a full one)."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
     @property
     def forward_plan(self) -> ForwardPlan:
@@ -156,6 +156,7 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 FIELD_NAMES = tuple(FIELD_TYPES)
 DEFAULTS = TrainConfig()
 ALIASES = aliases_into(FIELD_NAMES)  # the published spellings of TrainConfig's keys
+FIELD_KINDS = {name: (kind.replace(" | None", ""), "None" in kind) for name, kind in FIELD_TYPES.items()}
 
 
 def _fix_for_unknown(key: str) -> str:
@@ -169,8 +170,7 @@ def _fix_for_unknown(key: str) -> str:
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a YAML/CLI value to the field's type; raise ValueError with the expected type."""
-    kind = FIELD_TYPES[name].replace(" | None", "")
-    optional = "None" in FIELD_TYPES[name]
+    kind, optional = FIELD_KINDS[name]
     if value is None or (isinstance(value, str) and value.lower() in ("null", "~")):
         if optional:
             return None

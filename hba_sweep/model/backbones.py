@@ -75,8 +75,10 @@ def backbone_config(backbone: str, pretrained: str | None = None) -> dict:
     return copy.deepcopy(open_clip.get_model_config(resolve_backbone(backbone, pretrained)))
 
 
+@lru_cache(maxsize=64)
 def backbone_depths(backbone: str) -> tuple[int, int]:
-    """Number of (vision, text) transformer blocks of a backbone, without building it."""
+    """Number of (vision, text) transformer blocks of a backbone, without building it (remembered per
+    name: a search space validates thousands of trials of a few backbones)."""
     cfg = backbone_config(backbone)
     vision_layers = cfg["vision_cfg"]["layers"]
     if not isinstance(vision_layers, int):

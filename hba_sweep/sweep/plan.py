@@ -9,13 +9,13 @@ baseline's checkpoint after epoch ``e - 1`` (``init_from``/``init_epoch``) as so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from hba_sweep.config import DEFAULTS
-from hba_sweep.sweep.expand import Trial, name_trials
+from hba_sweep.sweep.expand import Trial
+from hba_sweep.sweep.naming import PERTURB_FIELDS, baseline_config, name_trials
 
-PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
 BASELINES, PERTURBED, TRIALS = "baselines", "perturbed", "trials"
 
 
@@ -47,15 +47,19 @@ class Plan:
         return len(self.baselines) + len(self.forks) + len(self.independent)
 
 
+GROUP_SKIP = frozenset(PERTURB_FIELDS) | {"init_from", "init_epoch", "run_name"}
+
+
+@functools.lru_cache(maxsize=16)
+def _grouped(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys a group shares, sorted, for configs of this key order (a grid's configs share one)."""
+    return tuple(sorted(k for k in keys if k not in GROUP_SKIP))
+
+
 def group_key(config: dict[str, Any]) -> tuple:
-    """Everything but the perturbation settings (and the fork source)."""
-    skip = set(PERTURB_FIELDS) | {"init_from", "init_epoch", "run_name"}
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in skip))
-
-
-def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's settings with the perturbation switched off (canonical perturbation fields)."""
-    return {**config, **{k: getattr(DEFAULTS, k) for k in PERTURB_FIELDS}, "perturb_type": "none"}
+    """Everything but the perturbation settings (and the fork source): sorted ``(key, repr(value))`` pairs."""
+    keys = _grouped(tuple(config))
+    return tuple((k, repr(config[k])) for k in keys)
 
 
 def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
@@ -63,28 +67,24 @@ def make_plan(trials: list[Trial], fork_from_baseline: bool) -> Plan:
     if not fork_from_baseline:
         return Plan(independent=list(trials))
     baselines: dict[tuple, Trial] = {}
+    baseline_of: list[Trial] = [None] * len(trials)  # type: ignore[list-item]  # each set below
     # one per group, in the order of the grid's own 'none' trials first; its varied values are the
     # group's, not the perturbation settings of whichever trial came first (baseline_config resets those)
-    for trial in sorted(trials, key=lambda t: t.config["perturb_type"] != "none"):
-        varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
-        baselines.setdefault(
-            group_key(trial.config), Trial(name="", config=baseline_config(trial.config), varied=varied)
-        )
+    for index in sorted(range(len(trials)), key=lambda i: trials[i].config["perturb_type"] != "none"):
+        trial, key = trials[index], group_key(trials[index].config)  # one key per trial, kept per group
+        if key not in baselines:
+            varied = {k: v for k, v in trial.varied.items() if k not in PERTURB_FIELDS}
+            baselines[key] = Trial(name="", config=baseline_config(trial.config), varied=varied)
+        baseline_of[index] = baselines[key]
     base_list = list(baselines.values())
     name_trials(base_list)
     _keep_unique(base_list, [t for t in trials if t.config["perturb_type"] != "none"])
     forks = []
-    for trial in trials:
+    for trial, baseline in zip(trials, baseline_of, strict=True):
         if trial.config["perturb_type"] == "none":
             continue
         epoch = trial.config["perturb_epoch"]
-        forks.append(
-            Fork(
-                trial=trial,
-                baseline=baselines[group_key(trial.config)].name,
-                init_epoch=epoch - 1 if epoch > 0 else None,
-            )
-        )
+        forks.append(Fork(trial=trial, baseline=baseline.name, init_epoch=epoch - 1 if epoch > 0 else None))
     return Plan(baselines=base_list, forks=forks)
 
 
