@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hba_sweep.config import DEFAULTS, TrainConfig, run_name
+from hba_sweep.config.train_config import PERTURB_FIELDS
 
 if TYPE_CHECKING:  # expand defines Trial and imports this module
     from hba_sweep.sweep.expand import Trial
@@ -31,7 +32,6 @@ NAMED_FIELDS = {
     "run_name",
 }
 UNNAMED = ("init_from", "init_epoch", "save_path")  # differ without making another trial's name
-PERTURB_FIELDS = ("perturb_type", "perturb_epoch", "perturb_length", "perturb_seed", "perturb_fraction")
 
 
 def _fmt(value: Any) -> str:

@@ -13,8 +13,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from hba_sweep.config.train_config import PERTURB_FIELDS
 from hba_sweep.sweep.expand import Trial
-from hba_sweep.sweep.naming import PERTURB_FIELDS, baseline_config, name_trials
+from hba_sweep.sweep.naming import baseline_config, name_trials
 
 BASELINES, PERTURBED, TRIALS = "baselines", "perturbed", "trials"
 
