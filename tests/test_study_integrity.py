@@ -221,3 +221,20 @@ def test_fork_refuses_a_baseline_trained_on_other_files(data, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "behavioral_rdm_file" in err and "differ from those it was trained on" in err
+
+
+def test_fork_of_a_baseline_whose_data_moved_runs(data, tmp_path):
+    """The same files in another folder are the same inputs: a fork finds its baseline's by content."""
+    import yaml
+    from conftest import write_small_run_config
+
+    config, _, _ = write_small_run_config(data, tmp_path, "base")
+    assert main(["train", "--config", str(config), "--set", "epochs=2"]) == 0
+    moved = Path(shutil.move(data, tmp_path / "moved"))
+    values = yaml.safe_load(config.read_text())
+    for key in ("img_dir", "rsa_annotations_file", "rsa_img_dir", "behavioral_rdm_file"):
+        values[key] = values[key].replace(str(data), str(moved))
+    config.write_text(yaml.safe_dump(values))
+    fork = ["--set", "run_name=fork", "--set", "perturb_type=label_shuffle", "--set", "perturb_epoch=1"]
+    source = ["--set", f"init_from={tmp_path / 'results' / 'base'}", "--set", "init_epoch=0"]
+    assert main(["train", "--config", str(config), "--set", "epochs=2", *fork, *source]) == 0

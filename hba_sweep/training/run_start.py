@@ -21,7 +21,14 @@ from hba_sweep.artifacts import checkpoint as ckpt
 from hba_sweep.artifacts.identity import describe_change
 from hba_sweep.artifacts.layout import is_published_run
 from hba_sweep.artifacts.published import PublishedRun, load_published_adapters
-from hba_sweep.config import FORK_MAY_CHANGE, RESUME_MAY_CHANGE, TrainConfig, run_name, uses_baseline_path
+from hba_sweep.config import (
+    FORK_MAY_CHANGE,
+    PATH_FIELDS,
+    RESUME_MAY_CHANGE,
+    TrainConfig,
+    run_name,
+    uses_baseline_path,
+)
 from hba_sweep.data.things import ThingsDataset
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
@@ -245,6 +252,8 @@ def restore(
     """Load a checkpoint's adapters and full state into this run."""
     adapters, state, meta = ckpt.load_checkpoint(source)
     may_change = RESUME_MAY_CHANGE if kind is StartKind.RESUMED else FORK_MAY_CHANGE
+    if inputs and meta.get("inputs"):  # the files' contents are compared: the data may have moved
+        may_change = may_change | set(PATH_FIELDS)
     check_compatible(cfg, meta["config"], may_change, kind.value, source)
     check_same_inputs(inputs, meta.get("inputs"), kind.value, source)
     model.load_adapter_state_dict(adapters)
