@@ -22,6 +22,7 @@ from hba_sweep import __version__
 from hba_sweep.config import PATH_FIELDS
 from hba_sweep.data.things import read_things_csv
 from hba_sweep.foundation import content_hash
+from hba_sweep.foundation.errors import HBAError
 
 # Settings that never change what a run computes: where and under what name it is saved, where it runs,
 # where it starts from (checked separately), logging, and exact speed switches.
@@ -131,7 +132,10 @@ def input_digests(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for csv_key, dir_key, role in IMAGE_SETS:
         csv, folder = config.get(csv_key), config.get(dir_key) or config.get("img_dir")
         if csv and folder and os.path.isfile(str(csv)) and os.path.isdir(str(folder)):
-            out[role] = _image_set(str(csv), str(folder))
+            try:
+                out[role] = _image_set(str(csv), str(folder))
+            except (HBAError, OSError):  # an unreadable CSV or a missing image: the run's data checks name it
+                continue
     weights = _weights(config.get("pretrained"))
     if weights is not None:
         out["pretrained"] = weights
