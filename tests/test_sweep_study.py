@@ -205,6 +205,8 @@ def SEARCH_ALG():
 """)
     outcome = run(space, tmp_path / "results")
     assert outcome.exit_code == 0
+    seeds = {json.loads(p.read_text())["settings"]["random_seed"] for p in Path(outcome.root).glob("*/identity.json")}
+    assert seeds == {1, 2, 3}  # searched trials record what they are too
     analysis, losses = ExperimentAnalysis(outcome.root), {}
     for trial in analysis.trials:
         rows = analysis.trial_dataframes[trial.trial_id]

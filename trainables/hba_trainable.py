@@ -140,11 +140,13 @@ def train_hba(
         replay(trialfiles.checkpoints(where), False, Path("."))
         return
     register_types(perturbations or {})
-    if where is not None:
-        record_identity(where, config, planned)
+    context = tune.get_context()
+    # a searched trial has no planned run name: its folder is Tune's trial directory
+    folder = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
+    if folder is not None:
+        record_identity(folder, config, planned)
     quiet_checkpoint_logs()
 
-    context = tune.get_context()
     trial = context.get_trial_name()
     gpu_ids = ray.get_gpu_ids()
     device, note = choose_device(str(config.get("device", "auto")), gpu_ids, torch.cuda.is_available(), trial)
@@ -192,11 +194,10 @@ def train_hba(
             summary = run_training_experiment(cfg, report=report) or {}
         except CheckpointError as exc:  # name the stored checkpoint, not the local copy that is about to vanish
             raise CheckpointError(real_paths(str(exc), copies)) from None
-    done_at = where or (storage.join(study_root, Path(context.get_trial_dir()).name) if study_root else None)
-    if done_at is not None:  # a searched trial has no planned run name: its folder is Tune's trial directory
+    if folder is not None:
         epoch = summary.get("epoch", last["epoch"])
         trialfiles.write_done(
-            done_at,
+            folder,
             epoch,
             cfg.epochs,
             trialfiles.end_reason(epoch, cfg.epochs),

@@ -279,12 +279,12 @@ def match_stored(plan: Plan, root: str, old: dict[str, Any] | None, resume: bool
 
 def refuse_missing(root: str, old: dict[str, Any] | None) -> None:
     """--resume of a study that is not there is an error naming where it looked (and what is there)."""
-    if old is not None or _newest_state(root) is not None:
+    if old is not None or storage.listdir(root):  # a driver killed before study.json left its lock or files
         return
     parent = _parent(root)
     here = sorted(n for n in storage.listdir(parent) if storage.is_file(storage.join(parent, n, "study.json")))
     raise ConfigError(
-        f"{storage.redact(root)}: no study to resume there (no study.json). "
+        f"{storage.redact(root)}: no study to resume there (the folder is missing or empty). "
         + (f"Studies in {storage.redact(parent)}: {', '.join(here)}. " if here else "")
         + "Fix: check --storage and --name (or the search space's NAME), or drop --resume to start it."
     )
