@@ -96,7 +96,8 @@ def window_test(
     }
     out["ci_low"], out["ci_high"] = t_interval(x)
     if x.size >= 2:
-        out["p_t"] = float(scipy.stats.ttest_1samp(x, 0.0).pvalue) if x.std() > 0 else (1.0 if x.mean() == 0 else 0.0)
+        varies = np.ptp(x) > 1e-12 * max(1.0, float(np.abs(x).max()))  # equal up to rounding: no variance
+        out["p_t"] = float(scipy.stats.ttest_1samp(x, 0.0).pvalue) if varies else (1.0 if x.mean() == 0 else 0.0)
         out["p_sign_flip"], out["exact"] = sign_flip_p(x, seed)
         out["p_bootstrap"] = float("nan")
         out["test"] = test

@@ -265,3 +265,18 @@ def test_dimensions_rank_the_change_at_the_windows_last_epoch() -> None:
     assert (table["epoch"] == 3).all()  # the window's last epoch
     assert table.loc["black", "mean_change"] == pytest.approx(-2.0 + 0.1) and table.loc["black", "rank"] == 1
     assert list(table.sort_values("rank").index) == ["black", "white", "green"]
+
+
+def test_seeds_equal_up_to_rounding_count_as_no_variance():
+    """Two seeds with the same deviation but for float rounding: no t-test on a rounding-error variance
+    (scipy warns of catastrophic cancellation); the zero-variance rule applies, without a warning."""
+    import warnings
+
+    from analysis.statistics import window_test
+
+    x = [-1 / 48, -1 / 48 * (1 + 2**-50)]
+    assert x[0] != x[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = window_test(x)
+    assert out["p_t"] == 0.0 and out["p_sign_flip"] == 0.5  # the smallest sign-flip p of two seeds
