@@ -275,7 +275,15 @@ def _write_outputs(
         if csv:
             atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
     paths, notes = figures.draw_all(
-        per_epoch, training, summary, out_dir, truncate, stats, choices["per_seed"], dims if len(dims) else None
+        per_epoch,
+        training,
+        summary,
+        out_dir,
+        truncate,
+        stats,
+        choices["per_seed"],
+        dims if len(dims) else None,
+        group_keys,
     )
     best, metric, mode = best_trial(study, training)
     skipped = (

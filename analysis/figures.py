@@ -145,6 +145,36 @@ def single_epoch_effects(per_epoch: pd.DataFrame, trials: pd.DataFrame) -> pd.Da
 
 
 # ---- all ----------------------------------------------------------------------------------
+# the file names draw_all writes (an earlier analysis' figures are removed before drawing)
+FIGURE_FILES = (
+    "baseline_curves.png",
+    "change_*.png",
+    "ba_vs_loss.png",
+    "na_vs_loss_*.png",
+    "single_epoch_effects.png",
+    "heatmap_*.png",
+    "spose_dimensions.png",
+)
+
+
+def group_parts(
+    summary: pd.DataFrame, stats: pd.DataFrame | None, keys: Sequence[str]
+) -> list[tuple[str, str, pd.DataFrame, pd.DataFrame | None]]:
+    """(file-name suffix, title suffix, summary rows, statistics rows) of each group of ``keys``; one
+    part, the whole study, without group keys."""
+    keys = [k for k in keys if k in summary]
+    if not keys or summary.empty:
+        return [("", "", summary, stats)]
+    parts = []
+    for values in summary[keys].drop_duplicates().itertuples(index=False):
+        chosen = dict(zip(keys, values, strict=True))
+        rows = summary[(summary[keys] == pd.Series(chosen)).all(axis=1)]
+        part_stats = None if stats is None else stats[(stats[keys] == pd.Series(chosen)).all(axis=1)]
+        suffix = "_" + "_".join(f"{k}{str(v).replace('/', '-')}" for k, v in chosen.items())
+        parts.append((suffix, " (" + ", ".join(f"{k}={v}" for k, v in chosen.items()) + ")", rows, part_stats))
+    return parts
+
+
 def draw_all(
     per_epoch: pd.DataFrame,
     training: pd.DataFrame,
@@ -154,14 +184,18 @@ def draw_all(
     stats: pd.DataFrame | None = None,
     per_seed: bool = False,
     dimensions: pd.DataFrame | None = None,
+    group_keys: Sequence[str] = (),
 ) -> tuple[list[Path], list[str]]:
     """Write every figure; returns (paths, notes on figures drawn without data).
 
     ``stats``: :func:`analysis.statistics.window_statistics` (significant heatmap cells are marked);
     ``per_seed``: also one heatmap per seed (as the published notebooks); ``dimensions``:
-    :func:`analysis.dimensions.window_dimensions` for ``spose_dimensions.png``."""
+    :func:`analysis.dimensions.window_dimensions` for ``spose_dimensions.png``; ``group_keys``: the settings
+    that separate a window's groups (one heatmap per group, ``heatmap_<measure>_<key><value>.png``)."""
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in (p for pattern in FIGURE_FILES for p in out_dir.glob(pattern)):
+        old.unlink()  # figures of an earlier analysis (another grouping, other types) never linger
     trials = training.drop_duplicates("trial_id") if len(training) else training
     jobs: list[tuple[str, str, callable]] = [
         ("baseline_curves.png", "Baselines over training", lambda: baseline_curves_figure(training))
@@ -210,10 +244,16 @@ def draw_all(
     for column, label in HEATMAPS.items():
         if column in summary or column != "max_target_rsa_deviation":
             name = column.replace("_deviation", "")
-            marks = significant_cells(stats, column) if stats is not None else None
-            jobs.append(
-                (f"heatmap_{name}.png", label, lambda c=column, lb=label, m=marks: heatmap_figure(summary, c, lb, m))
-            )
+            for suffix, shown, part, part_stats in group_parts(summary, stats, group_keys):
+                marks = significant_cells(part_stats, column) if part_stats is not None else None
+                lb = f"{label}{shown}"
+                jobs.append(
+                    (
+                        f"heatmap_{name}{suffix}.png",
+                        lb,
+                        lambda c=column, lb=lb, m=marks, part=part: heatmap_figure(part, c, lb, m),
+                    )
+                )
             for s in seeds:
                 jobs.append(
                     (

@@ -245,8 +245,9 @@ def write_report(
     if groups:
         lines += [
             "",
-            f"The figures draw each window over all its trials, whatever their {', '.join(groups)}; the tables and "
-            "tests above keep the groups apart.",
+            f"The heatmaps are drawn per group ({', '.join(groups)}: one file per group); the change panels, "
+            "the vs-loss and single-epoch figures draw each window over all its trials, whatever their "
+            f"{', '.join(groups)}; the tables and tests above keep the groups apart.",
         ]
     unfinished = summary.drop(d.completed(summary).index)
     lines += ["", "## Perturbed trials whose window did not complete", ""]

@@ -118,6 +118,8 @@ def test_a_setting_that_differs_within_a_window_separates_its_groups(runs: dict,
     assert "| label_shuffle | 1 | 1 | 0.005 | 1 |" in table and "| label_shuffle | 1 | 1 | 0.01 | 1 |" in table
     assert "**label_shuffle (lr=0.005), Δ max alignment**" in report
     assert "separate the groups of a window (columns of `summary.parquet` and `windows.parquet`): lr" in report
+    heatmaps = sorted(p.name for p in (tmp_path / "a").glob("heatmap_max_alignment*.png"))
+    assert heatmaps == ["heatmap_max_alignment_lr0.005.png", "heatmap_max_alignment_lr0.01.png"]  # one per group
 
 
 def test_a_hand_edited_baseline_link_is_an_error(runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
