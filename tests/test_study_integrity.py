@@ -105,6 +105,11 @@ def test_a_grid_value_added_reuses_the_trials_that_exist(study, data, tmp_path, 
     space, root = study
     kept = {name: snapshot(root / name) for name in (BASE, FORK.format(e=1))}
     write_space(space, data, [1], lr="tune.grid_search([0.01, 0.005])")
+    capsys.readouterr()
+    assert main(["run", str(space), "--storage", str(tmp_path / "rr"), "--resume", "--dry-run"]) == 0
+    preview = capsys.readouterr().out
+    assert "2 trial(s) of the search space are trials on storage under their earlier names" in preview
+    assert "2 of 4 trials are on storage (2 finished), 2 new" in preview and BASE + "\n" in preview
     outcome = run(space, tmp_path / "rr", resume=True)
     assert outcome.exit_code == 0 and len(outcome.ok) == 4
     assert {name: snapshot(root / name) for name in kept} == kept  # the lr=0.01 trials were not re-run

@@ -20,7 +20,7 @@ def run_command(args: argparse.Namespace) -> int:
     from hba_sweep.sweep.dryrun import describe  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.expand import expand  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.plan import make_plan  # reason: Ray and torch load when run runs, not for --help
-    from hba_sweep.sweep.runner import run_study  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.runner import resume_preview, run_study  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.spec import load_search_space  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.trackers import validate  # reason: Ray loads when run runs, not for --help
 
@@ -31,7 +31,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         expansion = expand(space, check_files=True)
         plan = None if space.uses_searcher else make_plan(expansion.trials, space.fork_from_baseline)
-        print(describe(space, expansion, plan))
+        resumed = resume_preview(space, opts, plan) if args.resume and plan is not None else []
+        *table, last = describe(space, expansion, plan).split("\n")
+        print("\n".join([*table, *resumed, last]))
         return 0
     validate(opts.mlflow_uri, opts.wandb_project)  # before Ray starts or anything is written
     outcome = run_study(space, opts)

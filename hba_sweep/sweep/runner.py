@@ -277,6 +277,24 @@ def match_stored(plan: Plan, root: str, old: dict[str, Any] | None, resume: bool
     return {matching.renamed.get(n, n): i for n, i in identities.items()}, matching
 
 
+def resume_preview(space: SearchSpace, opts: RunOptions, plan: Plan) -> list[str]:
+    """``run --dry-run --resume``: match the plan to the study on storage as ``--resume`` would (renaming
+    the trials it reuses; a refusal is the same error) and say what would be reused, extended and new."""
+    root = storage.experiment_root(opts.storage, opts.name or space.name)
+    old = read_manifest(root)
+    refuse_missing(root, old)
+    _, matching = match_stored(plan, root, old, resume=True)
+    names = plan_names(plan)
+    done = sum(trialfiles.read_done(trialfiles.trial_path(root, n)) is not None for n in names)
+    stored = sum(storage.is_dir(trialfiles.trial_path(root, n)) for n in names)
+    return [
+        *matching.notes,
+        f"with --resume at {storage.redact(root)}: {stored} of {len(names)} trials are on storage ({done} finished"
+        + (f", {len(matching.extend)} to extend" if matching.extend else "")
+        + f"), {len(names) - stored} new",
+    ]
+
+
 def refuse_missing(root: str, old: dict[str, Any] | None) -> None:
     """--resume of a study that is not there is an error naming where it looked (and what is there)."""
     if old is not None or storage.listdir(root):  # a driver killed before study.json left its lock or files
