@@ -20,8 +20,9 @@ def run_command(args: argparse.Namespace) -> int:
     from hba_sweep.sweep.dryrun import describe  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.expand import expand  # reason: Ray and torch load when run runs, not for --help
     from hba_sweep.sweep.plan import make_plan  # reason: Ray and torch load when run runs, not for --help
-    from hba_sweep.sweep.runner import resume_preview, run_study  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.runner import run_study  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.spec import load_search_space  # reason: Ray and torch load when run runs
+    from hba_sweep.sweep.study_match import resume_preview  # reason: Ray and torch load when run runs
     from hba_sweep.sweep.trackers import validate  # reason: Ray loads when run runs, not for --help
 
     opts = RunOptions.from_args(args)

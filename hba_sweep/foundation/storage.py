@@ -43,6 +43,14 @@ def join(root: str, *parts: str) -> str:
     return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
 
 
+def parent(root: str) -> str:
+    """``root`` without its last part (a study's storage), for a local path or a URI (its query kept)."""
+    if not is_uri(root):
+        return os.path.dirname(root.rstrip("/"))
+    url = urlsplit(root)
+    return urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
+
+
 def absolute(storage: str) -> str:
     """A URI as it is; a local path expanded and made absolute (Tune and a Ray Job's driver need it)."""
     return storage if is_uri(storage) else os.path.abspath(os.path.expanduser(storage))

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import ray
 from ray import tune
@@ -39,15 +39,9 @@ from hba_sweep.sweep.progress import TrialStarts, all_finished, plan_names, reco
 from hba_sweep.sweep.quiet import log_path, quiet_terminal
 from hba_sweep.sweep.release import Planned, StudySearcher
 from hba_sweep.sweep.spec import SearchSpace, instantiate, reload_base
-from hba_sweep.sweep.study_identity import (
-    Matching,
-    apply_renames,
-    extend_trials,
-    match_plan,
-    plan_identities,
-    recorded_trials,
-)
+from hba_sweep.sweep.study_identity import Matching, extend_trials
 from hba_sweep.sweep.study_manifest import make_manifest
+from hba_sweep.sweep.study_match import Planning, match_stored, refuse_missing
 from hba_sweep.sweep.study_record import StudyRecord
 from trainables.hba_trainable import train_hba
 
@@ -157,7 +151,7 @@ def _configs(
     )
     run_config = tune.RunConfig(
         name=name,
-        storage_path=_parent(root),
+        storage_path=storage.parent(root),  # the storage path Tune gets
         verbose=opts.verbose,
         callbacks=_callbacks(opts, space.name, root) or None,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
@@ -172,14 +166,6 @@ def _configs(
 
 def _study_name(root: str) -> str:
     return (urlsplit(root).path if storage.is_uri(root) else root).rstrip("/").rsplit("/", 1)[-1]
-
-
-def _parent(root: str) -> str:
-    """The storage path Tune gets: ``root`` without its last part (the study name)."""
-    if not storage.is_uri(root):
-        return os.path.dirname(root.rstrip("/"))
-    url = urlsplit(root)
-    return urlunsplit(url._replace(path=url.path.rstrip("/").rsplit("/", 1)[0]))
 
 
 def run_trials(
@@ -258,56 +244,6 @@ def _newest_state(root: str) -> str | None:
 
 
 # ---- planned trials -------------------------------------------------------------------
-@dataclass
-class Planning:
-    """The plan, each planned trial's identity, and how it matches the trials on storage."""
-
-    plan: Plan | None
-    identities: dict[str, Identity]
-    matching: Matching
-
-
-def match_stored(plan: Plan, root: str, old: dict[str, Any] | None, resume: bool) -> tuple[dict, Matching]:
-    """Each planned trial's identity; on --resume matched to the trials on storage (renamed to theirs)."""
-    identities = plan_identities(plan)
-    if not resume:
-        return identities, Matching()
-    matching = match_plan(root, plan, identities, recorded_trials(root, (old or {}).get("trials", {})))
-    apply_renames(plan, matching.renamed)
-    return {matching.renamed.get(n, n): i for n, i in identities.items()}, matching
-
-
-def resume_preview(space: SearchSpace, opts: RunOptions, plan: Plan) -> list[str]:
-    """``run --dry-run --resume``: match the plan to the study on storage as ``--resume`` would (renaming
-    the trials it reuses; a refusal is the same error) and say what would be reused, extended and new."""
-    root = storage.experiment_root(opts.storage, opts.name or space.name)
-    old = read_manifest(root)
-    refuse_missing(root, old)
-    _, matching = match_stored(plan, root, old, resume=True)
-    names = plan_names(plan)
-    done = sum(trialfiles.read_done(trialfiles.trial_path(root, n)) is not None for n in names)
-    stored = sum(storage.is_dir(trialfiles.trial_path(root, n)) for n in names)
-    return [
-        *matching.notes,
-        f"with --resume at {storage.redact(root)}: {stored} of {len(names)} trials are on storage ({done} finished"
-        + (f", {len(matching.extend)} to extend" if matching.extend else "")
-        + f"), {len(names) - stored} new",
-    ]
-
-
-def refuse_missing(root: str, old: dict[str, Any] | None) -> None:
-    """--resume of a study that is not there is an error naming where it looked (and what is there)."""
-    if old is not None or storage.listdir(root):  # a driver killed before study.json left its lock or files
-        return
-    parent = _parent(root)
-    here = sorted(n for n in storage.listdir(parent) if storage.is_file(storage.join(parent, n, "study.json")))
-    raise ConfigError(
-        f"{storage.redact(root)}: no study to resume there (the folder is missing or empty). "
-        + (f"Studies in {storage.redact(parent)}: {', '.join(here)}. " if here else "")
-        + "Fix: check --storage and --name (or the search space's NAME), or drop --resume to start it."
-    )
-
-
 def independent(trials: list[Trial], root: str) -> list:
     """Trials that need nothing from another (tests, one-off experiments) as searcher entries."""
     return planned_trials(Plan(independent=list(trials)), storage.prefix_cache_dir(root))
