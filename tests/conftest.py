@@ -77,3 +77,19 @@ def write_small_run_config(demo_dir: Path, root: Path, run_name: str) -> tuple[P
     config = root / f"{run_name}.yaml"
     config.write_text(yaml.safe_dump(base))
     return config, base, small_csv
+
+
+def rewrite_same_size(image: Path) -> None:
+    """Another picture in the same file: a valid PNG padded to the old size, the old mtime put back."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    st = image.stat()
+    out = io.BytesIO()
+    ImageOps.invert(Image.open(image).convert("RGB")).save(out, format="PNG", compress_level=9)
+    data = out.getvalue()
+    assert len(data) <= st.st_size
+    image.write_bytes(data + b"\0" * (st.st_size - len(data)))  # bytes after IEND are not read
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert image.stat().st_size == st.st_size and image.stat().st_mtime_ns == st.st_mtime_ns

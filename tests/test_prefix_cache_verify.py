@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_small_run_config
+from conftest import rewrite_same_size, write_small_run_config
 
 from hba_sweep import cli
 from hba_sweep.foundation.errors import CacheError
@@ -41,22 +41,6 @@ def garble_in_place(path: Path, offset: int = -16) -> None:
         fh.seek(offset, os.SEEK_END)
         fh.write(np.array([1e30], dtype=np.float64).tobytes())
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def rewrite_same_size(image: Path) -> None:
-    """Another picture in the same file: a valid PNG padded to the old size, the old mtime put back."""
-    import io
-
-    from PIL import Image, ImageOps
-
-    st = image.stat()
-    out = io.BytesIO()
-    ImageOps.invert(Image.open(image).convert("RGB")).save(out, format="PNG", compress_level=9)
-    data = out.getvalue()
-    assert len(data) <= st.st_size
-    image.write_bytes(data + b"\0" * (st.st_size - len(data)))  # bytes after IEND are not read
-    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert image.stat().st_size == st.st_size and image.stat().st_mtime_ns == st.st_mtime_ns
 
 
 @pytest.mark.parametrize("damage", ["garbled", "truncated", "empty", "garbage", "record-missing", "record-garbage"])

@@ -247,3 +247,21 @@ def test_fork_of_a_baseline_whose_data_moved_runs(data, tmp_path):
     fork = ["--set", "run_name=fork", "--set", "perturb_type=label_shuffle", "--set", "perturb_epoch=1"]
     source = ["--set", f"init_from={tmp_path / 'results' / 'base'}", "--set", "init_epoch=0"]
     assert main(["train", "--config", str(config), "--set", "epochs=2", *fork, *source]) == 0
+
+
+def test_resume_refuses_an_image_of_its_split_rewritten(data, tmp_path, capsys):
+    """A run resumed with one of its images rewritten (size and mtime kept) and a row added to the CSV:
+    the image is named, the run does not go on with another picture under the same name."""
+    import pandas as pd
+    from conftest import rewrite_same_size, write_small_run_config
+
+    config, _, csv = write_small_run_config(data, tmp_path, "run")
+    assert main(["train", "--config", str(config), "--set", "epochs=2"]) == 0
+    names = pd.read_csv(csv)["image_name"]
+    rewrite_same_size(data / "images" / names[0])
+    extra = (data / "train.csv").read_text().splitlines()[len(names) + 1]
+    csv.write_text(csv.read_text() + extra + "\n")  # another row: the image list differs too
+    capsys.readouterr()
+    code = main(["train", "--config", str(config), "--set", "epochs=3", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "image files of 1 image(s)" in err and names[0] in err

@@ -74,6 +74,7 @@ class TrainingState:
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
     target_digests: dict = field(default_factory=dict)
+    image_digests: dict = field(default_factory=dict)  # the split's images by name: SHA-256 of each file
 
 
 def capture_rng() -> dict:

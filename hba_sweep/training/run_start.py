@@ -30,6 +30,7 @@ from hba_sweep.config import (
     uses_baseline_path,
 )
 from hba_sweep.data.things import ThingsDataset
+from hba_sweep.foundation import content_hash
 from hba_sweep.foundation.errors import CheckpointError, ConfigError
 from hba_sweep.model import CLIPHBA
 from hba_sweep.training.split import SplitRecord, draw_split, epoch_order, split_from_file
@@ -49,14 +50,12 @@ def check_compatible(cfg: TrainConfig, source_config: dict, may_change: set[str]
 
 def check_same_inputs(inputs: dict | None, recorded: dict | None, what: str, source: Path) -> None:
     """A resumed or forked run reads the same file contents its source was trained on (inputs both
-    recorded: checkpoints written before inputs were recorded are not checked). The annotation CSV is
-    checked finer by the split record (by image name and target digest: its rows may be reordered), and
-    so is the image set when the file lists other images (the record names the ones missing)."""
+    recorded: checkpoints written before inputs were recorded are not checked). The annotation CSV and its
+    images are checked finer by the split record (each image of the split by name: its target digest and
+    its file's SHA-256; the rows may be reordered)."""
     if not inputs or not recorded:
         return
-    shared = sorted((set(inputs) & set(recorded)) - {"img_annotations_file"})
-    if recorded.get("images", {}).get("files") != inputs.get("images", {}).get("files"):
-        shared = [role for role in shared if role != "images"]
+    shared = sorted((set(inputs) & set(recorded)) - {"img_annotations_file", "images"})
     changed = [
         f"{role}: {describe_change(recorded[role], inputs[role])}"
         for role in shared
@@ -157,13 +156,24 @@ def fresh_state(
         scheduler=None,
         shuffle_generator=torch.Generator().manual_seed(cfg.random_seed).get_state(),
     )
-    set_split(state, SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx), train_idx, val_idx)
+    record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx, image_digests(dataset))
+    set_split(state, record, train_idx, val_idx)
     return state
+
+
+def image_digests(dataset: ThingsDataset) -> list[str]:
+    """The SHA-256 of each image file of ``dataset`` (memoised per node); empty when one is unreadable
+    (the dataset's own checks name it)."""
+    try:
+        return content_hash.file_digests(dataset.image_paths)
+    except OSError:
+        return []
 
 
 def set_split(state: ckpt.TrainingState, record: SplitRecord, train_idx: list[int], val_idx: list[int]) -> None:
     state.train_indices, state.val_indices = list(train_idx), list(val_idx)
     state.train_names, state.val_names, state.target_digests = record.train, record.val, record.digests
+    state.image_digests = record.images
 
 
 def start_state(
@@ -184,8 +194,14 @@ def start_state(
         return published_fork_state(start, cfg, model, scheduler, dataset, log)
     state, history = restore(start.path, start.kind, cfg, model, optimizer, scheduler, inputs)
     if state.train_names:  # the split by image name, mapped onto the current annotation file
-        record = SplitRecord(state.train_names, state.val_names, state.target_digests)
-        train_idx, val_idx = record.indices(dataset.names, dataset.targets, dataset.annotations_file, start.path)
+        record = SplitRecord(state.train_names, state.val_names, state.target_digests, state.image_digests)
+        digests = image_digests(dataset)
+        train_idx, val_idx = record.indices(
+            dataset.names, dataset.targets, dataset.annotations_file, start.path, digests
+        )
+        if not record.images and digests:  # an older checkpoint: its images are recorded from now on
+            split = set(record.train) | set(record.val)
+            record.images = {n: d for n, d in zip(dataset.names, digests, strict=True) if n in split}
     else:  # a checkpoint written before splits were recorded by name
         train_idx, val_idx = state.train_indices, state.val_indices
         if max(train_idx + val_idx, default=-1) >= len(dataset):
@@ -193,7 +209,7 @@ def start_state(
                 f"{dataset.annotations_file}: has {len(dataset)} rows but the split of {start.path} "
                 "names higher rows. Fix: use the annotation file the run was started with."
             )
-        record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx)
+        record = SplitRecord.of(dataset.names, dataset.targets, train_idx, val_idx, image_digests(dataset))
     set_split(state, record, train_idx, val_idx)
     log(f"{start.kind.value} from {start.path} (epoch {state.epoch})")
     return state, history

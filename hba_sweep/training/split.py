@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,23 +119,38 @@ def row_digest(targets: torch.Tensor | np.ndarray) -> str:
 
 @dataclass
 class SplitRecord:
-    """A split by image name, with each image's target digest (what resume and forks check)."""
+    """A split by image name, with each image's target digest and image-file SHA-256 (what resume and
+    forks check)."""
 
     train: list[str]
     val: list[str]
     digests: dict[str, str]
+    images: dict[str, str] = field(default_factory=dict)  # name -> SHA-256 of the image file
 
     @classmethod
     def of(
-        cls, names: Sequence[str], targets: torch.Tensor, train_idx: Sequence[int], val_idx: Sequence[int]
+        cls,
+        names: Sequence[str],
+        targets: torch.Tensor,
+        train_idx: Sequence[int],
+        val_idx: Sequence[int],
+        image_digests: Sequence[str] = (),
     ) -> SplitRecord:
         rows = list(train_idx) + list(val_idx)
         return cls(
-            [names[i] for i in train_idx], [names[i] for i in val_idx], {names[i]: row_digest(targets[i]) for i in rows}
+            [names[i] for i in train_idx],
+            [names[i] for i in val_idx],
+            {names[i]: row_digest(targets[i]) for i in rows},
+            {names[i]: image_digests[i] for i in rows} if image_digests else {},
         )
 
     def indices(
-        self, names: Sequence[str], targets: torch.Tensor, annotations: str | os.PathLike, source: str | os.PathLike
+        self,
+        names: Sequence[str],
+        targets: torch.Tensor,
+        annotations: str | os.PathLike,
+        source: str | os.PathLike,
+        image_digests: Sequence[str] = (),
     ) -> tuple[list[int], list[int]]:
         """The split's rows in the current annotation file; DataError naming what changed."""
         row = {name: i for i, name in enumerate(names)}
@@ -154,6 +169,14 @@ class SplitRecord:
                 f"{annotations}: the targets of {len(changed)} image(s) changed since the split recorded "
                 f"in {source} was made, e.g. {changed[:3]}. Fix: restore the annotation file the run "
                 "was started with, or start a new run (another run_name/save_path)."
+            )
+        now = {x: image_digests[row[x]] for x in self.train + self.val} if image_digests else {}
+        redrawn = [x for x, sha in now.items() if self.images.get(x, sha) != sha]
+        if redrawn:
+            raise DataError(
+                f"{annotations}: the image files of {len(redrawn)} image(s) of the split recorded in {source} "
+                f"changed since, e.g. {redrawn[:3]}. Fix: restore the images the run was trained on, or start a "
+                "new run (another run_name/save_path)."
             )
         return [row[x] for x in self.train], [row[x] for x in self.val]
 
