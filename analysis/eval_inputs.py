@@ -53,7 +53,7 @@ def changed_lines(out_dir: Path, evaluations: Sequence[Any], cached_keys: set[st
         old = before.get("files") or {}
         if ev.key in cached_keys or before.get("key") not in cached_keys:
             continue
-        changed = [p for p, digest in ev.files.items() if p in old and old[p] != digest]
+        changed = content_hash.changed_files(old, ev.files)
         if not changed:
             continue
         named = ", ".join(f"{p} (sha256 {old[p][:12]} -> {ev.files[p][:12]})" for p in changed[:SHOWN])

@@ -13,7 +13,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from hba_sweep.foundation.io_utils import file_sha256
@@ -111,6 +111,11 @@ def set_digest(names: Sequence[str], digests: Sequence[str]) -> str:
     for name, digest in zip(names, digests, strict=True):
         outer.update(f"{name}\0{digest}\n".encode())
     return outer.hexdigest()
+
+
+def changed_files(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The files (keys of ``now``) recorded in ``before`` with another digest; files new to ``now`` are not."""
+    return [path for path, digest in now.items() if before.get(path) not in (None, digest)]
 
 
 def forget() -> None:

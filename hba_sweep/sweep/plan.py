@@ -44,6 +44,11 @@ class Plan:
         return [p for p, items in ((BASELINES, self.baselines), (PERTURBED, self.forks)) if items]
 
     @property
+    def trials(self) -> list[Trial]:
+        """Every planned trial: baselines, independent trials, then the forks' trials."""
+        return [*self.baselines, *self.independent, *(f.trial for f in self.forks)]
+
+    @property
     def total(self) -> int:
         return len(self.baselines) + len(self.forks) + len(self.independent)
 

@@ -30,7 +30,7 @@ class TrialStarts(Callback):
 
 
 def plan_names(plan: Plan) -> list[str]:
-    return [t.name for t in [*plan.baselines, *plan.independent]] + [f.trial.name for f in plan.forks]
+    return [t.name for t in plan.trials]
 
 
 def all_finished(plan: Plan, root: str) -> bool:

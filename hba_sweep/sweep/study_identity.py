@@ -21,9 +21,9 @@ from typing import Any
 
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.artifacts.identity import EXTENDS, Identity, differences, identity_key, trial_identities
+from hba_sweep.artifacts.layout import DONE_FILE
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import ConfigError
-from hba_sweep.sweep.expand import Trial
 from hba_sweep.sweep.plan import Plan
 
 SCHEDULES_OVER_EPOCHS = ("cosineannealinglr", "cosineannealinglrwithwarmup")
@@ -47,10 +47,6 @@ class Matching:
     renamed: dict[str, str] = field(default_factory=dict)
     extend: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (old epochs, new epochs)
     notes: list[str] = field(default_factory=list)
-
-
-def plan_trials(plan: Plan) -> list[Trial]:
-    return [*plan.baselines, *plan.independent, *(f.trial for f in plan.forks)]
 
 
 def match_key(identity: Identity, with_inputs: bool) -> str:
@@ -117,7 +113,7 @@ def match_plan(root: str, plan: Plan, identities: dict[str, Identity], recorded:
     """Match planned trials to recorded ones; raise ConfigError naming every difference that would mix."""
     if not recorded:
         return Matching()
-    planned = plan_trials(plan)
+    planned = plan.trials
     lines = base_differences([r.identity for r in recorded.values()], list(identities.values()))
     if lines:
         raise _refuse(root, "the study's settings or input files changed since its trials ran", lines)
@@ -186,21 +182,21 @@ def _notes(recorded: dict[str, Recorded], identities: dict[str, Identity], match
 
 def apply_renames(plan: Plan, renamed: dict[str, str]) -> None:
     """Give matched trials their recorded names (forks follow their baseline's)."""
-    for trial in plan_trials(plan):
+    for trial in plan.trials:
         trial.name = renamed.get(trial.name, trial.name)
     for fork in plan.forks:
         fork.baseline = renamed.get(fork.baseline, fork.baseline)
 
 
 def plan_identities(plan: Plan) -> dict[str, Identity]:
-    trials = plan_trials(plan)
+    trials = plan.trials
     return dict(zip([t.name for t in trials], trial_identities([t.config for t in trials]), strict=True))
 
 
 def extend_trials(root: str, extend: dict[str, int]) -> None:
     """Lift the done marker of each trial to extend: it resumes from its last checkpoint."""
     for name in extend:
-        storage.remove(storage.join(trialfiles.trial_path(root, name), "done.json"))
+        storage.remove(storage.join(trialfiles.trial_path(root, name), DONE_FILE))
 
 
 def manifest_identity(identities: dict[str, Identity]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

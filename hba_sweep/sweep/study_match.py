@@ -9,7 +9,7 @@ from typing import Any
 
 from hba_sweep.artifacts import trialfiles
 from hba_sweep.artifacts.identity import Identity
-from hba_sweep.artifacts.manifest import read_manifest
+from hba_sweep.artifacts.manifest import has_manifest, read_manifest
 from hba_sweep.foundation import storage
 from hba_sweep.foundation.errors import ConfigError
 from hba_sweep.sweep.options import RunOptions
@@ -61,7 +61,7 @@ def refuse_missing(root: str, old: dict[str, Any] | None) -> None:
     if old is not None or storage.listdir(root):  # a driver killed before study.json left its lock or files
         return
     parent = storage.parent(root)
-    here = sorted(n for n in storage.listdir(parent) if storage.is_file(storage.join(parent, n, "study.json")))
+    here = sorted(n for n in storage.listdir(parent) if has_manifest(storage.join(parent, n)))
     raise ConfigError(
         f"{storage.redact(root)}: no study to resume there (the folder is missing or empty). "
         + (f"Studies in {storage.redact(parent)}: {', '.join(here)}. " if here else "")

@@ -44,32 +44,29 @@ _STORAGE = {torch.float32: (np.float32, None), torch.bfloat16: (np.int16, torch.
 FORMAT_VERSION = 1  # of the entry files (.npy + .json record); another version's entries are refused
 
 
-def image_set_fingerprint(paths: Sequence[str | os.PathLike], image_size: int) -> str:
-    """Identifies an ordered image set at one resolution by content: the SHA-256 of each file (remembered
-    per node, hashed again when the file's stat changes: hba_sweep/foundation/content_hash.py)."""
+def image_set_fingerprint(digests: Sequence[str], image_size: int) -> str:
+    """Identifies an ordered image set at one resolution by content: the SHA-256 of each file, in order
+    (:func:`hba_sweep.foundation.content_hash.file_digests`)."""
     digest = hashlib.sha256(f"size={image_size}".encode())
-    for sha in content_hash.file_digests(paths):
+    for sha in digests:
         digest.update(f"|{sha}".encode())
     return digest.hexdigest()[:16]
 
 
-def _last_path(
-    root: str | os.PathLike, paths: Sequence[str | os.PathLike], prefix_key: str, dtype: torch.dtype
-) -> Path:
+def _last_path(root: str | os.PathLike, paths: Sequence[str], prefix_key: str, dtype: torch.dtype) -> Path:
     """Where the digests of the last entry computed for these image paths are kept."""
-    where = hashlib.sha256("|".join([prefix_key, str(dtype), *map(os.path.abspath, map(str, paths))]).encode())
+    where = hashlib.sha256("|".join([prefix_key, str(dtype), *map(os.path.abspath, paths)]).encode())
     return Path(root) / f"images-{where.hexdigest()[:16]}.json"
 
 
 def changed_images(
-    root: str | os.PathLike | None, paths: Sequence[str | os.PathLike], prefix_key: str, dtype: torch.dtype, key: str
+    root: str | os.PathLike | None, digests: dict[str, str], prefix_key: str, dtype: torch.dtype, key: str
 ) -> str:
     """A line naming the images whose content changed since an entry was last computed for these paths
-    ('' when none was, or it is this entry); records this entry's digests for the next time."""
+    (``digests``: path -> SHA-256; '' when none was, or it is this entry); records them for the next time."""
     if root is None:
         return ""
-    record = _last_path(root, paths, prefix_key, dtype)
-    digests = dict(zip(map(str, paths), content_hash.file_digests(paths), strict=True))
+    record = _last_path(root, list(digests), prefix_key, dtype)
     last = _read_json(record)
     if last is not None and last.get("key") == key:
         return ""
@@ -77,7 +74,7 @@ def changed_images(
     atomic_write_text(record, json.dumps({"key": key, "digests": digests}))
     if last is None:
         return ""
-    changed = [p for p, sha in digests.items() if last.get("digests", {}).get(p) not in (None, sha)]
+    changed = content_hash.changed_files(last.get("digests") or {}, digests)
     if not changed:
         return ""
     return (
@@ -309,8 +306,10 @@ def frozen_prefix(
     context; ``on_compute(n)`` is told when n images are run (a log line, a counter); ``log`` when a
     damaged entry is recomputed.
     """
-    key = cache_key(model.prefix_key(), image_set_fingerprint(paths, model.image_size), dtype)
-    changed = changed_images(root, paths, model.prefix_key(), dtype, key)
+    digests = content_hash.file_digests(paths)
+    prefix_key = model.prefix_key()
+    key = cache_key(prefix_key, image_set_fingerprint(digests, model.image_size), dtype)
+    changed = changed_images(root, dict(zip(map(str, paths), digests, strict=True)), prefix_key, dtype, key)
     if changed:
         (log or (lambda m: print(f"[hba_sweep] {m}", file=sys.stderr, flush=True)))(changed)
 
